@@ -1,0 +1,5 @@
+"""``python -m qdesign``: see :mod:`qdesign.cli`."""
+
+from qdesign.cli import main
+
+raise SystemExit(main())

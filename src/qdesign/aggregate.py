@@ -1,0 +1,90 @@
+"""Per-study tables from the per-cell metrics: summary, ECR and frontier.
+
+* ``summary``: every cell's metrics row (one per trained network and seed).
+* ``ecr``: one row per (width, bits), averaged over seeds, with the effective
+  compression ratio (see :func:`qdesign.ecr.effective_compression_ratio`).
+* ``frontier``: long format, ``kind`` = "pareto" (the seed-averaged cells no
+  other cell beats on both memory and error) or "budget" (for each memory
+  budget, the best cell that fits).
+
+No torch: this runs where only the tables are (figure regeneration).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .ecr import best_under_budget, budget_grid, effective_compression_ratio, pareto_front
+
+CELL_KEYS = ["study", "model", "depth", "width", "n_weights", "bits"]
+MEMORY_COLUMNS = {"weights": "memory_bits_weights", "total": "memory_bits_total"}
+
+
+def read_cells(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """Concatenate per-cell metrics files, sorted by width, bits and seed."""
+    frames = []
+    for p in paths:
+        try:
+            frames.append(pd.read_parquet(p))
+        except Exception as exc:
+            raise ValueError(f"cannot read cell metrics {p} ({type(exc).__name__}); delete it and rerun") from None
+    if not frames:
+        raise ValueError("no cell metrics to aggregate")
+    df = pd.concat(frames, ignore_index=True)
+    if df["study"].nunique() != 1:
+        raise ValueError(f"cells of several studies given: {sorted(df['study'].unique())}")
+    dupes = df.duplicated(["width", "bits", "seed"])
+    if dupes.any():
+        raise ValueError(f"duplicate cells: {df.loc[dupes, ['width', 'bits', 'seed']].to_dict('records')[:3]}")
+    return df.sort_values(["width", "bits", "seed"], kind="stable").reset_index(drop=True)
+
+
+def seed_means(summary: pd.DataFrame, memory: str = "weights") -> pd.DataFrame:
+    """Mean (and std) over seeds of the error columns, per (width, bits) cell."""
+    mem_col = MEMORY_COLUMNS[memory]
+    g = summary.groupby(CELL_KEYS, sort=False)
+    out = g.agg(
+        error=("test_error", "mean"),
+        error_std=("test_error", "std"),
+        n_seeds=("seed", "count"),
+        val_error=("val_error", "mean"),
+        direct_error=("direct_test_error", "mean"),
+        direct_error_std=("direct_test_error", "std"),
+        memory_bits=(mem_col, "mean"),
+        memory_bits_weights=("memory_bits_weights", "mean"),
+        memory_bits_total=("memory_bits_total", "mean"),
+    ).reset_index()
+    return out
+
+
+def ecr_table(summary: pd.DataFrame, reference_bits: int = 32, memory: str = "weights") -> pd.DataFrame:
+    """ECR per seed-averaged (width, bits) cell, with its memory and direct error."""
+    cells = summary[CELL_KEYS + ["seed"]].assign(error=summary["test_error"])
+    ecr = effective_compression_ratio(cells, reference_bits=reference_bits, average_seeds=True)
+    extra = seed_means(summary, memory).drop(columns=["error", "error_std", "n_seeds"])
+    return ecr.merge(extra, on=CELL_KEYS, how="left", validate="one_to_one")
+
+
+def frontier_table(summary: pd.DataFrame, memory: str = "weights", n_budgets: int = 25) -> pd.DataFrame:
+    """Pareto set and best cell per memory budget, over seed-averaged cells."""
+    means = seed_means(summary, memory)
+    cols = ["width", "bits", "n_weights", "memory_bits", "error", "error_std"]
+    pareto = pareto_front(means, memory_col="memory_bits", error_col="error")[cols].assign(kind="pareto")
+    pareto.insert(1, "budget_bits", np.nan)
+    budgets = budget_grid(means["memory_bits"], n=n_budgets)
+    best = best_under_budget(means[cols], budgets, memory_col="memory_bits", error_col="error")
+    best = best.assign(kind="budget")
+    out = pd.concat([pareto, best], ignore_index=True)
+    return out[["kind", "budget_bits", *cols]]
+
+
+def aggregate(paths: Iterable[str | Path], reference_bits: int = 32, memory: str = "weights",
+              n_budgets: int = 25) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(summary, ecr, frontier) tables of one study from its cell metrics files."""
+    summary = read_cells(paths)
+    return (summary, ecr_table(summary, reference_bits, memory),
+            frontier_table(summary, memory, n_budgets))

@@ -1,0 +1,208 @@
+"""One cell of the grid, end to end: train (or retrain), evaluate, write outputs.
+
+A cell writes ``model.pt`` and ``metrics.parquet`` (one row that holds
+everything a table or figure needs, so nothing downstream reopens a
+checkpoint). Both are written atomically, metrics last.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from . import __version__
+from .config import FLOAT_BITS, spec_hash
+from .data import load_prepared, make_splits
+from .ecr import network_memory_bits
+from .io import parquet_write_atomic, torch_save_atomic
+from .models import build_model, weight_layers
+from .quantize import bake, integer_codes, quantized_layers, to_quantized, update_steps
+from .train import evaluate, fit, pick_device
+
+CHECKPOINT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, corrupt or does not match the cell."""
+
+
+def _logger(prefix: str = "") -> Callable[[str], None]:
+    def log(msg: str) -> None:
+        print(f"{prefix}{msg}", flush=True)
+    return log
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"corrupt checkpoint {path} ({type(exc).__name__}); delete it and rerun") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format_version") != CHECKPOINT_VERSION or "state_dict" not in ckpt:
+        raise CheckpointError(f"corrupt or incompatible checkpoint {path}; delete it and rerun")
+    return ckpt
+
+
+def _model_depth(model_cfg: Mapping) -> int:
+    """Hidden layers (fcdnn) or convolution layers (cnn)."""
+    if model_cfg["type"] == "fcdnn":
+        return int(model_cfg["depth"])
+    return len(model_cfg["channel_multipliers"]) * int(model_cfg["convs_per_block"])
+
+
+def _base_row(spec: Mapping, model_cfg: Mapping, model: torch.nn.Module, bits: int,
+              layer_bits: list[int | None], data, device: torch.device, threads: int) -> dict:
+    layers = weight_layers(model)
+    mem_w, mem_t = network_memory_bits((w, b, lb) for (_, w, b), lb in zip(layers, layer_bits))
+    return {
+        "study": spec["study"],
+        "dataset": spec["dataset"],
+        "model": model_cfg["type"],
+        "depth": _model_depth(model_cfg),
+        "width": int(spec["width"]),
+        "bits": int(bits),
+        "seed": int(spec["seed"]),
+        "n_weights": int(sum(w for _, w, _ in layers)),
+        "n_biases": int(sum(b for _, _, b in layers)),
+        "memory_bits_weights": int(mem_w),
+        "memory_bits_total": int(mem_t),
+        "n_train": int(data.x_train.shape[0]),
+        "n_val": int(data.x_val.shape[0]),
+        "n_test": int(data.x_test.shape[0]),
+        "device": device.type,
+        "threads": int(threads),
+        "config_hash": spec_hash(spec),
+        "qdesign_version": __version__,
+        "torch_version": torch.__version__,
+    }
+
+
+def _prepare(spec: Mapping, data_path: str | Path, threads: int):
+    torch.set_num_threads(int(threads))
+    device = pick_device(spec["device"])
+    payload = load_prepared(data_path)
+    if payload["name"] != spec["dataset"]:
+        raise CheckpointError(f"{data_path} holds dataset '{payload['name']}', the cell needs '{spec['dataset']}'")
+    data = make_splits(payload, spec["val_fraction"], spec["split_seed"], spec["train_subset"]).to(device)
+    return device, data
+
+
+def run_float(spec: Mapping, data_path: str | Path, out_dir: str | Path, threads: int = 1) -> dict:
+    """Train the float network of one (study, width, seed) cell."""
+    log = _logger()
+    t_start = time.perf_counter()
+    device, data = _prepare(spec, data_path, threads)
+    torch.manual_seed(int(spec["seed"]))
+    model = build_model(spec["model"], spec["width"], data.input_shape, data.n_classes).to(device)
+    log(f"float {spec['study']} width {spec['width']} seed {spec['seed']} on {device} "
+        f"({threads} threads): {sum(p.numel() for p in model.parameters())} parameters, "
+        f"{data.x_train.shape[0]} train / {data.x_val.shape[0]} val / {data.x_test.shape[0]} test")
+    res = fit(model, data, spec["training"], seed=spec["seed"], log=log)
+    model.load_state_dict(res.best_state)
+    val_err = evaluate(model, data.x_val, data.y_val)
+    test_err = evaluate(model, data.x_test, data.y_test)
+    n_layers = len(weight_layers(model))
+    row = _base_row(spec, spec["model"], model, FLOAT_BITS, [None] * n_layers, data, device, threads)
+    row.update({
+        "test_error": test_err,
+        "val_error": val_err,
+        "direct_test_error": math.nan,
+        "direct_val_error": math.nan,
+        "steps": [],
+        "quantized_layers": 0,
+        "epochs_run": res.epochs_run,
+        "best_epoch": res.best_epoch,
+        "train_seconds": res.seconds,
+        "job_seconds": time.perf_counter() - t_start,
+    })
+    out_dir = Path(out_dir)
+    torch_save_atomic({
+        "format_version": CHECKPOINT_VERSION, "kind": "float", "spec": dict(spec),
+        "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+        "input_shape": list(data.input_shape), "n_classes": data.n_classes,
+    }, out_dir / "model.pt")
+    parquet_write_atomic(pd.DataFrame([row]), out_dir / "metrics.parquet")
+    log(f"done: test_err {test_err:.4f} val_err {val_err:.4f} best epoch {res.best_epoch} "
+        f"train {res.seconds:.1f}s")
+    return row
+
+
+def run_quantized(spec: Mapping, data_path: str | Path, float_checkpoint: str | Path,
+                  out_dir: str | Path, threads: int = 1) -> dict:
+    """Quantize one float network to ``spec['bits']`` (L2-optimal steps), record
+    the direct-quantization error, retrain with the STE, record the result."""
+    log = _logger()
+    t_start = time.perf_counter()
+    ckpt = load_checkpoint(float_checkpoint)
+    fspec = ckpt["spec"]
+    for key in ("study", "dataset", "width", "seed", "val_fraction", "train_subset", "split_seed"):
+        if fspec.get(key) != spec.get(key):
+            raise CheckpointError(f"{float_checkpoint} was trained with {key}={fspec.get(key)!r}, "
+                                  f"this cell needs {spec.get(key)!r}")
+    device, data = _prepare(spec, data_path, threads)
+    model = build_model(fspec["model"], fspec["width"], data.input_shape, data.n_classes)
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"checkpoint {float_checkpoint} does not fit its model: {str(exc).splitlines()[0]}") from None
+    model.to(device)
+    float_test = evaluate(model, data.x_test, data.y_test)
+
+    rcfg = spec["retraining"]
+    bits = int(spec["bits"])
+    t_q = time.perf_counter()
+    qmodel = to_quantized(model, bits, float_first=rcfg["float_first"], float_last=rcfg["float_last"])
+    steps0 = [float(layer.step) for _, layer in quantized_layers(qmodel)]
+    log(f"{bits}-bit {spec['study']} width {spec['width']} seed {spec['seed']} on {device}: "
+        f"steps {', '.join(f'{s:.4g}' for s in steps0)} ({time.perf_counter() - t_q:.2f}s)")
+    direct_val = evaluate(qmodel, data.x_val, data.y_val)
+    direct_test = evaluate(qmodel, data.x_test, data.y_test)
+    log(f"float test_err {float_test:.4f}; direct quantization test_err {direct_test:.4f} val_err {direct_val:.4f}")
+
+    epoch_start = None
+    if rcfg["step_update"] == "epoch":
+        def epoch_start(epoch: int) -> None:
+            if epoch > 1:  # epoch 1 starts from the steps of the float weights
+                update_steps(qmodel)
+
+    torch.manual_seed(int(spec["seed"]))
+    res = fit(qmodel, data, rcfg, seed=spec["seed"], log=log, epoch_start=epoch_start, keep_start=True)
+    qmodel.load_state_dict(res.best_state)
+    val_err = evaluate(qmodel, data.x_val, data.y_val)
+    test_err = evaluate(qmodel, data.x_test, data.y_test)
+
+    qnames = {name for name, _ in quantized_layers(qmodel)}
+    layer_bits = [bits if name in qnames else None for name, _, _ in weight_layers(qmodel)]
+    row = _base_row(spec, fspec["model"], qmodel, bits, layer_bits, data, device, threads)
+    codes = integer_codes(qmodel)
+    row.update({
+        "test_error": test_err,
+        "val_error": val_err,
+        "direct_test_error": direct_test,
+        "direct_val_error": direct_val,
+        "steps": [codes[name].step for name, _ in quantized_layers(qmodel)],
+        "quantized_layers": len(codes),
+        "epochs_run": res.epochs_run,
+        "best_epoch": res.best_epoch,
+        "train_seconds": res.seconds,
+        "job_seconds": time.perf_counter() - t_start,
+    })
+    out_dir = Path(out_dir)
+    torch_save_atomic({
+        "format_version": CHECKPOINT_VERSION, "kind": "quantized", "spec": dict(spec), "float_spec": fspec,
+        "bits": bits,
+        "state_dict": {k: v.cpu() for k, v in bake(qmodel).state_dict().items()},
+        "codes": {name: {"codes": qt.codes, "step": qt.step} for name, qt in codes.items()},
+        "input_shape": list(data.input_shape), "n_classes": data.n_classes,
+    }, out_dir / "model.pt")
+    parquet_write_atomic(pd.DataFrame([row]), out_dir / "metrics.parquet")
+    log(f"done: test_err {test_err:.4f} (direct {direct_test:.4f}, float {float_test:.4f}) "
+        f"best epoch {res.best_epoch} train {res.seconds:.1f}s")
+    return row

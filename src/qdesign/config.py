@@ -1,0 +1,234 @@
+"""Study configuration: loading, schema validation with defaults, and the cell grid.
+
+The schema (``workflow/schemas/config.schema.yaml``) is the single source of
+truth for keys, types and defaults. Errors are reported as one line that names
+the offending key, before any job runs. No torch here: Snakemake imports this
+module when it parses the workflow.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+FLOAT_BITS = 32  # the bits value that marks float networks in every table
+_CNN_ONLY = {"channel_multipliers", "convs_per_block", "kernel_size", "pool", "fc_units"}
+_FCDNN_ONLY = {"depth"}
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with a one-line message that names the key."""
+
+
+def load_schema() -> dict:
+    if not SCHEMA_PATH.is_file():
+        raise ConfigError(f"config schema not found at {SCHEMA_PATH} (is qdesign installed from the repository?)")
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+# ------------------------------------------------------------------ defaults
+
+
+def _resolve(schema: dict, root: dict) -> dict:
+    while "$ref" in schema:
+        ref = schema["$ref"]
+        if not ref.startswith("#/"):
+            raise ConfigError(f"unsupported schema reference {ref}")
+        node = root
+        for part in ref[2:].split("/"):
+            node = node[part]
+        schema = node
+    return schema
+
+
+def _fill_defaults(value: Any, schema: dict, root: dict) -> None:
+    """Fill schema defaults into ``value`` in place (objects only, recursively)."""
+    schema = _resolve(schema, root)
+    if not isinstance(value, dict):
+        return
+    props = schema.get("properties", {})
+    for key, sub in props.items():
+        sub_r = _resolve(sub, root)
+        if key not in value and "default" in sub_r:
+            value[key] = copy.deepcopy(sub_r["default"])
+        if key in value:
+            _fill_defaults(value[key], sub_r, root)
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict):
+        for key, sub_value in value.items():
+            if key not in props:
+                _fill_defaults(sub_value, extra, root)
+
+
+# ------------------------------------------------------------------ validation
+
+
+def _where(path) -> str:
+    parts = [str(p) for p in path]
+    return ".".join(parts) if parts else "<top level>"
+
+
+def _one_line(error, schema: dict) -> str:
+    """Turn a jsonschema error into one line naming the key."""
+    where = _where(error.absolute_path)
+    if error.validator == "additionalProperties":
+        allowed = sorted(_resolve(error.schema, schema).get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        msgs = []
+        for key in extra:
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else f" (allowed: {', '.join(allowed)})"
+            full = f"{where}.{key}" if error.absolute_path else key
+            msgs.append(f"unknown key '{full}'{hint}")
+        return "; ".join(msgs)
+    if error.validator == "required":
+        return f"{where}: {error.message}"
+    if error.validator == "enum":
+        return f"{where}: {error.instance!r} is not one of {error.validator_value}"
+    if error.validator == "minItems" and error.validator_value == 1:
+        return f"{where}: must not be empty"
+    if error.validator == "type":
+        return f"{where}: {error.instance!r} is not of type {error.validator_value}"
+    return f"{where}: {error.message}"
+
+
+def validate_config(config: Mapping) -> dict:
+    """Validate ``config`` against the schema, fill defaults, and check the
+    cross-key rules the schema cannot express. Returns a new dict."""
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import best_match
+
+    schema = load_schema()
+    cfg = copy.deepcopy(dict(config))
+    validator = Draft202012Validator(schema)
+    errors = list(validator.iter_errors(cfg))
+    if errors:
+        # report the deepest, most specific problem first
+        raise ConfigError("config: " + _one_line(best_match(errors), schema))
+    for name, study in cfg["studies"].items():
+        model = study["model"]
+        wrong = sorted(set(model) & (_CNN_ONLY if model["type"] == "fcdnn" else _FCDNN_ONLY))
+        if wrong:
+            raise ConfigError(f"config: studies.{name}.model.{wrong[0]} does not apply to {model['type']} models")
+        if FLOAT_BITS in study.get("bits", []):
+            raise ConfigError(f"config: studies.{name}.bits: 32 marks the float reference, which is always trained; remove it")
+    _fill_defaults(cfg, schema, schema)
+    errors = list(validator.iter_errors(cfg))  # defaults must validate too
+    if errors:  # pragma: no cover - a broken default in the schema itself
+        raise ConfigError("config (after defaults): " + _one_line(best_match(errors), schema))
+    for name, study in cfg["studies"].items():
+        model = study["model"]
+        for key in _CNN_ONLY if model["type"] == "fcdnn" else _FCDNN_ONLY:
+            model.pop(key, None)  # defaults of the other family do not apply
+        if study["dataset"] == "digits" and model["type"] == "cnn" and 2 ** len(model["channel_multipliers"]) > 8:
+            raise ConfigError(
+                f"config: studies.{name}.model.channel_multipliers: {len(model['channel_multipliers'])} "
+                "2x2 poolings shrink the 8x8 digits below one pixel"
+            )
+    return cfg
+
+
+def load_config(path: str | Path) -> dict:
+    """Read a YAML config file and validate it (see :func:`validate_config`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0]
+        raise ConfigError(f"config file {path} is not valid YAML: {first}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys")
+    return validate_config(raw)
+
+
+# ------------------------------------------------------------------ cells
+
+
+def study_device(config: Mapping, study: str) -> str:
+    return config["studies"][study].get("device") or config["device"]
+
+
+def float_spec(config: Mapping, study: str, width: int, seed: int) -> dict:
+    """Everything that determines one float network, and nothing else.
+
+    Rules pass this as ``params`` so that editing unrelated keys (plots, other
+    studies, bits, retraining) reruns no float training.
+    """
+    s = config["studies"][study]
+    return {
+        "study": study,
+        "dataset": s["dataset"],
+        "model": {k: v for k, v in s["model"].items() if k != "widths"},
+        "width": int(width),
+        "seed": int(seed),
+        "val_fraction": s["val_fraction"],
+        "train_subset": s["train_subset"],
+        "split_seed": config["split_seed"],
+        "device": study_device(config, study),
+        "training": dict(s["training"]),
+    }
+
+
+def quantized_spec(config: Mapping, study: str, width: int, bits: int, seed: int) -> dict:
+    """What retraining adds to a float network: the bits and the retraining
+    hyper-parameters. The float network itself is the rule's input file."""
+    s = config["studies"][study]
+    return {
+        "study": study,
+        "dataset": s["dataset"],
+        "width": int(width),
+        "seed": int(seed),
+        "bits": int(bits),
+        "val_fraction": s["val_fraction"],
+        "train_subset": s["train_subset"],
+        "split_seed": config["split_seed"],
+        "device": study_device(config, study),
+        "retraining": dict(s["retraining"]),
+    }
+
+
+def spec_json(spec: Mapping) -> str:
+    """Canonical JSON (sorted keys, no spaces): stable across runs for params."""
+    return json.dumps(spec, sort_keys=True, separators=(",", ":"))
+
+
+def spec_hash(spec: Mapping) -> str:
+    """Short content hash of a cell spec, recorded in every metrics row."""
+    return hashlib.sha256(spec_json(spec).encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One trained network of a study: bits == 32 is the float reference."""
+
+    study: str
+    width: int
+    bits: int
+    seed: int
+
+    @property
+    def is_float(self) -> bool:
+        return self.bits == FLOAT_BITS
+
+
+def study_cells(config: Mapping, study: str) -> list[Cell]:
+    """Every (width, bits, seed) of a study, float first."""
+    s = config["studies"][study]
+    return [
+        Cell(study, w, b, seed)
+        for w in s["model"]["widths"]
+        for b in [FLOAT_BITS, *s["bits"]]
+        for seed in s["seeds"]
+    ]

@@ -1,0 +1,280 @@
+"""Datasets: preparation into one cached tensor file, and the seeded splits.
+
+``prepare_dataset`` reads a dataset once (scikit-learn's bundled digits, or
+MNIST / Fashion-MNIST / CIFAR-10 in torchvision's on-disk layout) and keeps the
+raw uint8 images, the labels and the per-channel normalisation statistics of
+the training pool. Training jobs load that file (milliseconds) and normalise
+and split it with :func:`make_splits`; they never import torchvision. The
+files on disk are read here directly (IDX and CIFAR pickle formats), so
+torchvision is imported only to download a dataset that is missing.
+"""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .io import torch_save_atomic
+
+FORMAT_VERSION = 1
+
+
+class DatasetError(RuntimeError):
+    """A dataset that cannot be found, downloaded or read (one-line message)."""
+
+
+@dataclass(frozen=True)
+class _Source:
+    n_classes: int
+    folder: str  # torchvision's folder under data_dir
+    files: tuple[str, ...]
+    torchvision_class: str | None
+
+
+DATASETS: dict[str, _Source] = {
+    "digits": _Source(10, "", (), None),
+    "mnist": _Source(10, "MNIST/raw", (
+        "train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"), "MNIST"),
+    "fashion-mnist": _Source(10, "FashionMNIST/raw", (
+        "train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"), "FashionMNIST"),
+    "cifar10": _Source(10, "cifar-10-batches-py", (
+        "data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
+        "test_batch"), "CIFAR10"),
+}
+
+
+# ------------------------------------------------------------------ readers
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (uncompressed, or the .gz beside it)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4:
+        raise DatasetError(f"{path} is truncated")
+    zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
+    if zero != 0 or dtype_code != 0x08:
+        raise DatasetError(f"{path} is not an unsigned-byte IDX file")
+    dims = struct.unpack(">" + "I" * ndim, raw[4:4 + 4 * ndim])
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise DatasetError(f"{path} is truncated: {data.size} bytes for shape {dims}")
+    return data.reshape(dims)
+
+
+def _find(folder: Path, name: str) -> Path | None:
+    for candidate in (folder / name, folder / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _missing(name: str, data_dir: Path) -> list[str]:
+    src = DATASETS[name]
+    folder = data_dir / src.folder
+    if name == "cifar10":
+        return [f for f in src.files if not (folder / f).is_file()]
+    return [f for f in src.files if _find(folder, f) is None]
+
+
+def _download(name: str, data_dir: Path) -> None:
+    """Fetch a dataset with torchvision (the only place that imports it)."""
+    import torchvision.datasets as tvd  # noqa: PLC0415 - seconds to import; only when downloading
+
+    cls = getattr(tvd, DATASETS[name].torchvision_class)
+    for train in (True, False):
+        cls(str(data_dir), train=train, download=True)
+
+
+def ensure_available(name: str, data_dir: str | Path, download: bool) -> Path:
+    """Return the dataset folder, downloading it if allowed; a clear error if not."""
+    if name not in DATASETS:
+        raise DatasetError(f"unknown dataset '{name}' (known: {', '.join(DATASETS)})")
+    data_dir = Path(data_dir)
+    src = DATASETS[name]
+    folder = data_dir / src.folder
+    missing = _missing(name, data_dir)
+    if not missing:
+        return folder
+    how = (f"place {', '.join(missing)} (torchvision layout; .gz accepted for IDX files) in {folder}"
+           if name != "cifar10" else
+           f"extract cifar-10-python.tar.gz into {data_dir} so that {folder}/ holds {', '.join(src.files)}")
+    if not download:
+        raise DatasetError(f"dataset '{name}' not found at {folder} and download is off: {how}")
+    try:
+        _download(name, data_dir)
+    except Exception as exc:  # network errors come in many types (URLError, OSError, RuntimeError)
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DatasetError(
+            f"dataset '{name}' not found at {folder} and the download failed ({reason}): {how}"
+        ) from None
+    missing = _missing(name, data_dir)
+    if missing:
+        raise DatasetError(f"dataset '{name}': download finished but {', '.join(missing)} missing in {folder}")
+    return folder
+
+
+def _load_idx_dataset(folder: Path):
+    def read(stem):
+        return _read_idx(_find(folder, stem))
+
+    xtr, ytr = read("train-images-idx3-ubyte"), read("train-labels-idx1-ubyte")
+    xte, yte = read("t10k-images-idx3-ubyte"), read("t10k-labels-idx1-ubyte")
+    return xtr[:, None], ytr, xte[:, None], yte
+
+
+def _load_cifar10(folder: Path):
+    def read(fname):
+        try:
+            with open(folder / fname, "rb") as f:
+                batch = pickle.load(f, encoding="bytes")
+            data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+            labels = np.asarray(batch[b"labels"], dtype=np.int64)
+        except Exception as exc:
+            raise DatasetError(f"{folder / fname} is not a CIFAR-10 batch ({type(exc).__name__}: {exc})") from None
+        return data, labels
+
+    parts = [read(f"data_batch_{i}") for i in range(1, 6)]
+    xte, yte = read("test_batch")
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), xte, yte
+
+
+def _load_digits(split_seed: int):
+    from sklearn.datasets import load_digits  # noqa: PLC0415 - bundled with scikit-learn, no download
+    from sklearn.model_selection import train_test_split  # noqa: PLC0415
+
+    d = load_digits()
+    x = d.images.astype(np.uint8)[:, None]  # 0..16 grey levels, 8x8
+    y = d.target.astype(np.int64)
+    xtr, xte, ytr, yte = train_test_split(x, y, test_size=0.2, random_state=split_seed, stratify=y)
+    return xtr, ytr, xte, yte
+
+
+# ------------------------------------------------------------------ prepare
+
+
+def prepare_dataset(name: str, data_dir: str | Path = "data", download: bool = True,
+                    split_seed: int = 0) -> dict:
+    """Read a dataset into a dict of uint8 images, labels and normalisation stats.
+
+    digits has no official test set: a stratified 20% test split seeded by
+    ``split_seed`` is fixed here, once.
+    """
+    if name == "digits":
+        xtr, ytr, xte, yte = _load_digits(split_seed)
+        source = "sklearn.datasets.load_digits"
+    else:
+        folder = ensure_available(name, data_dir, download)
+        loader = _load_cifar10 if name == "cifar10" else _load_idx_dataset
+        xtr, ytr, xte, yte = loader(folder)
+        source = str(folder)
+    n_classes = DATASETS[name].n_classes
+    for split, labels in (("train", ytr), ("test", yte)):
+        if labels.min() < 0 or labels.max() >= n_classes:
+            raise DatasetError(f"dataset '{name}': {split} labels outside 0..{n_classes - 1}")
+    xf = xtr.astype(np.float64)
+    mean = xf.mean(axis=(0, 2, 3))
+    std = xf.std(axis=(0, 2, 3))
+    return {
+        "format_version": FORMAT_VERSION,
+        "name": name,
+        "source": source,
+        "n_classes": n_classes,
+        "x_train": torch.from_numpy(np.ascontiguousarray(xtr)),
+        "y_train": torch.from_numpy(ytr.astype(np.int64)),
+        "x_test": torch.from_numpy(np.ascontiguousarray(xte)),
+        "y_test": torch.from_numpy(yte.astype(np.int64)),
+        "mean": [float(m) for m in mean],
+        "std": [float(s) if s > 0 else 1.0 for s in std],
+    }
+
+
+def write_prepared(payload: dict, out: str | Path) -> None:
+    torch_save_atomic(payload, out)
+
+
+_KEYS = ("format_version", "name", "n_classes", "x_train", "y_train", "x_test", "y_test", "mean", "std")
+
+
+def load_prepared(path: str | Path) -> dict:
+    """Load a prepared dataset file; a one-line error if it is missing or corrupt."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"prepared dataset not found: {path} (run the prepare_data rule)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise DatasetError(f"corrupt prepared dataset {path} ({type(exc).__name__}); delete it and rerun") from None
+    if not isinstance(payload, dict) or any(k not in payload for k in _KEYS):
+        raise DatasetError(f"corrupt prepared dataset {path} (missing keys); delete it and rerun")
+    if payload["format_version"] != FORMAT_VERSION:
+        raise DatasetError(f"prepared dataset {path} has format {payload['format_version']}, expected {FORMAT_VERSION}; delete it and rerun")
+    return payload
+
+
+# ------------------------------------------------------------------ splits
+
+
+@dataclass
+class Splits:
+    """Normalised float tensors (N, C, H, W) and int64 labels for one study."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    n_classes: int
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    def to(self, device) -> "Splits":
+        return Splits(*(t.to(device) for t in (self.x_train, self.y_train, self.x_val, self.y_val,
+                                                 self.x_test, self.y_test)), self.n_classes)
+
+
+def _normalise(x: torch.Tensor, mean, std) -> torch.Tensor:
+    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    return ((x.to(torch.float32) - m) / s).contiguous()
+
+
+def make_splits(payload: dict, val_fraction: float, split_seed: int,
+                train_subset: int | None = None) -> Splits:
+    """Split the training pool into train / validation with a fixed seed.
+
+    The permutation depends on ``split_seed`` only, so every width, bits and
+    training seed of a study sees the same examples. ``train_subset`` keeps the
+    first examples of the (shuffled) training part.
+    """
+    n = payload["x_train"].shape[0]
+    n_val = int(round(val_fraction * n))
+    if not 0 < n_val < n:
+        raise DatasetError(f"val_fraction {val_fraction} leaves no training or no validation example of {n}")
+    g = torch.Generator().manual_seed(int(split_seed))
+    perm = torch.randperm(n, generator=g)
+    val_idx, train_idx = perm[:n_val], perm[n_val:]
+    if train_subset is not None:
+        if train_subset > train_idx.numel():
+            raise DatasetError(f"train_subset {train_subset} exceeds the {train_idx.numel()} training examples")
+        train_idx = train_idx[:train_subset]
+    x, y = payload["x_train"], payload["y_train"]
+    mean, std = payload["mean"], payload["std"]
+    return Splits(
+        _normalise(x[train_idx], mean, std), y[train_idx].clone(),
+        _normalise(x[val_idx], mean, std), y[val_idx].clone(),
+        _normalise(payload["x_test"], mean, std), payload["y_test"].clone(),
+        int(payload["n_classes"]),
+    )

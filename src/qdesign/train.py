@@ -1,0 +1,147 @@
+"""Training loop shared by float training and retraining with quantized weights.
+
+Data live in memory as tensors (on the training device); mini-batches are index
+slices of a seeded permutation, so there is no per-sample Python and no
+DataLoader. The state of the epoch with the lowest validation error is kept.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .data import Splits
+
+
+def pick_device(name: str) -> torch.device:
+    """auto -> cuda when a GPU is visible, else cpu; cuda without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested but no CUDA GPU is visible (set device: auto or cpu)")
+    return torch.device(name)
+
+
+def make_optimizer(params, cfg: Mapping) -> torch.optim.Optimizer:
+    name, lr, wd = cfg["optimizer"], float(cfg["lr"]), float(cfg["weight_decay"])
+    if name == "sgd":
+        mom = float(cfg["momentum"])
+        return torch.optim.SGD(params, lr=lr, momentum=mom, nesterov=mom > 0, weight_decay=wd)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    raise ValueError(f"unknown optimizer {name!r}")
+
+
+def lr_factor(schedule: str, epoch: int, epochs: int) -> float:
+    """Multiplier of the base learning rate during ``epoch`` (0-based)."""
+    if schedule == "constant" or epochs <= 1:
+        return 1.0
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+    if schedule == "step":
+        return 0.1 ** sum(epoch >= m * epochs for m in (0.5, 0.75))
+    raise ValueError(f"unknown schedule {schedule!r}")
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2048) -> float:
+    """Classification error (fraction) of ``model`` in eval mode."""
+    was_training = model.training
+    model.eval()
+    wrong = torch.zeros((), dtype=torch.int64, device=x.device)
+    for i in range(0, x.shape[0], batch_size):
+        wrong += (model(x[i:i + batch_size]).argmax(dim=1) != y[i:i + batch_size]).sum()
+    model.train(was_training)
+    return float(wrong) / max(1, x.shape[0])
+
+
+@dataclass
+class FitResult:
+    best_state: dict
+    best_epoch: int
+    best_val_error: float
+    epochs_run: int
+    seconds: float
+    history: list[dict] = field(default_factory=list)
+
+
+def _snapshot(model: nn.Module) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def fit(
+    model: nn.Module,
+    data: Splits,
+    cfg: Mapping,
+    *,
+    seed: int,
+    log: Callable[[str], None] = print,
+    epoch_start: Callable[[int], None] | None = None,
+    keep_start: bool = False,
+) -> FitResult:
+    """Train ``model`` on ``data.x_train`` for ``cfg['epochs']`` epochs.
+
+    ``epoch_start(epoch)`` runs before each epoch (used to re-estimate
+    quantization steps). With ``keep_start`` the starting weights count as
+    epoch 0 in the best-validation selection (retraining never reports worse
+    than direct quantization on validation data).
+    """
+    epochs, bs = int(cfg["epochs"]), int(cfg["batch_size"])
+    opt = make_optimizer(model.parameters(), cfg)
+    base_lrs = [g["lr"] for g in opt.param_groups]
+    gen = torch.Generator().manual_seed(int(seed))
+    x, y = data.x_train, data.y_train
+    n = x.shape[0]
+    device = x.device
+
+    best_state, best_epoch, best_val = None, 0, math.inf
+    if keep_start or epochs == 0:
+        best_val = evaluate(model, data.x_val, data.y_val)
+        best_state = _snapshot(model)
+        log(f"epoch 0/{epochs} val_err {best_val:.4f} (start)")
+    history = []
+    t0 = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        te = time.perf_counter()
+        factor = lr_factor(cfg["schedule"], epoch - 1, epochs)
+        for g, base in zip(opt.param_groups, base_lrs):
+            g["lr"] = base * factor
+        if epoch_start is not None:
+            epoch_start(epoch)
+        model.train()
+        perm = torch.randperm(n, generator=gen).to(device)
+        loss_sum = torch.zeros((), device=device)
+        wrong = torch.zeros((), dtype=torch.int64, device=device)
+        for i in range(0, n, bs):
+            idx = perm[i:i + bs]
+            xb, yb = x[idx], y[idx]
+            out = model(xb)
+            loss = F.cross_entropy(out, yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.detach() * idx.numel()
+            wrong += (out.detach().argmax(dim=1) != yb).sum()
+        val_err = evaluate(model, data.x_val, data.y_val)
+        train_loss, train_err = float(loss_sum) / n, float(wrong) / n
+        if not math.isfinite(train_loss):
+            log(f"epoch {epoch}/{epochs} loss is {train_loss}: stopping (diverged)")
+            break
+        if val_err < best_val:
+            best_val, best_epoch, best_state = val_err, epoch, _snapshot(model)
+        history.append(dict(epoch=epoch, loss=train_loss, train_error=train_err, val_error=val_err,
+                            lr=base_lrs[0] * factor))
+        log(f"epoch {epoch}/{epochs} loss {train_loss:.4f} train_err {train_err:.4f} "
+            f"val_err {val_err:.4f} lr {base_lrs[0] * factor:.3g} {time.perf_counter() - te:.2f}s")
+    if best_state is None:  # diverged in the first epoch
+        best_state, best_epoch = _snapshot(model), len(history)
+        best_val = evaluate(model, data.x_val, data.y_val)
+    return FitResult(best_state, best_epoch, best_val, len(history), time.perf_counter() - t0, history)

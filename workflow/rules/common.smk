@@ -1,0 +1,135 @@
+# Shared set-up: config validation, the cell grid, paths, resources, and the
+# warm worker that serves training jobs on local runs.
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+
+from qdesign import config as qconfig
+from qdesign import resources as qres
+from qdesign import worker as qworker
+
+try:
+    _validated = qconfig.validate_config(config)
+except qconfig.ConfigError as exc:
+    raise WorkflowError(str(exc)) from None
+config.clear()
+config.update(_validated)
+
+envvars:
+    "PATH",
+
+
+# Jobs call `python`: put the interpreter running Snakemake first on PATH, so
+# that jobs use the same environment even when it is not activated (with
+# --sdm conda, the rule's environment is activated on top of this).
+os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+STUDIES = list(config["studies"])
+FIGURES = ["error_vs_weights", "error_vs_memory", "ecr_vs_width", "retrain_gap"]
+
+
+wildcard_constraints:
+    study="|".join(STUDIES),
+    dataset="digits|mnist|fashion-mnist|cifar10",
+    width=r"\d+",
+    bits=r"\d+",
+    seed=r"\d+",
+
+
+def study_cfg(study):
+    return config["studies"][study]
+
+
+def data_file(wildcards):
+    # ancient(): re-preparing the same dataset (e.g. after moving data_dir)
+    # must not retrain; what selects the data (dataset, split) is in each
+    # training job's params instead
+    return ancient(f"results/data/{study_cfg(wildcards.study)['dataset']}.pt")
+
+
+def float_dir(study, width, seed):
+    return f"results/{study}/float/w{width}-s{seed}"
+
+
+def cell_dir(study, width, bits, seed):
+    if int(bits) == qconfig.FLOAT_BITS:
+        return float_dir(study, width, seed)
+    return f"results/{study}/b{bits}/w{width}-s{seed}"
+
+
+def cell_metrics(wildcards):
+    return [
+        f"{cell_dir(c.study, c.width, c.bits, c.seed)}/metrics.parquet"
+        for c in qconfig.study_cells(config, wildcards.study)
+    ]
+
+
+def study_outputs(study):
+    out = [f"results/{study}/{t}.parquet" for t in ("summary", "ecr", "frontier")]
+    out += [
+        f"results/{study}/figures/{name}.{ext}"
+        for name in FIGURES
+        for ext in config["plots"]["formats"]
+    ]
+    return out
+
+
+def all_targets():
+    return [path for study in STUDIES for path in study_outputs(study)]
+
+
+# ---------------------------------------------------------------- resources
+
+
+def job_threads(wildcards):
+    return study_cfg(wildcards.study)["threads"]
+
+
+def job_device(wildcards):
+    return qconfig.study_device(config, wildcards.study)
+
+
+def job_mem_mb(wildcards, attempt):
+    return qres.mem_mb(study_cfg(wildcards.study), int(wildcards.width), attempt)
+
+
+def job_runtime(phase):
+    def runtime(wildcards, attempt):
+        return qres.runtime_min(
+            study_cfg(wildcards.study),
+            int(wildcards.width),
+            phase,
+            job_device(wildcards),
+            job_threads(wildcards),
+            attempt,
+        )
+
+    return runtime
+
+
+def job_gpu(wildcards):
+    # only an explicit 'cuda' reserves a GPU; 'auto' uses one if it is there
+    return 1 if job_device(wildcards) == "cuda" else 0
+
+
+# ---------------------------------------------------------------- warm worker
+_worker = {}
+
+
+onstart:
+    if (
+        config["worker"]
+        and workflow.local_exec
+        and workflow.is_main_process
+        and os.environ.get("QDESIGN_WORKER", "1") != "0"
+    ):
+        _worker["proc"] = qworker.start("results/logs/worker.log")
+
+
+onsuccess:
+    qworker.stop(_worker.pop("proc", None))
+
+
+onerror:
+    qworker.stop(_worker.pop("proc", None))

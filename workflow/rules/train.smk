@@ -1,0 +1,29 @@
+# Float training: one job per (study, width, seed). One float network serves
+# every bits value of its width, so adding a bits value trains no float model.
+
+
+rule train_float:
+    input:
+        data=data_file,
+    output:
+        model="results/{study}/float/w{width}-s{seed}/model.pt",
+        metrics="results/{study}/float/w{width}-s{seed}/metrics.parquet",
+    log:
+        "results/logs/train_float/{study}/w{width}-s{seed}.log",
+    benchmark:
+        "results/benchmarks/train_float/{study}/w{width}-s{seed}.tsv"
+    params:
+        # only what determines this network: edits elsewhere rerun nothing
+        spec=lambda wc: qconfig.spec_json(
+            qconfig.float_spec(config, wc.study, wc.width, wc.seed)
+        ),
+    threads: job_threads
+    resources:
+        mem_mb=job_mem_mb,
+        runtime=job_runtime("float"),
+        gpu=job_gpu,
+    conda:
+        "../../envs/qdesign.yaml"
+    shell:
+        "python -m qdesign train-float --spec {params.spec:q} --data {input.data} "
+        "--out-dir $(dirname {output.metrics}) --threads {threads} > {log} 2>&1"
