@@ -210,10 +210,13 @@ def start(log_path: str | Path, socket_path: str | None = None, wait: float = 10
     path = socket_path or default_socket_path()
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    src = str(Path(__file__).resolve().parents[1])  # importable without an install
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "qdesign.worker", "--socket", path, "--parent", str(os.getpid())],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
         )
     deadline = time.monotonic() + wait
     while not Path(path).exists():

@@ -1,6 +1,7 @@
 # Shared set-up: config validation, the cell grid, paths, resources, and the
 # warm worker that serves training jobs on local runs.
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -10,21 +11,31 @@ from qdesign import config as qconfig
 from qdesign import resources as qres
 from qdesign import worker as qworker
 
+# A --configfile replaces config/config.yaml instead of extending it (a paper
+# grid must not also run the default digits studies); --config key=value
+# still edits whichever config is in use.
+_raw_config = (
+    workflow.config_settings.overwrite_config
+    if workflow.config_settings.configfiles
+    else config
+)
 try:
-    _validated = qconfig.validate_config(config)
+    _validated = qconfig.validate_config(_raw_config)
 except qconfig.ConfigError as exc:
     raise WorkflowError(str(exc)) from None
 config.clear()
 config.update(_validated)
 
-envvars:
-    "PATH",
-
-
-# Jobs call `python`: put the interpreter running Snakemake first on PATH, so
-# that jobs use the same environment even when it is not activated (with
-# --sdm conda, the rule's environment is activated on top of this).
-os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+# Jobs call `python -m qdesign`. src/ is put on PYTHONPATH so that it imports
+# without `pip install -e .` (e.g. in a conda environment made from envs/);
+# unless Snakemake activates a conda environment per rule (--sdm conda), the
+# interpreter running Snakemake comes first on PATH, so jobs use the same
+# environment even when it is not activated.
+_SRC = Path(workflow.basedir) / "src"
+_PREFIX = [f"export PYTHONPATH='{_SRC}'${{{{PYTHONPATH:+:$PYTHONPATH}}}};"]
+if "conda" not in {str(m) for m in workflow.deployment_settings.deployment_method}:
+    _PREFIX.insert(0, f"export PATH='{Path(sys.executable).parent}':\"$PATH\";")
+shell.prefix(" ".join(_PREFIX) + " ")
 STUDIES = list(config["studies"])
 FIGURES = ["error_vs_weights", "error_vs_memory", "ecr_vs_width", "retrain_gap"]
 
@@ -41,11 +52,17 @@ def study_cfg(study):
     return config["studies"][study]
 
 
+def prepare_args(wildcards):
+    """Where a torchvision dataset is read or downloaded; digits needs neither,
+    so that editing data_dir or download never re-prepares it."""
+    if wildcards.dataset == "digits":
+        return ""
+    flag = "--download" if config["download"] else "--no-download"
+    return f"--data-dir {shlex.quote(config['data_dir'])} {flag}"
+
+
 def data_file(wildcards):
-    # ancient(): re-preparing the same dataset (e.g. after moving data_dir)
-    # must not retrain; what selects the data (dataset, split) is in each
-    # training job's params instead
-    return ancient(f"results/data/{study_cfg(wildcards.study)['dataset']}.pt")
+    return f"results/data/{study_cfg(wildcards.study)['dataset']}.pt"
 
 
 def float_dir(study, width, seed):

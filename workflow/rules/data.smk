@@ -12,10 +12,11 @@ rule prepare_data:
     log:
         "results/logs/prepare_data/{dataset}.log",
     params:
-        # only digits has a seeded test split
+        # only digits has a seeded test split. data_dir and download are
+        # provenance too: changing them re-prepares the data, which retrains
+        # the studies on it (see config/README.md)
         split_seed=lambda wc: config["split_seed"] if wc.dataset == "digits" else 0,
-        download="--download" if config["download"] else "--no-download",
-        data_dir=config["data_dir"],
+        source=prepare_args,
     resources:
         mem_mb=4000,
         runtime=30,
@@ -23,5 +24,5 @@ rule prepare_data:
         "../../envs/qdesign.yaml"
     shell:
         "python -m qdesign prepare-data --dataset {wildcards.dataset} "
-        "--data-dir {params.data_dir:q} {params.download} --split-seed {params.split_seed} "
+        "{params.source} --split-seed {params.split_seed} "
         "--out {output} > {log} 2>&1"
