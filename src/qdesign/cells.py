@@ -50,6 +50,18 @@ def load_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
+_FLOAT_KEYS = ("study", "dataset", "model", "width", "seed", "val_fraction", "train_subset", "split_seed",
+               "device", "training")
+_QUANT_KEYS = ("study", "dataset", "width", "seed", "bits", "val_fraction", "train_subset", "split_seed",
+               "device", "retraining")
+
+
+def _check_spec(spec: Mapping, keys: tuple[str, ...]) -> None:
+    missing = [k for k in keys if k not in spec]
+    if missing:
+        raise ValueError(f"cell spec is missing {', '.join(missing)} (specs come from qdesign.config)")
+
+
 def _model_depth(model_cfg: Mapping) -> int:
     """Hidden layers (fcdnn) or convolution layers (cnn)."""
     if model_cfg["type"] == "fcdnn":
@@ -96,6 +108,7 @@ def _prepare(spec: Mapping, data_path: str | Path, threads: int):
 
 def run_float(spec: Mapping, data_path: str | Path, out_dir: str | Path, threads: int = 1) -> dict:
     """Train the float network of one (study, width, seed) cell."""
+    _check_spec(spec, _FLOAT_KEYS)
     log = _logger()
     t_start = time.perf_counter()
     device, data = _prepare(spec, data_path, threads)
@@ -138,6 +151,7 @@ def run_quantized(spec: Mapping, data_path: str | Path, float_checkpoint: str | 
                   out_dir: str | Path, threads: int = 1) -> dict:
     """Quantize one float network to ``spec['bits']`` (L2-optimal steps), record
     the direct-quantization error, retrain with the STE, record the result."""
+    _check_spec(spec, _QUANT_KEYS)
     log = _logger()
     t_start = time.perf_counter()
     ckpt = load_checkpoint(float_checkpoint)

@@ -120,8 +120,6 @@ def validate_config(config: Mapping) -> dict:
         wrong = sorted(set(model) & (_CNN_ONLY if model["type"] == "fcdnn" else _FCDNN_ONLY))
         if wrong:
             raise ConfigError(f"config: studies.{name}.model.{wrong[0]} does not apply to {model['type']} models")
-        if FLOAT_BITS in study.get("bits", []):
-            raise ConfigError(f"config: studies.{name}.bits: 32 marks the float reference, which is always trained; remove it")
     _fill_defaults(cfg, schema, schema)
     errors = list(validator.iter_errors(cfg))  # defaults must validate too
     if errors:  # pragma: no cover - a broken default in the schema itself

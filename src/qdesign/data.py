@@ -189,9 +189,9 @@ def prepare_dataset(name: str, data_dir: str | Path = "data", download: bool = T
         "name": name,
         "source": source,
         "n_classes": n_classes,
-        "x_train": torch.from_numpy(np.ascontiguousarray(xtr)),
+        "x_train": torch.from_numpy(np.array(xtr, order="C")),  # a writable copy
         "y_train": torch.from_numpy(ytr.astype(np.int64)),
-        "x_test": torch.from_numpy(np.ascontiguousarray(xte)),
+        "x_test": torch.from_numpy(np.array(xte, order="C")),
         "y_test": torch.from_numpy(yte.astype(np.int64)),
         "mean": [float(m) for m in mean],
         "std": [float(s) if s > 0 else 1.0 for s in std],

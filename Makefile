@@ -1,0 +1,22 @@
+# Developer entry points. `make setup` is the one set-up command of the README.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+
+.PHONY: setup test lint run figures bench
+
+setup:  ## create .venv and install the pinned requirements and qdesign itself
+	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "qdesign needs Python 3.11, got " + sys.version'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet --no-deps -e .
+
+test:   ## the test suite (unit tests and small real workflow runs)
+	$(BIN)/python -m pytest
+
+lint:   ## snakemake's linter
+	$(BIN)/snakemake --lint
+
+run:    ## the default study
+	$(BIN)/snakemake --cores all

@@ -1,0 +1,143 @@
+"""Models, training loop and the float / retrain cells on real (digits) data."""
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from qdesign.cells import CheckpointError, load_checkpoint, run_float, run_quantized
+from qdesign.config import float_spec, quantized_spec, validate_config
+from qdesign.data import prepare_dataset, write_prepared
+from qdesign.ecr import network_memory_bits
+from qdesign.models import build_model, count_weights, weight_layers
+from qdesign.quantize import max_level
+from qdesign.resources import training_flops_per_example
+from qdesign.train import lr_factor
+
+from .conftest import tiny_study
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "digits.pt"
+    write_prepared(prepare_dataset("digits"), path)
+    return path
+
+
+def make_cfg(**study):
+    return validate_config({"device": "cpu", "studies": {"s": tiny_study(**study)}})
+
+
+# ------------------------------------------------------------------ models
+
+
+def test_fcdnn_shape_and_weight_count():
+    cfg = {"type": "fcdnn", "depth": 3, "dropout": 0.0}
+    m = build_model(cfg, 100, (1, 28, 28), 10)
+    assert count_weights(m) == (784 * 100 + 100 * 100 * 2 + 100 * 10, 3 * 100 + 10)
+    assert m(torch.zeros(5, 1, 28, 28)).shape == (5, 10)
+    assert training_flops_per_example(cfg, 100, (1, 28, 28)) == 6 * count_weights(m)[0]
+
+
+def test_cnn_shape_and_layers():
+    cfg = {"type": "cnn", "channel_multipliers": [1, 2], "convs_per_block": 2, "kernel_size": 3,
+           "pool": "max", "fc_units": 32, "dropout": 0.1}
+    m = build_model(cfg, 4, (3, 32, 32), 10)
+    names = [n for n, _, _ in weight_layers(m)]
+    assert len(names) == 6  # 4 convs + hidden fc + classifier
+    assert m(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    w, b = count_weights(m)
+    convs = 3 * 4 * 9 + 4 * 4 * 9 + 4 * 8 * 9 + 8 * 8 * 9
+    assert w == convs + 8 * 8 * 8 * 32 + 32 * 10 and b == 4 + 4 + 8 + 8 + 32 + 10
+
+
+def test_lr_schedules():
+    assert lr_factor("constant", 5, 10) == 1.0
+    assert lr_factor("cosine", 0, 10) == 1.0 and lr_factor("cosine", 5, 10) == pytest.approx(0.5)
+    assert [lr_factor("step", e, 8) for e in (0, 3, 4, 5, 6, 7)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+
+
+# ------------------------------------------------------------------ cells
+
+
+def test_float_cell_outputs_and_determinism(digits, tmp_path):
+    cfg = make_cfg()
+    spec = float_spec(cfg, "s", 16, 0)
+    a = run_float(spec, digits, tmp_path / "a")
+    b = run_float(spec, digits, tmp_path / "b")
+    row = pd.read_parquet(tmp_path / "a" / "metrics.parquet").iloc[0]
+    assert row["bits"] == 32 and row["width"] == 16 and row["study"] == "s"
+    assert row["n_weights"] == 64 * 16 + 16 * 16 + 16 * 10 and row["n_biases"] == 16 + 16 + 10
+    assert row["memory_bits_weights"] == 32 * row["n_weights"]
+    assert row["memory_bits_total"] == 32 * (row["n_weights"] + row["n_biases"])
+    assert 0 <= row["test_error"] < 0.5 and math.isnan(row["direct_test_error"])
+    assert row["epochs_run"] == 3 and 1 <= row["best_epoch"] <= 3
+    assert row["config_hash"] == a["config_hash"] and row["torch_version"] == torch.__version__
+    # same spec and seed: identical numbers and identical weights on CPU
+    assert a["test_error"] == b["test_error"] and a["val_error"] == b["val_error"]
+    sa, sb = load_checkpoint(tmp_path / "a" / "model.pt"), load_checkpoint(tmp_path / "b" / "model.pt")
+    assert all(torch.equal(sa["state_dict"][k], sb["state_dict"][k]) for k in sa["state_dict"])
+    # another seed: other weights
+    c = run_float(float_spec(cfg, "s", 16, 1), digits, tmp_path / "c")
+    sc = load_checkpoint(tmp_path / "c" / "model.pt")
+    assert not torch.equal(sa["state_dict"]["1.weight"], sc["state_dict"]["1.weight"])
+    assert c["seed"] == 1
+
+
+@pytest.mark.parametrize("bits", [2, 3])
+def test_quantized_cell(digits, tmp_path, bits):
+    cfg = make_cfg()
+    run_float(float_spec(cfg, "s", 16, 0), digits, tmp_path / "f")
+    row = run_quantized(quantized_spec(cfg, "s", 16, bits, 0), digits, tmp_path / "f" / "model.pt", tmp_path / "q")
+    assert row["bits"] == bits and row["quantized_layers"] == 3 and len(row["steps"]) == 3
+    assert all(s > 0 for s in row["steps"])
+    n_w, n_b = row["n_weights"], row["n_biases"]
+    assert row["memory_bits_weights"] == bits * n_w
+    assert row["memory_bits_total"] == bits * n_w + 3 * 32 + 32 * n_b
+    assert 0 <= row["direct_test_error"] <= 1 and 0 <= row["test_error"] <= 1
+    # retraining keeps the best validation epoch, the direct model included
+    assert row["val_error"] <= row["direct_val_error"]
+    ckpt = load_checkpoint(tmp_path / "q" / "model.pt")
+    assert ckpt["bits"] == bits and set(ckpt["codes"]) == {"1", "3", "5"}
+    for name, entry in ckpt["codes"].items():
+        codes = entry["codes"]
+        assert codes.dtype == torch.int8 and int(codes.abs().max()) <= max_level(bits)
+        # the exported float weights are exactly codes x step
+        baked = ckpt["state_dict"][f"{name}.weight"]
+        assert torch.allclose(baked, codes.float() * entry["step"], rtol=0, atol=1e-7)
+    saved = pd.read_parquet(tmp_path / "q" / "metrics.parquet").iloc[0]
+    assert list(saved["steps"]) == pytest.approx(row["steps"])
+
+
+def test_float_first_and_last_layers_cost_32_bits(digits, tmp_path):
+    cfg = make_cfg(retraining={"epochs": 1, "float_first": True, "float_last": True})
+    run_float(float_spec(cfg, "s", 8, 0), digits, tmp_path / "f")
+    row = run_quantized(quantized_spec(cfg, "s", 8, 2, 0), digits, tmp_path / "f" / "model.pt", tmp_path / "q")
+    layers = [(64 * 8, 8, None), (8 * 8, 8, 2), (8 * 10, 10, None)]
+    assert row["quantized_layers"] == 1
+    assert (row["memory_bits_weights"], row["memory_bits_total"]) == network_memory_bits(layers)
+
+
+def test_step_update_per_epoch_changes_steps(digits, tmp_path):
+    fixed = make_cfg(retraining={"epochs": 3, "lr": 0.01})
+    per_epoch = make_cfg(retraining={"epochs": 3, "lr": 0.01, "step_update": "epoch"})
+    run_float(float_spec(fixed, "s", 16, 0), digits, tmp_path / "f")
+    a = run_quantized(quantized_spec(fixed, "s", 16, 4, 0), digits, tmp_path / "f" / "model.pt", tmp_path / "a")
+    b = run_quantized(quantized_spec(per_epoch, "s", 16, 4, 0), digits, tmp_path / "f" / "model.pt", tmp_path / "b")
+    if b["best_epoch"] >= 2:  # steps were re-estimated before the kept epoch
+        assert a["steps"] != b["steps"]
+    else:
+        pytest.skip("the direct / first-epoch model was the best; steps not re-estimated before it")
+
+
+def test_corrupt_or_mismatched_checkpoint_is_reported(digits, tmp_path):
+    cfg = make_cfg()
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(b"\x00" * 64)
+    with pytest.raises(CheckpointError, match="corrupt checkpoint"):
+        run_quantized(quantized_spec(cfg, "s", 8, 2, 0), digits, bad, tmp_path / "q")
+    assert not (tmp_path / "q").exists()  # nothing half-written
+    run_float(float_spec(cfg, "s", 8, 0), digits, tmp_path / "f")
+    with pytest.raises(CheckpointError, match="width=8"):
+        run_quantized(quantized_spec(cfg, "s", 16, 2, 0), digits, tmp_path / "f" / "model.pt", tmp_path / "q")

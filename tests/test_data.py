@@ -1,0 +1,160 @@
+"""Datasets: digits (offline), IDX and CIFAR-10 readers, missing-data errors, splits."""
+
+import gzip
+import pickle
+import struct
+import urllib.error
+
+import numpy as np
+import pytest
+import torch
+
+from qdesign import data as qdata
+from qdesign.data import DatasetError, ensure_available, load_prepared, make_splits, prepare_dataset, write_prepared
+
+
+def write_idx(path, array: np.ndarray, compress=False):
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(">" + "I" * array.ndim, *array.shape)
+    raw = header + array.astype(np.uint8).tobytes()
+    if compress:
+        with gzip.open(str(path) + ".gz", "wb") as f:
+            f.write(raw)
+    else:
+        path.write_bytes(raw)
+
+
+def fake_mnist(root, n_train=50, n_test=20, compress=False, folder="MNIST"):
+    raw = root / folder / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    write_idx(raw / "train-images-idx3-ubyte", rng.integers(0, 256, (n_train, 28, 28)), compress)
+    write_idx(raw / "train-labels-idx1-ubyte", rng.integers(0, 10, n_train), compress)
+    write_idx(raw / "t10k-images-idx3-ubyte", rng.integers(0, 256, (n_test, 28, 28)), compress)
+    write_idx(raw / "t10k-labels-idx1-ubyte", rng.integers(0, 10, n_test), compress)
+
+
+def fake_cifar10(root, per_batch=12, n_test=8):
+    """A tiny data set in CIFAR-10's on-disk format (python pickles of uint8 rows)."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    expected = {}
+    for name, n in [*((f"data_batch_{i}", per_batch) for i in range(1, 6)), ("test_batch", n_test)]:
+        data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+        labels = rng.integers(0, 10, n).tolist()
+        with open(folder / name, "wb") as f:
+            pickle.dump({b"data": data, b"labels": labels, b"batch_label": name.encode()}, f)
+        expected[name] = (data, labels)
+    return expected
+
+
+def test_digits_prepares_offline_with_a_fixed_test_split():
+    a = prepare_dataset("digits", split_seed=0)
+    b = prepare_dataset("digits", split_seed=0)
+    c = prepare_dataset("digits", split_seed=1)
+    assert a["x_train"].shape == (1437, 1, 8, 8) and a["x_test"].shape == (360, 1, 8, 8)
+    assert a["x_train"].dtype == torch.uint8 and int(a["x_train"].max()) == 16
+    assert torch.equal(a["y_test"], b["y_test"]) and not torch.equal(a["y_test"], c["y_test"])
+    # stratified: every class is in the test set 36 times (+-1)
+    counts = torch.bincount(a["y_test"], minlength=10)
+    assert int(counts.min()) >= 35 and int(counts.max()) <= 37
+
+
+def test_prepared_file_round_trips_and_corruption_is_reported(tmp_path):
+    out = tmp_path / "d" / "digits.pt"
+    write_prepared(prepare_dataset("digits"), out)
+    assert load_prepared(out)["name"] == "digits"
+    assert not list(out.parent.glob(".*tmp"))  # no temporary file left behind
+    out.write_bytes(b"garbage")
+    with pytest.raises(DatasetError, match="corrupt prepared dataset"):
+        load_prepared(out)
+    with pytest.raises(DatasetError, match="not found"):
+        load_prepared(tmp_path / "missing.pt")
+
+
+def test_splits_are_seeded_disjoint_and_normalised():
+    payload = prepare_dataset("digits")
+    s1 = make_splits(payload, 0.2, split_seed=3)
+    s2 = make_splits(payload, 0.2, split_seed=3)
+    s3 = make_splits(payload, 0.2, split_seed=4)
+    assert torch.equal(s1.x_val, s2.x_val) and not torch.equal(s1.x_val, s3.x_val)
+    assert s1.x_val.shape[0] == round(0.2 * 1437) and s1.x_train.shape[0] == 1437 - s1.x_val.shape[0]
+    # normalised with the training pool statistics
+    pool = torch.cat([s1.x_train, s1.x_val])
+    assert abs(float(pool.mean())) < 1e-4 and abs(float(pool.std()) - 1) < 1e-2
+    # train and validation rows are disjoint (compare the rows as bytes)
+    train_rows = {r.numpy().tobytes() for r in s1.x_train.flatten(1)}
+    val_rows = [r.numpy().tobytes() for r in s1.x_val.flatten(1)]
+    assert sum(r in train_rows for r in val_rows) <= 2  # digits has a couple of duplicate images
+    sub = make_splits(payload, 0.2, split_seed=3, train_subset=100)
+    assert sub.x_train.shape[0] == 100 and torch.equal(sub.x_train, s1.x_train[:100])
+    with pytest.raises(DatasetError, match="train_subset"):
+        make_splits(payload, 0.2, split_seed=3, train_subset=10**6)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_idx_datasets_read_from_torchvision_layout(tmp_path, compress):
+    fake_mnist(tmp_path, compress=compress, folder="FashionMNIST")
+    p = prepare_dataset("fashion-mnist", tmp_path, download=False)
+    assert p["x_train"].shape == (50, 1, 28, 28) and p["x_test"].shape == (20, 1, 28, 28)
+    assert p["y_train"].dtype == torch.int64
+
+
+def test_truncated_idx_file_is_reported(tmp_path):
+    fake_mnist(tmp_path)
+    f = tmp_path / "MNIST" / "raw" / "t10k-images-idx3-ubyte"
+    f.write_bytes(f.read_bytes()[:100])
+    with pytest.raises(DatasetError, match="truncated"):
+        prepare_dataset("mnist", tmp_path, download=False)
+
+
+def test_cifar10_loads_from_its_on_disk_format(tmp_path):
+    expected = fake_cifar10(tmp_path)
+    p = prepare_dataset("cifar10", tmp_path, download=False)
+    assert p["x_train"].shape == (60, 3, 32, 32) and p["x_test"].shape == (8, 3, 32, 32)
+    data, labels = expected["data_batch_2"]
+    # row layout: 1024 red, 1024 green, 1024 blue values, row-major 32x32
+    assert torch.equal(p["x_train"][12], torch.from_numpy(data[0].reshape(3, 32, 32)))
+    assert p["y_train"][12:24].tolist() == labels
+    assert len(p["mean"]) == 3
+
+
+def test_corrupt_cifar10_batch_is_reported(tmp_path):
+    fake_cifar10(tmp_path)
+    (tmp_path / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"not a pickle")
+    with pytest.raises(DatasetError, match="data_batch_3 is not a CIFAR-10 batch"):
+        prepare_dataset("cifar10", tmp_path, download=False)
+
+
+@pytest.mark.parametrize("name, folder", [("mnist", "MNIST/raw"), ("cifar10", "cifar-10-batches-py")])
+def test_missing_dataset_without_download_names_the_path(tmp_path, name, folder):
+    with pytest.raises(DatasetError) as err:
+        ensure_available(name, tmp_path, download=False)
+    msg = str(err.value)
+    assert f"dataset '{name}' not found at {tmp_path / folder}" in msg and "\n" not in msg
+    assert "download is off" in msg
+
+
+def test_failed_download_gives_one_clear_line(tmp_path, monkeypatch):
+    def offline(name, data_dir):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(qdata, "_download", offline)
+    with pytest.raises(DatasetError) as err:
+        ensure_available("fashion-mnist", tmp_path, download=True)
+    msg = str(err.value)
+    assert "download failed" in msg and "name resolution" in msg and "FashionMNIST/raw" in msg
+    assert "\n" not in msg
+
+
+def test_unknown_dataset():
+    with pytest.raises(DatasetError, match="unknown dataset 'svhn'"):
+        ensure_available("svhn", ".", download=False)
+
+
+def test_real_mnist_from_shared_data(shared_data):
+    p = prepare_dataset("mnist", shared_data, download=False)
+    assert p["x_train"].shape == (60000, 1, 28, 28) and p["x_test"].shape == (10000, 1, 28, 28)
+    # label histograms given in shared/data/README.md
+    assert torch.bincount(p["y_test"]).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    assert 33.0 < p["mean"][0] < 33.5 and 78.0 < p["std"][0] < 79.0  # the usual 0.1307 / 0.3081 x 255

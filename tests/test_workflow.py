@@ -1,0 +1,146 @@
+"""The Snakemake workflow end to end: dry-run job counts of the default config,
+a tiny real run, caching, narrow reruns, error paths."""
+
+import os
+import re
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from .conftest import REPO, tiny_study
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
+pytestmark = pytest.mark.slow
+
+
+def smk(workdir, *args, env=None, timeout=600):
+    run_env = {**os.environ, **(env or {})}
+    return subprocess.run([*SNAKEMAKE, "--directory", str(workdir), *args], capture_output=True, text=True,
+                          env=run_env, timeout=timeout)
+
+
+def job_counts(output: str) -> dict[str, int]:
+    table = output.split("Job stats:")[1]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"}
+
+
+def write_config(path: Path, studies: dict, **top) -> Path:
+    path.write_text(yaml.safe_dump({"device": "cpu", **top, "studies": studies}))
+    return path
+
+
+def test_default_config_dry_run_job_counts(tmp_path):
+    res = smk(tmp_path, "-n", "--configfile", str(REPO / "config" / "config.yaml"))
+    assert res.returncode == 0, res.stderr
+    counts = job_counts(res.stdout)
+    # FCDNN 6 widths, CNN 5 widths, 3 seeds each; 6 bits values each
+    assert counts == {"prepare_data": 1, "train_float": 33, "retrain": 198, "aggregate": 2, "figures": 2, "all": 1}
+
+
+def test_bad_config_fails_before_any_job(tmp_path):
+    cfg = write_config(tmp_path / "bad.yaml", {"s": tiny_study(training={"epoch": 2})})
+    res = smk(tmp_path, "--cores", "1", "--configfile", str(cfg))
+    assert res.returncode != 0
+    assert "config: unknown key 'studies.s.training.epoch' (did you mean 'epochs'?)" in res.stderr + res.stdout
+    assert not (tmp_path / "results").exists()
+
+
+def test_missing_dataset_fails_with_one_line_and_no_outputs(tmp_path):
+    study = tiny_study(dataset="mnist")
+    cfg = write_config(tmp_path / "c.yaml", {"m": study}, data_dir=str(tmp_path / "nodata"), download=False)
+    res = smk(tmp_path, "--cores", "1", "--configfile", str(cfg))
+    assert res.returncode != 0
+    log = (tmp_path / "results" / "logs" / "prepare_data" / "mnist.log").read_text()
+    assert log.startswith(f"qdesign: error: dataset 'mnist' not found at {tmp_path / 'nodata' / 'MNIST' / 'raw'}")
+    assert len(log.strip().splitlines()) == 1
+    assert not (tmp_path / "results" / "data" / "mnist.pt").exists()
+    assert not (tmp_path / "results" / "m").exists()  # no training started
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A real run: a digits FCDNN (2 widths x float, 2, 4 bits) and a tiny CNN."""
+    work = tmp_path_factory.mktemp("run")
+    studies = {
+        "fc": tiny_study(),
+        "conv": tiny_study(model={"type": "cnn", "widths": [2, 4]}, bits=[2]),
+    }
+    cfg = write_config(work / "tiny.yaml", studies, plots={"formats": ["png"]})
+    res = smk(work, "--cores", "2", "--configfile", str(cfg))
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return work, cfg, studies
+
+
+def test_tiny_run_tables(tiny_run):
+    work, _, _ = tiny_run
+    fc = work / "results" / "fc"
+    summary = pd.read_parquet(fc / "summary.parquet")
+    ecr = pd.read_parquet(fc / "ecr.parquet")
+    frontier = pd.read_parquet(fc / "frontier.parquet")
+    assert len(summary) == 2 * 3 and sorted(summary["bits"].unique()) == [2, 4, 32]
+    assert summary["test_error"].between(0, 1).all() and (summary["test_error"] < 0.7).all()
+    q = summary[summary.bits < 32]
+    assert q["direct_test_error"].between(0, 1).all() and summary.loc[summary.bits == 32, "direct_test_error"].isna().all()
+    assert (q["memory_bits_weights"] == q["n_weights"] * q["bits"]).all()
+    assert len(ecr) == 6 and (ecr["ecr"] > 0).all() and (ecr.loc[ecr.bits == 32, "ecr"] == 1).all()
+    assert set(frontier["kind"]) == {"pareto", "budget"}
+    conv = pd.read_parquet(work / "results" / "conv" / "summary.parquet")
+    assert set(conv["model"]) == {"cnn"} and len(conv) == 4
+
+
+def test_tiny_run_figures(tiny_run):
+    work, _, _ = tiny_run
+    for study in ("fc", "conv"):
+        for name in ("error_vs_weights", "error_vs_memory", "ecr_vs_width", "retrain_gap"):
+            png = work / "results" / study / "figures" / f"{name}.png"
+            data = png.read_bytes()
+            assert data[:8] == b"\x89PNG\r\n\x1a\n"
+            width, height = struct.unpack(">II", data[16:24])
+            assert width > 500 and height > 300
+
+
+def test_warm_worker_served_the_training_jobs(tiny_run):
+    work, _, _ = tiny_run
+    log = (work / "results" / "logs" / "worker.log").read_text()
+    # 4 float + 6 retrain jobs of the two studies went through the worker
+    assert re.search(r"served 10 jobs", log), log
+
+
+def test_second_run_does_nothing(tiny_run):
+    work, cfg, _ = tiny_run
+    res = smk(work, "-n", "--configfile", str(cfg))
+    assert "Nothing to be done" in res.stdout + res.stderr
+
+
+def test_adding_bits_trains_no_float_model(tiny_run):
+    work, _, studies = tiny_run
+    edited = {**studies, "fc": {**studies["fc"], "bits": [2, 3, 4]}}
+    cfg = write_config(work / "more-bits.yaml", edited, plots={"formats": ["png"]})
+    counts = job_counts(smk(work, "-n", "--configfile", str(cfg)).stdout)
+    assert counts == {"retrain": 2, "aggregate": 1, "figures": 1, "all": 1}
+
+
+def test_plot_options_rerun_figures_only(tiny_run):
+    work, _, studies = tiny_run
+    cfg = write_config(work / "dpi.yaml", studies, plots={"formats": ["png"], "dpi": 90})
+    counts = job_counts(smk(work, "-n", "--configfile", str(cfg)).stdout)
+    assert counts == {"figures": 2, "all": 1}
+
+
+def test_same_numbers_without_the_worker(tiny_run, tmp_path):
+    """Determinism across processes: jobs run in their own processes reproduce
+    the numbers of the jobs forked from the warm worker."""
+    work, _, studies = tiny_run
+    cfg = write_config(tmp_path / "tiny.yaml", {"fc": studies["fc"]}, plots={"formats": ["png"]})
+    res = smk(tmp_path, "--cores", "2", "--configfile", str(cfg), env={"QDESIGN_WORKER": "0"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert not (tmp_path / "results" / "logs" / "worker.log").exists()
+    cols = ["width", "bits", "seed", "test_error", "val_error", "direct_test_error", "config_hash"]
+    a = pd.read_parquet(work / "results" / "fc" / "summary.parquet")[cols]
+    b = pd.read_parquet(tmp_path / "results" / "fc" / "summary.parquet")[cols]
+    pd.testing.assert_frame_equal(a, b)
