@@ -24,6 +24,7 @@ SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 FLOAT_BITS = 32  # the bits value that marks float networks in every table
 _CNN_ONLY = {"channel_multipliers", "convs_per_block", "kernel_size", "pool", "fc_units"}
 _FCDNN_ONLY = {"depth"}
+RESERVED_NAMES = {"data", "logs", "benchmarks", "reference"}  # folders of results/
 
 
 class ConfigError(ValueError):
@@ -116,6 +117,8 @@ def validate_config(config: Mapping) -> dict:
         # report the deepest, most specific problem first
         raise ConfigError("config: " + _one_line(best_match(errors), schema))
     for name, study in cfg["studies"].items():
+        if name in RESERVED_NAMES:
+            raise ConfigError(f"config: studies.{name}: '{name}' is reserved for a folder of results/; rename the study")
         model = study["model"]
         wrong = sorted(set(model) & (_CNN_ONLY if model["type"] == "fcdnn" else _FCDNN_ONLY))
         if wrong:

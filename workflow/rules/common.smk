@@ -46,6 +46,8 @@ wildcard_constraints:
     width=r"\d+",
     bits=r"\d+",
     seed=r"\d+",
+    profile=r"[A-Za-z0-9_-]+",
+    ref_study=r"[A-Za-z][A-Za-z0-9-]*",
 
 
 def study_cfg(study):
@@ -94,6 +96,17 @@ def study_outputs(study):
 
 def all_targets():
     return [path for study in STUDIES for path in study_outputs(study)]
+
+
+def reference_targets():
+    """Figures of the shipped reference tables, reference/<profile>/<study>/."""
+    found = glob_wildcards("reference/{profile}/{ref_study}/summary.parquet")
+    return [
+        f"results/reference/{profile}/{study}/figures/{name}.{ext}"
+        for profile, study in zip(found.profile, found.ref_study)
+        for name in FIGURES
+        for ext in config["plots"]["formats"]
+    ]
 
 
 # ---------------------------------------------------------------- resources
