@@ -22,7 +22,7 @@ from .ecr import network_memory_bits
 from .io import parquet_write_atomic, torch_save_atomic
 from .models import build_model, weight_layers
 from .quantize import bake, integer_codes, quantized_layers, to_quantized, update_steps
-from .train import evaluate, fit, pick_device
+from .train import evaluate, fit, pick_device, use_channels_last
 
 CHECKPOINT_VERSION = 1
 
@@ -114,6 +114,7 @@ def run_float(spec: Mapping, data_path: str | Path, out_dir: str | Path, threads
     device, data = _prepare(spec, data_path, threads)
     torch.manual_seed(int(spec["seed"]))
     model = build_model(spec["model"], spec["width"], data.input_shape, data.n_classes).to(device)
+    data = use_channels_last(model, data)
     log(f"float {spec['study']} width {spec['width']} seed {spec['seed']} on {device} "
         f"({threads} threads): {sum(p.numel() for p in model.parameters())} parameters, "
         f"{data.x_train.shape[0]} train / {data.x_val.shape[0]} val / {data.x_test.shape[0]} test")
@@ -167,6 +168,7 @@ def run_quantized(spec: Mapping, data_path: str | Path, float_checkpoint: str | 
     except RuntimeError as exc:
         raise CheckpointError(f"checkpoint {float_checkpoint} does not fit its model: {str(exc).splitlines()[0]}") from None
     model.to(device)
+    data = use_channels_last(model, data)
     float_test = evaluate(model, data.x_test, data.y_test)
 
     rcfg = spec["retraining"]
