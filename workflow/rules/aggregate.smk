@@ -2,6 +2,11 @@
 # frontier (Pareto set and best cell per memory budget).
 
 
+# seconds of work: on a cluster it runs on the submitting node, not as a job
+localrules:
+    aggregate,
+
+
 rule aggregate:
     input:
         cells=cell_metrics,

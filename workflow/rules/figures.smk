@@ -1,6 +1,11 @@
 # Figures of a study, drawn from its tables only: plotting options rerun no training.
 
 
+# seconds of work: on a cluster it runs on the submitting node, not as a job
+localrules:
+    figures,
+
+
 rule figures:
     input:
         summary="results/{study}/summary.parquet",
