@@ -20,3 +20,7 @@ lint:   ## snakemake's linter
 
 run:    ## the default study
 	$(BIN)/snakemake --cores all
+
+bench:  ## benchmarks (speed and overhead, printed as ratios); needs benchmarks/requirements.txt
+	$(BIN)/pip install --quiet -r benchmarks/requirements.txt
+	$(BIN)/python benchmarks/run.py

@@ -71,7 +71,28 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", required=True, type=Path)
     p.add_argument("--formats", nargs="+", default=["png", "pdf"])
     p.add_argument("--dpi", type=int, default=150)
+    p = sub.add_parser("export-reference", help="ship a finished study's tables (no checkpoints) as reference results")
+    p.add_argument("--config", required=True, type=Path, help="the config the study ran with")
+    p.add_argument("--results", default=Path("results"), type=Path)
+    p.add_argument("--out", required=True, type=Path, help="e.g. reference/cpu")
+    p.add_argument("--wall-seconds", type=float, default=None, help="measured wall time of the run, for the record")
+    p.add_argument("--note", default=None, help="free text for the provenance record (machine, command)")
+    p = sub.add_parser("findings", help="the paper's four findings measured on study tables (markdown)")
+    p.add_argument("study_dirs", nargs="+", type=Path, help="folders holding summary/ecr/frontier.parquet")
     return ap
+
+
+def _cmd_findings(args) -> None:
+    from .findings import report  # noqa: PLC0415
+
+    print("\n\n".join(report(d) for d in args.study_dirs))
+
+
+def _cmd_export_reference(args) -> None:
+    from .reference import export_reference  # noqa: PLC0415
+
+    paths = export_reference(args.config, args.results, args.out, args.wall_seconds, args.note)
+    print(f"wrote {len(paths)} files to {args.out}", flush=True)
 
 
 def _cmd_validate(args) -> None:
@@ -135,6 +156,8 @@ _COMMANDS = {
     "retrain": _cmd_retrain,
     "aggregate": _cmd_aggregate,
     "plot": _cmd_plot,
+    "export-reference": _cmd_export_reference,
+    "findings": _cmd_findings,
 }
 
 

@@ -171,6 +171,26 @@ def _fmt_g(value, _pos=None) -> str:
     return f"{value:g}"
 
 
+def _fmt_si(value, _pos=None) -> str:
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if value >= scale:
+            return f"{value / scale:g}{suffix}"
+    return f"{value:g}"
+
+
+def _log_x(ax, values) -> None:
+    """Log x axis. When the data span less than two decades, matplotlib labels
+    minor ticks in scientific notation and they collide; use 1-2-5 major ticks
+    with short labels (2k, 5k, 10k) instead."""
+    ax.set_xscale("log")
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v) & (v > 0)]
+    if v.size and v.max() / v.min() < 100:
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(_fmt_si))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def _maybe_log_y(ax, values, ratio: float = 10.0) -> bool:
     """Use log y when positive values span more than ``ratio``; plain numbers as labels."""
     v = np.asarray(values, dtype=float)
@@ -246,7 +266,7 @@ def plot_error_vs_weights(summary: pd.DataFrame, ax, styles: Mapping | None = No
                 ax.fill_between(x, lo, hi, color=st["color"], alpha=0.15, lw=0, zorder=1)
             else:
                 ax.vlines(x, lo, hi, color=st["color"], lw=1.0, zorder=1)
-    ax.set_xscale("log")
+    _log_x(ax, stats["x"])
     _maybe_log_y(ax, 100 * stats["mean"])
     ax.set_xlabel("Number of weights (log scale)")
     ax.set_ylabel("Test error (%)")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -133,10 +134,14 @@ class _SortedMagnitudes:
         s2 = float(k * k * self.n) - (idx * (2.0 * np.arange(k) + 1.0)[None, :]).sum(axis=1)
         return s1, s2
 
+    def evaluate(self, steps: np.ndarray, k: int):
+        """(E, S1, S2) of each step: the exact error and the sums of a Lloyd update."""
+        s1, s2 = self.sums(steps, k)
+        return np.maximum(self.total_sq - 2.0 * steps * s1 + steps * steps * s2, 0.0), s1, s2
+
     def errors(self, steps: np.ndarray, k: int) -> np.ndarray:
         """Exact squared quantization error E(step) for each step."""
-        s1, s2 = self.sums(steps, k)
-        return np.maximum(self.total_sq - 2.0 * steps * s1 + steps * steps * s2, 0.0)
+        return self.evaluate(steps, k)[0]
 
     def lower_bounds(self, lo: np.ndarray, hi: np.ndarray, k: int) -> np.ndarray:
         """A lower bound of E(step) over each interval of steps [lo, hi].
@@ -185,19 +190,58 @@ class _SortedMagnitudes:
         return fixed + band
 
 
-def _lloyd_polish(sm: _SortedMagnitudes, step: float, err: float, k: int, max_iter: int = 100):
-    """Alternate (assign levels, set step = S1/S2) from a good start; each
-    iteration never increases the error, and the fixed point is a local optimum."""
+def _lloyd_polish(sm, step: float, k: int, max_iter: int):
+    """Alternate (assign levels, set step = S1/S2) from a good start, one
+    evaluation per iteration; the error never increases. Only a quick way to
+    a good incumbent: the branch and bound guarantees optimality."""
+    err, s1, s2 = (float(v[0]) for v in sm.evaluate(np.array([step]), k))
     for _ in range(max_iter):
-        s1, s2 = sm.sums(np.array([step]), k)
-        if s2[0] <= 0 or s1[0] <= 0:
+        if s2 <= 0 or s1 <= 0:
             break
-        new = float(s1[0] / s2[0])
-        new_err = float(sm.errors(np.array([new]), k)[0])
-        if not new_err < err or new == step:
+        new = s1 / s2
+        new_err, n1, n2 = (float(v[0]) for v in sm.evaluate(np.array([new]), k))
+        if not new_err < err:
             break
-        step, err = new, new_err
+        gain = err - new_err
+        step, err, s1, s2 = new, new_err, n1, n2
+        if gain <= 1e-9 * err:
+            break
     return step, err
+
+
+def _branch_and_bound(sm, k: int, rtol: float, max_rounds: int) -> tuple[float, bool]:
+    """Global minimisation of E(step) over step > 0 (see :func:`l2_optimal_step`).
+    Returns the best step and whether the (1 + rtol) certificate was reached."""
+    atol = 1e-13 * sm.total_sq
+    # Beyond 2 max|w| every weight rounds to 0 (error = sum w**2, the worst), so
+    # the optimum lies in (0, 2 max|w|). Start from a geometric grid plus [0, s0].
+    pts = np.geomspace(sm.max / (k + 0.5) * 1e-3, 2.0 * sm.max, 65)
+    errs = sm.errors(pts, k)
+    order = np.argsort(errs)
+    best_step, best_err = float(pts[order[0]]), float(errs[order[0]])
+    for i in order[:2]:
+        s, e = _lloyd_polish(sm, float(pts[i]), k, max_iter=10)
+        if e < best_err:
+            best_step, best_err = s, e
+    lo = np.concatenate(([0.0], pts[:-1]))
+    hi = pts.copy()
+    frac = np.array([0.25, 0.5, 0.75])
+    for _ in range(max_rounds):
+        lb = sm.lower_bounds(lo, hi, k)
+        keep = lb * (1.0 + rtol) + atol < best_err
+        lo, hi = lo[keep], hi[keep]
+        if lo.size == 0:
+            return best_step, True
+        # split every surviving interval in 4 and evaluate the new points
+        inner = lo[:, None] + (hi - lo)[:, None] * frac[None, :]
+        cand = inner.ravel()
+        cerr = sm.errors(cand, k)
+        i = int(np.argmin(cerr))
+        if cerr[i] < best_err:
+            best_step, best_err = _lloyd_polish(sm, float(cand[i]), k, max_iter=3)
+        edges = np.concatenate([lo[:, None], inner, hi[:, None]], axis=1)
+        lo, hi = edges[:, :-1].ravel(), edges[:, 1:].ravel()
+    return best_step, False
 
 
 def l2_optimal_step(
@@ -213,11 +257,10 @@ def l2_optimal_step(
     bound of the error over a whole interval of steps both cost O(K log N) on the
     sorted magnitudes with prefix sums. Intervals whose lower bound cannot beat
     the best error found (within ``rtol``) are discarded; the others are split
-    until none is left, and every new best candidate is polished by the
+    until none is left, and new best candidates are polished by the
     alternating (Lloyd) iteration. On return the error of the step is within a
     factor ``1 + rtol`` of the global minimum over all steps > 0 (unless
-    ``max_rounds`` is exhausted, which has not been observed). The cost is
-    dominated by one sort of |w|.
+    ``max_rounds`` is exhausted, which has not been observed).
 
     b = 1 (binary, ``step * sign(w)``) has the closed form ``mean(|w|)``.
     An all-zero tensor returns 1.0 (every step gives zero error).
@@ -235,40 +278,7 @@ def l2_optimal_step(
         raise ValueError("weights contain NaN or Inf")
     if sm.max == 0.0:
         return 1.0
-    k = max_level(bits)
-    atol = 1e-13 * sm.total_sq
-
-    # Beyond 2 max|w| every weight rounds to 0 (error = sum w**2, the worst), so
-    # the optimum lies in (0, 2 max|w|). Start from a geometric grid plus [0, s0].
-    hi_end = 2.0 * sm.max
-    pts = np.geomspace(sm.max / (k + 0.5) * 1e-3, hi_end, 65)
-    errs = sm.errors(pts, k)
-    order = np.argsort(errs)
-    best_step, best_err = float(pts[order[0]]), float(errs[order[0]])
-    for i in order[:4]:
-        s, e = _lloyd_polish(sm, float(pts[i]), float(errs[i]), k)
-        if e < best_err:
-            best_step, best_err = s, e
-    lo = np.concatenate(([0.0], pts[:-1]))
-    hi = pts.copy()
-
-    for _ in range(max_rounds):
-        lb = sm.lower_bounds(lo, hi, k)
-        keep = lb * (1.0 + rtol) + atol < best_err
-        lo, hi = lo[keep], hi[keep]
-        if lo.size == 0:
-            break
-        # split every surviving interval in 4 and evaluate the new points
-        frac = np.array([0.25, 0.5, 0.75])
-        inner = lo[:, None] + (hi - lo)[:, None] * frac[None, :]
-        cand = inner.ravel()
-        cerr = sm.errors(cand, k)
-        j = int(np.argmin(cerr))
-        if cerr[j] < best_err:
-            best_step, best_err = _lloyd_polish(sm, float(cand[j]), float(cerr[j]), k)
-        edges = np.concatenate([lo[:, None], inner, hi[:, None]], axis=1)
-        lo, hi = edges[:, :-1].ravel(), edges[:, 1:].ravel()
-    return best_step
+    return _branch_and_bound(sm, max_level(bits), rtol, max_rounds)[0]
 
 
 # ------------------------------------------------------------------ retraining
@@ -310,10 +320,11 @@ class _QuantWeight:
     bits: int
     step: torch.Tensor
 
-    def _init_quant(self, bits: int) -> None:
+    def _init_quant(self, bits: int, init_step: bool) -> None:
         self.bits = _check_bits(bits)
         self.register_buffer("step", torch.ones((), dtype=self.weight.dtype, device=self.weight.device))
-        self.update_step()
+        if init_step:
+            self.update_step()
 
     def update_step(self) -> float:
         """Re-estimate the L2-optimal step from the current float weights."""
@@ -331,9 +342,10 @@ class _QuantWeight:
 class QuantLinear(_QuantWeight, nn.Linear):
     """``nn.Linear`` whose forward pass uses b-bit weights (float bias)."""
 
-    def __init__(self, in_features, out_features, bias=True, *, bits: int, device=None, dtype=None):
+    def __init__(self, in_features, out_features, bias=True, *, bits: int, init_step: bool = True,
+                 device=None, dtype=None):
         nn.Linear.__init__(self, in_features, out_features, bias=bias, device=device, dtype=dtype)
-        self._init_quant(bits)
+        self._init_quant(bits, init_step)
 
     def forward(self, x):  # noqa: D102
         return F.linear(x, self.quantized_weight(), self.bias)
@@ -342,9 +354,9 @@ class QuantLinear(_QuantWeight, nn.Linear):
 class QuantConv2d(_QuantWeight, nn.Conv2d):
     """``nn.Conv2d`` whose forward pass uses b-bit weights (float bias)."""
 
-    def __init__(self, *args, bits: int, **kwargs):
+    def __init__(self, *args, bits: int, init_step: bool = True, **kwargs):
         nn.Conv2d.__init__(self, *args, **kwargs)
-        self._init_quant(bits)
+        self._init_quant(bits, init_step)
 
     def forward(self, x):  # noqa: D102
         return self._conv_forward(x, self.quantized_weight(), self.bias)
@@ -358,16 +370,16 @@ def _weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 def _quant_clone(layer: nn.Module, bits: int) -> nn.Module:
     if isinstance(layer, nn.Linear):
         q = QuantLinear(layer.in_features, layer.out_features, layer.bias is not None, bits=bits,
-                        device=layer.weight.device, dtype=layer.weight.dtype)
+                        init_step=False, device=layer.weight.device, dtype=layer.weight.dtype)
     else:
         q = QuantConv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
                         layer.padding, layer.dilation, layer.groups, layer.bias is not None,
-                        layer.padding_mode, bits=bits, device=layer.weight.device, dtype=layer.weight.dtype)
+                        layer.padding_mode, bits=bits, init_step=False, device=layer.weight.device,
+                        dtype=layer.weight.dtype)
     with torch.no_grad():
         q.weight.copy_(layer.weight)
         if layer.bias is not None:
             q.bias.copy_(layer.bias)
-    q.update_step()
     return q
 
 
@@ -395,6 +407,7 @@ def to_quantized(model: nn.Module, bits: int, *, float_first: bool = False,
         if (float_first and i == 0) or (float_last and i == len(layers) - 1):
             continue
         _set_submodule(qmodel, name, _quant_clone(layer, bits))
+    update_steps(qmodel)
     return qmodel
 
 
@@ -405,8 +418,21 @@ def quantized_layers(model: nn.Module) -> list[tuple[str, _QuantWeight]]:
 
 def update_steps(model: nn.Module) -> dict[str, float]:
     """Re-estimate every quantized layer's step from its float shadow weights
-    (used by ``step_update: epoch``). Returns {layer name: step}."""
-    return {name: layer.update_step() for name, layer in quantized_layers(model)}
+    (at conversion, and at each epoch with ``step_update: epoch``). Layers are
+    searched in parallel threads (NumPy's sort and searches release the GIL),
+    as many as torch's intra-op threads. Returns {layer name: step}."""
+    layers = quantized_layers(model)
+    weights = [layer.weight.detach().cpu() for _, layer in layers]
+    bits = [layer.bits for _, layer in layers]
+    workers = max(1, min(torch.get_num_threads(), len(layers)))
+    if workers > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            steps = list(pool.map(l2_optimal_step, weights, bits))
+    else:
+        steps = [l2_optimal_step(w, b) for w, b in zip(weights, bits)]
+    for (_, layer), step in zip(layers, steps):
+        layer.step.fill_(step)
+    return {name: step for (name, _), step in zip(layers, steps)}
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,29 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return float(wrong) / max(1, x.shape[0])
 
 
+def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+                batch_size: int, gen: torch.Generator) -> tuple[float, float]:
+    """One pass over (x, y) in the order of a seeded permutation, mini-batches
+    as index slices of tensors already on the device. Returns (mean loss,
+    training error); both are accumulated on the device, read once."""
+    model.train()
+    n = x.shape[0]
+    perm = torch.randperm(n, generator=gen).to(x.device)
+    loss_sum = torch.zeros((), device=x.device)
+    wrong = torch.zeros((), dtype=torch.int64, device=x.device)
+    for i in range(0, n, batch_size):
+        idx = perm[i:i + batch_size]
+        xb, yb = x[idx], y[idx]
+        out = model(xb)
+        loss = F.cross_entropy(out, yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss_sum += loss.detach() * idx.numel()
+        wrong += (out.detach().argmax(dim=1) != yb).sum()
+    return float(loss_sum) / n, float(wrong) / n
+
+
 @dataclass
 class FitResult:
     best_state: dict
@@ -112,8 +135,6 @@ def fit(
     base_lrs = [g["lr"] for g in opt.param_groups]
     gen = torch.Generator().manual_seed(int(seed))
     x, y = data.x_train, data.y_train
-    n = x.shape[0]
-    device = x.device
 
     best_state, best_epoch, best_val = None, 0, math.inf
     if keep_start or epochs == 0:
@@ -129,22 +150,8 @@ def fit(
             g["lr"] = base * factor
         if epoch_start is not None:
             epoch_start(epoch)
-        model.train()
-        perm = torch.randperm(n, generator=gen).to(device)
-        loss_sum = torch.zeros((), device=device)
-        wrong = torch.zeros((), dtype=torch.int64, device=device)
-        for i in range(0, n, bs):
-            idx = perm[i:i + bs]
-            xb, yb = x[idx], y[idx]
-            out = model(xb)
-            loss = F.cross_entropy(out, yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += loss.detach() * idx.numel()
-            wrong += (out.detach().argmax(dim=1) != yb).sum()
+        train_loss, train_err = train_epoch(model, opt, x, y, bs, gen)
         val_err = evaluate(model, data.x_val, data.y_val)
-        train_loss, train_err = float(loss_sum) / n, float(wrong) / n
         if not math.isfinite(train_loss):
             log(f"epoch {epoch}/{epochs} loss is {train_loss}: stopping (diverged)")
             break

@@ -1,0 +1,354 @@
+"""qdesign benchmarks: training speed against the machine's limit and against
+what a user would otherwise use, and the orchestration overhead.
+
+Every comparison is measured side by side in this one run (alternating the
+contenders, median of several repeats), printed as a table of ratios with its
+target, and written to ``benchmarks/out/results.json``.
+
+    python benchmarks/run.py [--threads 2] [--quick]
+
+Needs the `bench` extra (Brevitas): ``pip install -r benchmarks/requirements.txt``.
+MNIST comes from ``--data-dir`` (default ``../shared/data``, else ``data``);
+without it the step benchmarks use random data of MNIST's shape (reported).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch._dynamo  # noqa: F401 - imported by the first optimizer anyway; keep it out of timings
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+from qdesign.data import DatasetError, make_splits, prepare_dataset
+from qdesign.models import build_model
+from qdesign.quantize import to_quantized, update_steps
+from qdesign.train import make_optimizer, train_epoch
+
+REPO = Path(__file__).resolve().parents[1]
+FC = {"type": "fcdnn", "depth": 3, "dropout": 0.0}
+CNN_PAPER = {"type": "cnn", "channel_multipliers": [1, 2, 4], "convs_per_block": 2, "kernel_size": 3,
+             "pool": "max", "fc_units": 0, "dropout": 0.0}
+ADAM = {"optimizer": "adam", "lr": 1e-3, "momentum": 0.9, "weight_decay": 0.0}
+RESULTS: list[dict] = []
+
+
+def record(item: str, name: str, value: float, unit: str, target: str = "", ok: bool | None = None, **extra):
+    RESULTS.append(dict(item=item, name=name, value=value, unit=unit, target=target, ok=ok, **extra))
+    mark = "" if ok is None else ("  ok" if ok else "  MISSED")
+    print(f"{item:>3}  {name:<58} {value:>10.4g} {unit:<9} {target:<10}{mark}", flush=True)
+
+
+def interleaved(fns: dict, repeats: int) -> dict[str, float]:
+    """Median seconds per call of each function, calls alternated A, B, A, B..."""
+    times = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, f in fns.items():
+            t0 = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+# ------------------------------------------------------------------ data
+
+
+def mnist(data_dir: Path | None):
+    for d in [data_dir] if data_dir else [REPO.parent / "shared" / "data", REPO / "data"]:
+        try:
+            return make_splits(prepare_dataset("mnist", d, download=False), 0.1, 0), f"MNIST from {d}"
+        except DatasetError:
+            continue
+    g = torch.Generator().manual_seed(0)
+    payload = {"x_train": torch.randint(0, 256, (60000, 1, 28, 28), dtype=torch.uint8, generator=g),
+               "y_train": torch.randint(0, 10, (60000,), generator=g),
+               "x_test": torch.randint(0, 256, (1000, 1, 28, 28), dtype=torch.uint8, generator=g),
+               "y_test": torch.randint(0, 10, (1000,), generator=g),
+               "mean": [33.3], "std": [78.6], "n_classes": 10}
+    return make_splits(payload, 0.1, 0), "random data of MNIST's shape (no MNIST found)"
+
+
+def fc_train_flops(width: int, depth: int = 3, n_in: int = 784, n_out: int = 10) -> float:
+    """Exact matmul FLOPs of one training example: forward, weight gradients,
+    and input gradients of every layer but the first."""
+    macs = [n_in * width] + [width * width] * (depth - 1) + [width * n_out]
+    return 2 * sum(macs) + 2 * sum(macs) + 2 * sum(macs[1:])
+
+
+def steps_of(model, x, y, bs, n_steps, seed=0):
+    """A function running ``n_steps`` steps of qdesign's trainer."""
+    opt = make_optimizer(model.parameters(), {**ADAM, "batch_size": bs})
+    xs, ys = x[: bs * n_steps], y[: bs * n_steps]
+    gen = torch.Generator().manual_seed(seed)
+    return lambda: train_epoch(model, opt, xs, ys, bs, gen)
+
+
+# ------------------------------------------------------------------ items
+
+
+def item1_trainer_vs_dataloader(data, bs, n_steps, repeats):
+    torch.manual_seed(0)
+    ours_model = build_model(FC, 1024, (1, 28, 28), 10)
+    plain_model = build_model(FC, 1024, (1, 28, 28), 10)
+    ours = steps_of(ours_model, data.x_train, data.y_train, bs, n_steps)
+    x, y = data.x_train[: bs * n_steps], data.y_train[: bs * n_steps]
+    loader = DataLoader(TensorDataset(x, y), batch_size=bs, shuffle=True)
+    opt = torch.optim.Adam(plain_model.parameters(), lr=1e-3)
+
+    def plain():
+        plain_model.train()
+        for xb, yb in loader:
+            opt.zero_grad()
+            loss = F.cross_entropy(plain_model(xb), yb)
+            loss.backward()
+            opt.step()
+
+    ours(), plain()  # warm-up
+    t = interleaved({"ours": ours, "plain": plain}, repeats)
+    record("1", "float step: qdesign trainer / DataLoader loop (3x1024)", t["ours"] / t["plain"], "ratio", "< 1",
+           t["ours"] < t["plain"], ours_ms=1e3 * t["ours"] / n_steps, plain_ms=1e3 * t["plain"] / n_steps)
+    return t["ours"] / n_steps
+
+
+def matmul_flops(threads: int) -> float:
+    n = 2048
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best = min(_time(lambda: torch.mm(a, b)) for _ in range(5))
+    flops = 2 * n**3 / best
+    record("2", f"torch.matmul 2048^3 throughput ({threads} threads)", flops / 1e9, "GFLOP/s")
+    return flops
+
+
+def _time(f) -> float:
+    t0 = time.perf_counter()
+    f()
+    return time.perf_counter() - t0
+
+
+def item2_flops_fraction(data, bs, n_steps, repeats, peak):
+    out = {}
+    for width in (256, 1024):
+        torch.manual_seed(0)
+        run = steps_of(build_model(FC, width, (1, 28, 28), 10), data.x_train, data.y_train, bs, n_steps)
+        run()
+        sec = statistics.median(_time(run) for _ in range(repeats)) / n_steps
+        achieved = fc_train_flops(width) * bs / sec
+        frac = achieved / peak
+        out[width] = sec
+        target = ">= 0.5" if width == 1024 else ""
+        record("2", f"training FLOP/s / matmul peak, width {width} ({achieved / 1e9:.0f} GFLOP/s)", frac, "fraction",
+               target, frac >= 0.5 if width == 1024 else None, step_ms=1e3 * sec)
+    return out
+
+
+def item3_retrain_vs_float(data, bs, n_steps, repeats, bits=2):
+    torch.manual_seed(0)
+    float_model = build_model(FC, 1024, (1, 28, 28), 10)
+    qmodel = to_quantized(float_model, bits)
+    fl = steps_of(float_model, data.x_train, data.y_train, bs, n_steps)
+    qa = steps_of(qmodel, data.x_train, data.y_train, bs, n_steps)
+    fl(), qa()
+    t = interleaved({"float": fl, "retrain": qa}, repeats)
+    ratio = t["retrain"] / t["float"]
+    record("3", f"retraining step ({bits}-bit, STE) / float step (3x1024)", ratio, "ratio", "<= 1.10", ratio <= 1.10)
+    return qmodel, t["retrain"] / n_steps
+
+
+def brevitas_fcdnn(width, bits):
+    import brevitas.nn as qnn  # noqa: PLC0415
+
+    dims = [784] + [width] * 3
+    layers: list[nn.Module] = [nn.Flatten()]
+    for a, b in zip(dims[:-1], dims[1:]):
+        layers += [qnn.QuantLinear(a, b, bias=True, weight_bit_width=bits), nn.ReLU()]
+    layers.append(qnn.QuantLinear(width, 10, bias=True, weight_bit_width=bits))
+    return nn.Sequential(*layers)
+
+
+def item4_vs_brevitas(data, bs, n_steps, repeats, bits=2):
+    try:
+        bmodel = brevitas_fcdnn(1024, bits)
+    except ImportError:
+        record("4", "retraining step / Brevitas QuantLinear step", float("nan"), "ratio", "<= 0.75", None,
+               note="brevitas not installed: pip install -r benchmarks/requirements.txt")
+        return
+    torch.manual_seed(0)
+    qmodel = to_quantized(build_model(FC, 1024, (1, 28, 28), 10), bits)
+    ours = steps_of(qmodel, data.x_train, data.y_train, bs, n_steps)
+    theirs = steps_of(bmodel, data.x_train, data.y_train, bs, n_steps)
+    ours(), theirs()
+    t = interleaved({"ours": ours, "brevitas": theirs}, repeats)
+    ratio = t["ours"] / t["brevitas"]
+    record("4", f"retraining step / Brevitas QuantLinear step ({bits}-bit, 3x1024)", ratio, "ratio", "<= 0.75",
+           ratio <= 0.75, ours_ms=1e3 * t["ours"] / n_steps, brevitas_ms=1e3 * t["brevitas"] / n_steps)
+
+
+def item5_step_search_vs_epoch(data, bs, bits_list=(2, 8)):
+    for bits in bits_list:
+        torch.manual_seed(0)
+        qmodel = to_quantized(build_model(FC, 1024, (1, 28, 28), 10), bits)
+        search = statistics.median(_time(lambda: update_steps(qmodel)) for _ in range(3))
+        opt = make_optimizer(qmodel.parameters(), {**ADAM, "batch_size": bs})
+        gen = torch.Generator().manual_seed(0)
+        epoch = _time(lambda: train_epoch(qmodel, opt, data.x_train, data.y_train, bs, gen))
+        frac = search / epoch
+        record("5", f"l2_optimal_step, all 4 layers ({bits}-bit) / one retraining epoch", frac, "fraction", "< 0.01",
+               frac < 0.01, search_s=search, epoch_s=epoch, n_train=int(data.x_train.shape[0]))
+
+
+def item7_cnn_flops(bs, repeats, peak, width=128):
+    torch.manual_seed(0)
+    model = build_model(CNN_PAPER, width, (3, 32, 32), 10).to(memory_format=torch.channels_last)
+    x = torch.randn(bs, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (bs,))
+    run = steps_of(model, x, y, bs, 1)
+    run()
+    sec = statistics.median(_time(run) for _ in range(repeats))
+    macs, c, hw = 0, 3, 32
+    for mult in CNN_PAPER["channel_multipliers"]:
+        for _ in range(CNN_PAPER["convs_per_block"]):
+            macs_l = c * width * mult * 9 * hw * hw
+            macs += macs_l
+            c = width * mult
+        hw //= 2
+    first = 3 * width * 9 * 32 * 32
+    flops = (6 * macs - 2 * first + 6 * c * hw * hw * 10) * bs
+    frac = flops / sec / peak
+    record("7", f"CNN (CIFAR-10 shape, width {width}) FLOP/s / matmul peak ({flops / sec / 1e9:.0f} GFLOP/s)",
+           frac, "fraction", "", None, step_s=sec, batch=bs)
+
+
+# ------------------------------------------------------------------ orchestration
+
+
+def _smk(workdir, *args, env=None, timeout=900):
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
+    t0 = time.perf_counter()
+    res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=timeout)
+    if res.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed:\n{res.stderr[-2000:]}")
+    return time.perf_counter() - t0, res
+
+
+def _py(args, env=None) -> float:
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, *args], check=True, capture_output=True, env={**os.environ, **(env or {})})
+    return time.perf_counter() - t0
+
+
+def item6_orchestration(quick: bool):
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        sec, res = _smk(tmp, "-n", "--configfile", str(REPO / "config" / "paper.yaml"))
+        n_jobs = res.stdout.count("\nrule ") + res.stdout.count("\nlocalrule ")
+        record("6", f"snakemake --dry-run of config/paper.yaml ({n_jobs} jobs)", sec, "s", "<= 10", sec <= 10)
+
+        # per-job start-up: a bare interpreter, torch, and a whole qdesign job
+        # that trains nothing (epochs 0), in its own process and via the worker
+        bare = min(_py(["-c", "pass"]) for _ in range(3))
+        torch_imp = min(_py(["-c", "import torch"]) for _ in range(3))
+        record("6", "process start: python -c pass", bare, "s")
+        record("6", "process start + import torch", torch_imp, "s")
+
+        config = tmp / "study.yaml"
+        src = (REPO / "config" / "config.yaml").read_text()
+        if quick:  # one seed, fewer epochs: the orchestration numbers stay meaningful
+            src = src.replace("seeds: [0, 1, 2]", "seeds: [0]").replace("epochs: 40", "epochs: 5").replace(
+                "epochs: 15", "epochs: 2")
+        config.write_text(src)
+        study = tmp / "study"
+        sec, _ = _smk(study, "--cores", str(os.cpu_count()), "--configfile", str(config))
+        import pandas as pd  # noqa: PLC0415
+
+        cells = pd.concat([pd.read_parquet(p) for p in study.glob("results/*/summary.parquet")])
+        work = cells["job_seconds"].sum()
+        n = len(cells)
+        record("6", f"{'quick ' if quick else ''}default study, whole run ({n} cells, {os.cpu_count()} cores)",
+               sec, "s", "<= 600" if not quick else "", sec <= 600 if not quick else None)
+        overhead = (sec * os.cpu_count() - work) / n
+        record("6", "orchestration overhead per cell job (core-s, incl. Snakemake)", overhead, "s", "", None,
+               job_seconds_total=work)
+        sec, res = _smk(study, "--cores", "2", "--configfile", str(config))
+        assert "Nothing to be done" in res.stdout + res.stderr
+        record("6", "no-op rerun of the finished default study", sec, "s", "<= 10", sec <= 10)
+        for fig in study.glob("results/*/figures/*"):
+            fig.unlink()
+        sec, _ = _smk(study, "--cores", "2", "--configfile", str(config), "--allowed-rules", "figures")
+        record("6", "regenerate all figures from cached tables (2 studies)", sec, "s", "<= 15", sec <= 15)
+        if (REPO / "reference").is_dir():
+            ref = tmp / "ref"
+            shutil.copytree(REPO / "reference", ref / "reference")
+            sec, _ = _smk(ref, "--cores", "2", "reference")
+            record("6", "snakemake reference: figures of the shipped tables", sec, "s", "<= 15", sec <= 15)
+
+        # one tiny cell (no epochs) started as a rule starts it: own process vs warm worker
+        spec_cmd = [sys.executable, "-c", (
+            "import json,sys; from qdesign.config import *; "
+            "c=validate_config({'device':'cpu','studies':{'s':{'dataset':'digits','model':{'type':'fcdnn','widths':[8]},"
+            "'training':{'epochs':0}}}}); print(spec_json(float_spec(c,'s',8,0)))")]
+        spec = subprocess.run(spec_cmd, capture_output=True, text=True, check=True).stdout.strip()
+        data = study / "results" / "data" / "digits.pt"
+        job = ["-m", "qdesign", "train-float", "--spec", spec, "--data", str(data), "--out-dir", str(tmp / "cell")]
+        own = statistics.median(_py(job) for _ in range(3))
+        from qdesign import worker  # noqa: PLC0415
+
+        sock = str(tmp / "w.sock")
+        proc = subprocess.Popen([sys.executable, "-m", "qdesign.worker", "--socket", sock], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        try:
+            while not os.path.exists(sock):
+                time.sleep(0.05)
+            _py(job, env={worker.ENV_SOCKET: sock})  # waits for the worker's imports
+            warm = statistics.median(_py(job, env={worker.ENV_SOCKET: sock}) for _ in range(5))
+        finally:
+            proc.terminate()
+        record("6", "per-job start-up: a job that trains nothing, own process", own, "s")
+        record("6", "per-job start-up: same job through the warm worker", warm, "s", "", None, speedup=own / warm)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--data-dir", type=Path, default=None)
+    ap.add_argument("--quick", action="store_true", help="fewer repeats and a one-seed study (smoke test)")
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out" / "results.json")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    t_start = time.perf_counter()
+    data, data_note = mnist(args.data_dir)
+    reps, n_steps = (3, 10) if args.quick else (7, 30)
+    print(f"qdesign benchmarks: torch {torch.__version__}, {args.threads} threads, batch {args.batch_size}, "
+          f"{data_note}\n")
+    print(f"{'#':>3}  {'measurement':<58} {'value':>10} {'unit':<9} {'target':<10}")
+    item1_trainer_vs_dataloader(data, args.batch_size, n_steps, reps)
+    peak = matmul_flops(args.threads)
+    item2_flops_fraction(data, args.batch_size, n_steps, reps, peak)
+    item3_retrain_vs_float(data, args.batch_size, n_steps, reps)
+    item4_vs_brevitas(data, args.batch_size, n_steps, reps)
+    item5_step_search_vs_epoch(data, args.batch_size)
+    item7_cnn_flops(32 if args.quick else 128, 2 if args.quick else 3, peak)
+    item6_orchestration(args.quick)
+    total = time.perf_counter() - t_start
+    print(f"\ntotal {total:.0f} s")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(dict(torch=torch.__version__, threads=args.threads, batch_size=args.batch_size,
+                                        data=data_note, machine=platform.machine(), cpus=os.cpu_count(),
+                                        seconds=total, results=RESULTS), indent=1))
+
+
+if __name__ == "__main__":
+    main()

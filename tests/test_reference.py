@@ -1,0 +1,89 @@
+"""Shipped reference results: export, the `reference` target (figures from the
+tables alone, no dataset, no training), and the findings report."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import yaml
+
+from qdesign.findings import gap_table, report
+from qdesign.reference import export_reference
+
+from .conftest import REPO
+from .test_aggregate import cell, write
+from qdesign.aggregate import aggregate
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture()
+def study_tables(tmp_path):
+    """Tables of a synthetic study in results/s/ and its config."""
+    rows = []
+    for seed in (0, 1):
+        for w, e in ((8, 0.30), (16, 0.20), (32, 0.10)):
+            rows.append(cell(w, 32, seed, e))
+            rows.append(cell(w, 2, seed, e + 0.05, direct=e + 0.30))
+    rows = [{**r, "torch_version": "x", "qdesign_version": "y", "device": "cpu"} for r in rows]
+    summary, ecr, frontier = aggregate(write(tmp_path, rows))
+    results = tmp_path / "results" / "s"
+    results.mkdir(parents=True)
+    for name, df in (("summary", summary), ("ecr", ecr), ("frontier", frontier)):
+        df.to_parquet(results / f"{name}.parquet")
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump({"studies": {"s": {"dataset": "digits", "model": {"type": "fcdnn", "widths": [8, 16, 32]}}}}))
+    return tmp_path, config
+
+
+def test_export_reference(study_tables):
+    tmp, config = study_tables
+    out = tmp / "reference" / "demo"
+    export_reference(config, tmp / "results", out, wall_seconds=12.5, note="test")
+    assert sorted(p.name for p in (out / "s").iterdir()) == ["ecr.parquet", "frontier.parquet", "summary.parquet"]
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["wall_seconds"] == 12.5 and prov["studies"]["s"]["cells"] == 12
+    assert (out / "config.yaml").read_bytes() == config.read_bytes()
+    assert (out / "config.sha256").read_text().split()[0] == prov["config_sha256"]
+    with pytest.raises(FileNotFoundError, match="study tables missing"):
+        export_reference(config, tmp / "nowhere", tmp / "x")
+
+
+def test_reference_target_draws_figures_from_tables_alone(study_tables, tmp_path_factory):
+    tmp, config = study_tables
+    export_reference(config, tmp / "results", tmp / "work" / "reference" / "demo")
+    work = tmp / "work"  # no results/, no data/: only the shipped tables
+    res = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
+                          str(work), "--cores", "2", "reference"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    figs = sorted(p.name for p in (work / "results" / "reference" / "demo" / "s" / "figures").iterdir())
+    assert figs == sorted(f"{n}.{e}" for n in ("ecr_vs_width", "error_vs_memory", "error_vs_weights", "retrain_gap")
+                          for e in ("pdf", "png"))
+    assert not (work / "results" / "data").exists()  # nothing was prepared or trained
+    assert "train_float" not in res.stdout + res.stderr
+
+
+def test_shipped_reference_is_complete():
+    """Every shipped profile has its config, hash, provenance and all tables."""
+    for profile in sorted(p for p in (REPO / "reference").iterdir() if p.is_dir()):
+        cfg = yaml.safe_load((profile / "config.yaml").read_text())
+        for study in cfg["studies"]:
+            for table in ("summary", "ecr", "frontier"):
+                assert (profile / study / f"{table}.parquet").is_file()
+            summary = pd.read_parquet(profile / study / "summary.parquet")
+            n_cells = len(cfg["studies"][study]["model"]["widths"]) * (len(cfg["studies"][study]["bits"]) + 1) \
+                * len(cfg["studies"][study]["seeds"])
+            assert len(summary) == n_cells
+        assert json.loads((profile / "provenance.json").read_text())["config_sha256"]
+
+
+def test_findings_report(study_tables):
+    tmp, _ = study_tables
+    text = report(tmp / "results" / "s")
+    assert "(a) float vs retrained 2-bit" in text and "| 8 | 30.00% | 35.00% | +5.00 |" in text
+    gaps = gap_table(pd.read_parquet(tmp / "results" / "s" / "summary.parquet"))
+    # direct loss 30 points, retrained loss 5 points: 25/30 of the loss recovered
+    assert gaps["recovered"].tolist() == pytest.approx([25 / 30] * 3)
