@@ -1,12 +1,15 @@
 # qdesign: quantized neural network design under a weight-memory budget.
 # Every width x bits x seed cell of every study in the config is its own target.
 # Rules: workflow/rules/*.smk; logic: src/qdesign/; config keys: config/README.md.
+from pathlib import Path
+
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# the repository's default config, wherever the working directory (--directory) is
+configfile: Path(workflow.basedir) / "config" / "config.yaml"
 
 
 include: "workflow/rules/common.smk"
