@@ -87,3 +87,25 @@ def test_findings_report(study_tables):
     gaps = gap_table(pd.read_parquet(tmp / "results" / "s" / "summary.parquet"))
     # direct loss 30 points, retrained loss 5 points: 25/30 of the loss recovered
     assert gaps["recovered"].tolist() == pytest.approx([25 / 30] * 3)
+
+
+def test_a_reference_cell_reproduces(shared_data, tmp_path):
+    """Rerun one shipped cell (MNIST, 32 units, float, seed 0) from the shipped
+    config with this code: the numbers come back (exactly on this machine type;
+    allowed 0.2 points elsewhere, where other CPU kernels round differently)."""
+    import contextlib  # noqa: PLC0415
+    import io  # noqa: PLC0415
+
+    from qdesign.cells import run_float  # noqa: PLC0415
+    from qdesign.config import float_spec, load_config  # noqa: PLC0415
+    from qdesign.data import prepare_dataset, write_prepared  # noqa: PLC0415
+
+    cfg = load_config(REPO / "reference" / "cpu" / "config.yaml")
+    write_prepared(prepare_dataset("mnist", shared_data, download=False), tmp_path / "mnist.pt")
+    with contextlib.redirect_stdout(io.StringIO()):
+        row = run_float(float_spec(cfg, "mnist-fcdnn", 32, 0), tmp_path / "mnist.pt", tmp_path / "cell", threads=1)
+    ref = pd.read_parquet(REPO / "reference" / "cpu" / "mnist-fcdnn" / "summary.parquet")
+    ref = ref[(ref.width == 32) & (ref.bits == 32) & (ref.seed == 0)].iloc[0]
+    assert row["config_hash"] == ref["config_hash"]
+    assert abs(row["test_error"] - ref["test_error"]) <= 0.002
+    assert abs(row["val_error"] - ref["val_error"]) <= 0.002

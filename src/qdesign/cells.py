@@ -96,6 +96,21 @@ def _base_row(spec: Mapping, model_cfg: Mapping, model: torch.nn.Module, bits: i
     }
 
 
+def _write_cell(out_dir: str | Path, row: dict, res, t_start: float, data, checkpoint: dict) -> None:
+    """Complete the metrics row and write model.pt, then metrics.parquet (the
+    file Snakemake waits for), each atomically."""
+    row.update({
+        "epochs_run": res.epochs_run,
+        "best_epoch": res.best_epoch,
+        "train_seconds": res.seconds,
+        "job_seconds": time.perf_counter() - t_start,
+    })
+    out_dir = Path(out_dir)
+    torch_save_atomic({"format_version": CHECKPOINT_VERSION, "input_shape": list(data.input_shape),
+                       "n_classes": data.n_classes, **checkpoint}, out_dir / "model.pt")
+    parquet_write_atomic(pd.DataFrame([row]), out_dir / "metrics.parquet")
+
+
 def _prepare(spec: Mapping, data_path: str | Path, threads: int):
     torch.set_num_threads(int(threads))
     device = pick_device(spec["device"])
@@ -131,18 +146,11 @@ def run_float(spec: Mapping, data_path: str | Path, out_dir: str | Path, threads
         "direct_val_error": math.nan,
         "steps": [],
         "quantized_layers": 0,
-        "epochs_run": res.epochs_run,
-        "best_epoch": res.best_epoch,
-        "train_seconds": res.seconds,
-        "job_seconds": time.perf_counter() - t_start,
     })
-    out_dir = Path(out_dir)
-    torch_save_atomic({
-        "format_version": CHECKPOINT_VERSION, "kind": "float", "spec": dict(spec),
+    _write_cell(out_dir, row, res, t_start, data, {
+        "kind": "float", "spec": dict(spec),
         "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
-        "input_shape": list(data.input_shape), "n_classes": data.n_classes,
-    }, out_dir / "model.pt")
-    parquet_write_atomic(pd.DataFrame([row]), out_dir / "metrics.parquet")
+    })
     log(f"done: test_err {test_err:.4f} val_err {val_err:.4f} best epoch {res.best_epoch} "
         f"train {res.seconds:.1f}s")
     return row
@@ -205,20 +213,12 @@ def run_quantized(spec: Mapping, data_path: str | Path, float_checkpoint: str | 
         "direct_val_error": direct_val,
         "steps": [codes[name].step for name, _ in quantized_layers(qmodel)],
         "quantized_layers": len(codes),
-        "epochs_run": res.epochs_run,
-        "best_epoch": res.best_epoch,
-        "train_seconds": res.seconds,
-        "job_seconds": time.perf_counter() - t_start,
     })
-    out_dir = Path(out_dir)
-    torch_save_atomic({
-        "format_version": CHECKPOINT_VERSION, "kind": "quantized", "spec": dict(spec), "float_spec": fspec,
-        "bits": bits,
+    _write_cell(out_dir, row, res, t_start, data, {
+        "kind": "quantized", "spec": dict(spec), "float_spec": fspec, "bits": bits,
         "state_dict": {k: v.cpu() for k, v in bake(qmodel).state_dict().items()},
         "codes": {name: {"codes": qt.codes, "step": qt.step} for name, qt in codes.items()},
-        "input_shape": list(data.input_shape), "n_classes": data.n_classes,
-    }, out_dir / "model.pt")
-    parquet_write_atomic(pd.DataFrame([row]), out_dir / "metrics.parquet")
+    })
     log(f"done: test_err {test_err:.4f} (direct {direct_test:.4f}, float {float_test:.4f}) "
         f"best epoch {res.best_epoch} train {res.seconds:.1f}s")
     return row

@@ -190,22 +190,20 @@ class _SortedMagnitudes:
         return fixed + band
 
 
-def _lloyd_polish(sm, step: float, k: int, max_iter: int):
+def _lloyd_polish(sm, step: float, k: int, max_iter: int = 100):
     """Alternate (assign levels, set step = S1/S2) from a good start, one
-    evaluation per iteration; the error never increases. Only a quick way to
-    a good incumbent: the branch and bound guarantees optimality."""
+    evaluation per iteration; the error never increases, and the fixed point
+    is a local optimum. A quick way to a good incumbent: the branch and bound,
+    not this polish, guarantees optimality."""
     err, s1, s2 = (float(v[0]) for v in sm.evaluate(np.array([step]), k))
     for _ in range(max_iter):
         if s2 <= 0 or s1 <= 0:
             break
         new = s1 / s2
         new_err, n1, n2 = (float(v[0]) for v in sm.evaluate(np.array([new]), k))
-        if not new_err < err:
+        if not new_err < err or new == step:
             break
-        gain = err - new_err
         step, err, s1, s2 = new, new_err, n1, n2
-        if gain <= 1e-9 * err:
-            break
     return step, err
 
 
@@ -219,8 +217,8 @@ def _branch_and_bound(sm, k: int, rtol: float, max_rounds: int) -> tuple[float, 
     errs = sm.errors(pts, k)
     order = np.argsort(errs)
     best_step, best_err = float(pts[order[0]]), float(errs[order[0]])
-    for i in order[:2]:
-        s, e = _lloyd_polish(sm, float(pts[i]), k, max_iter=10)
+    for i in order[:4]:
+        s, e = _lloyd_polish(sm, float(pts[i]), k)
         if e < best_err:
             best_step, best_err = s, e
     lo = np.concatenate(([0.0], pts[:-1]))
@@ -238,7 +236,7 @@ def _branch_and_bound(sm, k: int, rtol: float, max_rounds: int) -> tuple[float, 
         cerr = sm.errors(cand, k)
         i = int(np.argmin(cerr))
         if cerr[i] < best_err:
-            best_step, best_err = _lloyd_polish(sm, float(cand[i]), k, max_iter=3)
+            best_step, best_err = _lloyd_polish(sm, float(cand[i]), k)
         edges = np.concatenate([lo[:, None], inner, hi[:, None]], axis=1)
         lo, hi = edges[:, :-1].ravel(), edges[:, 1:].ravel()
     return best_step, False
