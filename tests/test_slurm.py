@@ -111,3 +111,25 @@ def test_failing_job_is_reported_as_failed(runs):
     assert "qdesign: error: corrupt checkpoint" in log
     # the failed cell left no output a later run would trust
     assert not (work / "results" / "s" / "b2" / "w8-s0" / "metrics.parquet").exists()
+
+
+def test_grouped_cells_run_in_one_slurm_job(cluster, tmp_path):
+    """Job grouping as documented in profiles/slurm: the retrain cells of a
+    study run in one cluster job, capped at 2 CPUs (the rest in series)."""
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({"device": "cpu", "plots": {"formats": ["png"]},
+                                      "studies": {"s": tiny_study(bits=[2, 4])}}))
+    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 2))
+    res = on_slurm(tmp_path / "work", config, "--groups", "retrain=cells", "--group-components", "cells=4",
+                   "--cores", "2")
+    assert res.returncode == 0, (res.stdout[-3000:], res.stderr[-3000:])
+    assert len(pd.read_parquet(tmp_path / "work" / "results" / "s" / "summary.parquet")) == 6
+    jobs = pd.DataFrame()
+    for _ in range(30):
+        jobs = sacct_jobs(since)
+        if len(jobs[jobs["comment"].str.startswith("rule_")]) >= 3:
+            break
+        time.sleep(1)
+    kinds = jobs["comment"].str.replace(r"_wildcards.*", "", regex=True).value_counts().to_dict()
+    # 2 float jobs, and all 4 retrain cells in a single group job
+    assert kinds == {"rule_train_float": 2, "rule_cells_retrain": 1}
