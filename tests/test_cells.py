@@ -73,6 +73,7 @@ def test_float_cell_outputs_and_determinism(digits, tmp_path):
     assert row["memory_bits_total"] == 32 * (row["n_weights"] + row["n_biases"])
     assert 0 <= row["test_error"] < 0.5 and math.isnan(row["direct_test_error"])
     assert row["epochs_run"] == 3 and 1 <= row["best_epoch"] <= 3
+    assert 50 < row["max_rss_mb"] < 20000
     assert row["config_hash"] == a["config_hash"] and row["torch_version"] == torch.__version__
     # same spec and seed: identical numbers and identical weights on CPU
     assert a["test_error"] == b["test_error"] and a["val_error"] == b["val_error"]

@@ -8,6 +8,7 @@ checkpoint). Both are written atomically, metrics last.
 from __future__ import annotations
 
 import math
+import resource
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -104,6 +105,9 @@ def _write_cell(out_dir: str | Path, row: dict, res, t_start: float, data, check
         "best_epoch": res.best_epoch,
         "train_seconds": res.seconds,
         "job_seconds": time.perf_counter() - t_start,
+        # peak resident memory of this job's process (a job forked from the
+        # warm worker counts the torch pages it shares with it)
+        "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     })
     out_dir = Path(out_dir)
     torch_save_atomic({"format_version": CHECKPOINT_VERSION, "input_shape": list(data.input_shape),
