@@ -20,7 +20,7 @@ from . import __version__
 from .config import FLOAT_BITS, spec_hash
 from .data import load_prepared, make_splits
 from .ecr import network_memory_bits
-from .io import parquet_write_atomic, torch_save_atomic
+from .io import parquet_write_atomic, torch_load_checked, torch_save_atomic
 from .models import build_model, weight_layers
 from .quantize import bake, integer_codes, quantized_layers, to_quantized, update_steps
 from .train import evaluate, fit, pick_device, use_channels_last
@@ -39,16 +39,8 @@ def _logger(prefix: str = "") -> Callable[[str], None]:
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"corrupt checkpoint {path} ({type(exc).__name__}); delete it and rerun") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format_version") != CHECKPOINT_VERSION or "state_dict" not in ckpt:
-        raise CheckpointError(f"corrupt or incompatible checkpoint {path}; delete it and rerun")
-    return ckpt
+    """A cell's model.pt; a one-line CheckpointError if missing or corrupt."""
+    return torch_load_checked(path, "checkpoint", CheckpointError, ("state_dict", "spec"), CHECKPOINT_VERSION)
 
 
 _FLOAT_KEYS = ("study", "dataset", "model", "width", "seed", "val_fraction", "train_subset", "split_seed",

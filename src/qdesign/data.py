@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .io import torch_save_atomic
+from .io import torch_load_checked, torch_save_atomic
 
 FORMAT_VERSION = 1
 
@@ -202,23 +202,13 @@ def write_prepared(payload: dict, out: str | Path) -> None:
     torch_save_atomic(payload, out)
 
 
-_KEYS = ("format_version", "name", "n_classes", "x_train", "y_train", "x_test", "y_test", "mean", "std")
+_KEYS = ("name", "n_classes", "x_train", "y_train", "x_test", "y_test", "mean", "std")
 
 
 def load_prepared(path: str | Path) -> dict:
     """Load a prepared dataset file; a one-line error if it is missing or corrupt."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"prepared dataset not found: {path} (run the prepare_data rule)")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise DatasetError(f"corrupt prepared dataset {path} ({type(exc).__name__}); delete it and rerun") from None
-    if not isinstance(payload, dict) or any(k not in payload for k in _KEYS):
-        raise DatasetError(f"corrupt prepared dataset {path} (missing keys); delete it and rerun")
-    if payload["format_version"] != FORMAT_VERSION:
-        raise DatasetError(f"prepared dataset {path} has format {payload['format_version']}, expected {FORMAT_VERSION}; delete it and rerun")
-    return payload
+    return torch_load_checked(path, "prepared dataset", DatasetError, _KEYS, FORMAT_VERSION,
+                              missing_hint=" (run the prepare_data rule)")
 
 
 # ------------------------------------------------------------------ splits

@@ -40,5 +40,25 @@ def torch_save_atomic(obj, dest: str | Path) -> None:
     write_atomic(dest, lambda p: torch.save(obj, p))
 
 
+def torch_load_checked(path: str | Path, what: str, error: type[Exception], keys: tuple[str, ...],
+                       version: int, missing_hint: str = "") -> dict:
+    """Load a torch file this project wrote. A missing, unreadable, incomplete
+    or other-format file raises ``error`` with one line naming the file."""
+    import torch  # noqa: PLC0415 - keep this module importable without torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{what} not found: {path}{missing_hint}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise error(f"corrupt {what} {path} ({type(exc).__name__}); delete it and rerun") from None
+    if not isinstance(obj, dict) or any(k not in obj for k in (*keys, "format_version")):
+        raise error(f"corrupt {what} {path} (missing keys); delete it and rerun")
+    if obj["format_version"] != version:
+        raise error(f"{what} {path} has format {obj['format_version']}, expected {version}; delete it and rerun")
+    return obj
+
+
 def parquet_write_atomic(df, dest: str | Path) -> None:
     write_atomic(dest, lambda p: df.to_parquet(p, index=False))
