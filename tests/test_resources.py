@@ -12,7 +12,7 @@ def study(**kw):
 
 def test_wider_networks_and_bigger_data_get_more():
     digits, mnist = study(), study(dataset="mnist")
-    assert mem_mb(mnist, 1024) > mem_mb(mnist, 32) > mem_mb(digits, 32)
+    assert mem_mb(mnist, 4096) > mem_mb(mnist, 32) > mem_mb(digits, 32)
     assert runtime_min(mnist, 1024, "float", "cpu", 1) > runtime_min(mnist, 32, "float", "cpu", 1)
     assert runtime_min(mnist, 1024, "float", "cpu", 1) > runtime_min(mnist, 1024, "float", "cuda", 1)
     assert runtime_min(mnist, 1024, "float", "cpu", 1) >= runtime_min(mnist, 1024, "float", "cpu", 4)
