@@ -42,35 +42,35 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--split-seed", type=int, default=0)
     p.add_argument("--out", required=True, type=Path)
 
-    p = sub.add_parser("train-float", help="train one float network (one cell)")
-    p.add_argument("--spec", required=True, type=_spec, help="cell spec as JSON (from the rule's params)")
-    p.add_argument("--data", required=True, type=Path)
-    p.add_argument("--out-dir", required=True, type=Path)
-    p.add_argument("--threads", type=int, default=1)
+    def cell_args(p, float_checkpoint: bool) -> None:
+        p.add_argument("--spec", required=True, type=_spec, help="cell spec as JSON (from the rule's params)")
+        p.add_argument("--data", required=True, type=Path)
+        if float_checkpoint:
+            p.add_argument("--float-checkpoint", required=True, type=Path)
+        p.add_argument("--out-dir", required=True, type=Path)
+        p.add_argument("--threads", type=int, default=1)
 
-    p = sub.add_parser("retrain", help="quantize one float network to b bits and retrain it (one cell)")
-    p.add_argument("--spec", required=True, type=_spec)
-    p.add_argument("--data", required=True, type=Path)
-    p.add_argument("--float-checkpoint", required=True, type=Path)
-    p.add_argument("--out-dir", required=True, type=Path)
-    p.add_argument("--threads", type=int, default=1)
+    def table_args(p) -> None:
+        for name in ("summary", "ecr", "frontier"):
+            p.add_argument(f"--{name}", required=True, type=Path)
+
+    cell_args(sub.add_parser("train-float", help="train one float network (one cell)"), float_checkpoint=False)
+    cell_args(sub.add_parser("retrain", help="quantize one float network to b bits and retrain it (one cell)"),
+              float_checkpoint=True)
 
     p = sub.add_parser("aggregate", help="summary, ECR and frontier tables of one study")
     p.add_argument("--cells", nargs="+", required=True, type=Path, help="per-cell metrics.parquet files")
-    p.add_argument("--summary", required=True, type=Path)
-    p.add_argument("--ecr", required=True, type=Path)
-    p.add_argument("--frontier", required=True, type=Path)
+    table_args(p)
     p.add_argument("--reference-bits", type=int, default=32)
     p.add_argument("--frontier-memory", choices=["weights", "total"], default="weights")
     p.add_argument("--n-budgets", type=int, default=25)
 
     p = sub.add_parser("plot", help="figures of one study from its tables")
-    p.add_argument("--summary", required=True, type=Path)
-    p.add_argument("--ecr", required=True, type=Path)
-    p.add_argument("--frontier", required=True, type=Path)
+    table_args(p)
     p.add_argument("--out-dir", required=True, type=Path)
     p.add_argument("--formats", nargs="+", default=["png", "pdf"])
     p.add_argument("--dpi", type=int, default=150)
+
     p = sub.add_parser("export-reference", help="ship a finished study's tables (no checkpoints) as reference results")
     p.add_argument("--config", required=True, type=Path, help="the config the study ran with")
     p.add_argument("--results", default=Path("results"), type=Path)
