@@ -8,8 +8,16 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-# the repository's default config, wherever the working directory (--directory) is
-configfile: Path(workflow.basedir) / "config" / "config.yaml"
+# The catalog convention: config/config.yaml of the working directory, so that
+# `snakemake --directory .test` runs the tiny test study; from a working
+# directory without one (any other --directory), the repository's default.
+# A --configfile replaces it (see workflow/rules/common.smk).
+_DEFAULT_CONFIG = Path("config/config.yaml")
+if not _DEFAULT_CONFIG.is_file():
+    _DEFAULT_CONFIG = Path(workflow.basedir) / "config" / "config.yaml"
+
+
+configfile: _DEFAULT_CONFIG
 
 
 include: "workflow/rules/common.smk"

@@ -59,13 +59,15 @@ def build_model(model_cfg: Mapping, width: int, input_shape: tuple[int, ...], n_
     return nn.Sequential(*layers)
 
 
+def weight_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(name, module) of every weight layer (Linear or Conv2d, quantized ones
+    included: they subclass them), in definition (= forward) order."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+
+
 def weight_layers(model: nn.Module) -> list[tuple[str, int, int]]:
-    """(name, n_weights, n_biases) of every Linear/Conv2d layer, in order."""
-    out = []
-    for name, m in model.named_modules():
-        if isinstance(m, (nn.Linear, nn.Conv2d)):
-            out.append((name, m.weight.numel(), 0 if m.bias is None else m.bias.numel()))
-    return out
+    """(name, n_weights, n_biases) of every weight layer, in order."""
+    return [(n, m.weight.numel(), 0 if m.bias is None else m.bias.numel()) for n, m in weight_modules(model)]
 
 
 def count_weights(model: nn.Module) -> tuple[int, int]:

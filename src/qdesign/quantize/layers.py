@@ -1,0 +1,202 @@
+"""Layers for retraining with quantized weights, and the way back out.
+
+:func:`to_quantized` turns a float model into one whose Linear/Conv2d weights
+are quantized in the forward pass with a straight-through estimator, so that
+retraining updates float shadow weights ("retrain-based quantization");
+:func:`bake` and :func:`integer_codes` turn it back into a plain model and into
+integer codes for export.
+"""
+
+from __future__ import annotations
+
+import copy
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..models import weight_modules
+from .primitives import check_bits, dequantize, quantize, quantize_codes
+from .ste import quantize_ste
+from .step_search import l2_optimal_step
+class _QuantWeight:
+    """Mixin: the ``weight`` parameter is the float shadow; the forward pass sees
+    ``quantize(weight, bits, step)``. ``step`` is a buffer (saved in state_dict)."""
+
+    bits: int
+    step: torch.Tensor
+
+    def _init_quant(self, bits: int, init_step: bool) -> None:
+        self.bits = check_bits(bits)
+        self.register_buffer("step", torch.ones((), dtype=self.weight.dtype, device=self.weight.device))
+        if init_step:
+            self.update_step()
+
+    def update_step(self) -> float:
+        """Re-estimate the L2-optimal step from the current float weights."""
+        value = l2_optimal_step(self.weight.detach().cpu(), self.bits)
+        self.step.fill_(value)
+        return value
+
+    def quantized_weight(self) -> torch.Tensor:
+        return quantize_ste(self.weight, self.bits, self.step)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, bits={self.bits}, step={float(self.step):.6g}"
+
+
+class QuantLinear(_QuantWeight, nn.Linear):
+    """``nn.Linear`` whose forward pass uses b-bit weights (float bias)."""
+
+    def __init__(self, in_features, out_features, bias=True, *, bits: int, init_step: bool = True,
+                 device=None, dtype=None):
+        nn.Linear.__init__(self, in_features, out_features, bias=bias, device=device, dtype=dtype)
+        self._init_quant(bits, init_step)
+
+    def forward(self, x):  # noqa: D102
+        return F.linear(x, self.quantized_weight(), self.bias)
+
+
+class QuantConv2d(_QuantWeight, nn.Conv2d):
+    """``nn.Conv2d`` whose forward pass uses b-bit weights (float bias)."""
+
+    def __init__(self, *args, bits: int, init_step: bool = True, **kwargs):
+        nn.Conv2d.__init__(self, *args, **kwargs)
+        self._init_quant(bits, init_step)
+
+    def forward(self, x):  # noqa: D102
+        return self._conv_forward(x, self.quantized_weight(), self.bias)
+
+
+def _quant_clone(layer: nn.Module, bits: int) -> nn.Module:
+    if isinstance(layer, nn.Linear):
+        q = QuantLinear(layer.in_features, layer.out_features, layer.bias is not None, bits=bits,
+                        init_step=False, device=layer.weight.device, dtype=layer.weight.dtype)
+    else:
+        q = QuantConv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
+                        layer.padding, layer.dilation, layer.groups, layer.bias is not None,
+                        layer.padding_mode, bits=bits, init_step=False, device=layer.weight.device,
+                        dtype=layer.weight.dtype)
+    with torch.no_grad():
+        q.weight.copy_(layer.weight)
+        if layer.bias is not None:
+            q.bias.copy_(layer.bias)
+    return q
+
+
+def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def layer_bits_for(n_layers: int, bits, *, float_first: bool = False, float_last: bool = False) -> list[int | None]:
+    """Per weight layer, its word length (None = float): ``bits`` is one int for
+    every layer (uniform precision) or a sequence with one entry per layer
+    (mixed precision, first to last). ``float_first``/``float_last`` keep the
+    first/last layer in float."""
+    if isinstance(bits, (list, tuple)):
+        if len(bits) != n_layers:
+            raise ValueError(f"{len(bits)} per-layer bits given for {n_layers} weight layers")
+        out = [None if b is None else check_bits(b) for b in bits]
+    else:
+        out = [check_bits(bits)] * n_layers
+    if float_first:
+        out[0] = None
+    if float_last:
+        out[-1] = None
+    return out
+
+
+def to_quantized(model: nn.Module, bits, *, float_first: bool = False, float_last: bool = False) -> nn.Module:
+    """A copy of ``model`` whose Linear/Conv2d weights are quantized in the
+    forward pass (straight-through gradient to float shadow weights).
+
+    ``bits``: one int for every weight layer, or one entry per layer (None keeps
+    that layer float); see :func:`layer_bits_for`. Steps are set per layer to
+    :func:`l2_optimal_step` of the float weights. Biases always stay float. The
+    input model is not modified.
+    """
+    qmodel = copy.deepcopy(model)
+    layers = weight_modules(qmodel)
+    if not layers:
+        raise ValueError("model has no Linear or Conv2d layer to quantize")
+    per_layer = layer_bits_for(len(layers), bits, float_first=float_first, float_last=float_last)
+    for (name, layer), b in zip(layers, per_layer):
+        if b is not None:
+            _set_submodule(qmodel, name, _quant_clone(layer, b))
+    update_steps(qmodel)
+    return qmodel
+
+
+def quantized_layers(model: nn.Module) -> list[tuple[str, _QuantWeight]]:
+    """The quantized layers of a model made by :func:`to_quantized`, in order."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, _QuantWeight)]
+
+
+def update_steps(model: nn.Module) -> dict[str, float]:
+    """Re-estimate every quantized layer's step from its float shadow weights
+    (at conversion, and at each epoch with ``step_update: epoch``). Layers are
+    searched in parallel threads (NumPy's sort and searches release the GIL),
+    as many as torch's intra-op threads. Returns {layer name: step}."""
+    layers = quantized_layers(model)
+    weights = [layer.weight.detach().cpu() for _, layer in layers]
+    bits = [layer.bits for _, layer in layers]
+    workers = max(1, min(torch.get_num_threads(), len(layers)))
+    if workers > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            steps = list(pool.map(l2_optimal_step, weights, bits))
+    else:
+        steps = [l2_optimal_step(w, b) for w, b in zip(weights, bits)]
+    for (_, layer), step in zip(layers, steps):
+        layer.step.fill_(step)
+    return {name: step for (name, _), step in zip(layers, steps)}
+
+
+@dataclass(frozen=True)
+class QuantizedTensor:
+    """Integer codes and the step that turn them back into weights: w = step * codes."""
+
+    codes: torch.Tensor
+    step: float
+    bits: int
+
+    def dequantize(self) -> torch.Tensor:
+        return dequantize(self.codes.to(torch.float32), torch.tensor(self.step, dtype=torch.float32))
+
+
+def integer_codes(model: nn.Module) -> dict[str, QuantizedTensor]:
+    """Integer codes of every quantized layer (``{layer name: QuantizedTensor}``).
+
+    Codes are int8 up to 8 bits and int16 above; for b = 1 they are {-1, +1}.
+    """
+    out = {}
+    for name, layer in quantized_layers(model):
+        step = float(layer.step)
+        with torch.no_grad():
+            codes = quantize_codes(layer.weight.detach(), layer.bits, layer.step)
+        dtype = torch.int8 if layer.bits <= 8 else torch.int16
+        out[name] = QuantizedTensor(codes.to(dtype).cpu(), step, layer.bits)
+    return out
+
+
+def bake(model: nn.Module) -> nn.Module:
+    """A plain float model (nn.Linear/nn.Conv2d) whose weights are the quantized
+    weights of ``model``: the network that is evaluated and exported."""
+    plain = copy.deepcopy(model)
+    for name, layer in quantized_layers(plain):
+        if isinstance(layer, nn.Linear):
+            new = nn.Linear(layer.in_features, layer.out_features, layer.bias is not None,
+                            device=layer.weight.device, dtype=layer.weight.dtype)
+        else:
+            new = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
+                            layer.padding, layer.dilation, layer.groups, layer.bias is not None,
+                            layer.padding_mode, device=layer.weight.device, dtype=layer.weight.dtype)
+        with torch.no_grad():
+            new.weight.copy_(quantize(layer.weight, layer.bits, layer.step))
+            if layer.bias is not None:
+                new.bias.copy_(layer.bias)
+        _set_submodule(plain, name, new)
+    return plain
