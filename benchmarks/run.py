@@ -301,7 +301,7 @@ def item6_orchestration(quick: bool):
         spec_cmd = [sys.executable, "-c", (
             "import json,sys; from qdesign.config import *; "
             "c=validate_config({'device':'cpu','studies':{'s':{'dataset':'digits','model':{'type':'fcdnn','widths':[8]},"
-            "'training':{'epochs':0}}}}); print(spec_json(float_spec(c,'s',8,0)))")]
+            "'training':{'epochs':0}}}}); print(float_spec(c,'s',8,0).to_json())")]
         spec = subprocess.run(spec_cmd, capture_output=True, text=True, check=True).stdout.strip()
         data = study / "results" / "data" / "digits.pt"
         job = ["-m", "qdesign", "train-float", "--spec", spec, "--data", str(data), "--out-dir", str(tmp / "cell")]

@@ -6,8 +6,9 @@ import pandas as pd
 import pytest
 import torch
 
-from qdesign.cells import CheckpointError, load_checkpoint, run_float, run_quantized
-from qdesign.config import float_spec, quantized_spec, validate_config
+from qdesign.cells import CheckpointError, load_checkpoint, retrain, train_float
+from qdesign.config import validate_config
+from qdesign.specs import float_spec, quant_spec
 from qdesign.data import prepare_dataset, write_prepared
 from qdesign.ecr import network_memory_bits
 from qdesign.models import build_model, count_weights, weight_layers
@@ -64,8 +65,8 @@ def test_lr_schedules():
 def test_float_cell_outputs_and_determinism(digits, tmp_path):
     cfg = make_cfg()
     spec = float_spec(cfg, "s", 16, 0)
-    a = run_float(spec, digits, tmp_path / "a")
-    b = run_float(spec, digits, tmp_path / "b")
+    a = train_float(spec, digits, tmp_path / "a")
+    b = train_float(spec, digits, tmp_path / "b")
     row = pd.read_parquet(tmp_path / "a" / "metrics.parquet").iloc[0]
     assert row["bits"] == 32 and row["width"] == 16 and row["study"] == "s"
     assert row["n_weights"] == 64 * 16 + 16 * 16 + 16 * 10 and row["n_biases"] == 16 + 16 + 10
@@ -80,7 +81,7 @@ def test_float_cell_outputs_and_determinism(digits, tmp_path):
     sa, sb = load_checkpoint(tmp_path / "a" / "model.pt"), load_checkpoint(tmp_path / "b" / "model.pt")
     assert all(torch.equal(sa["state_dict"][k], sb["state_dict"][k]) for k in sa["state_dict"])
     # another seed: other weights
-    c = run_float(float_spec(cfg, "s", 16, 1), digits, tmp_path / "c")
+    c = train_float(float_spec(cfg, "s", 16, 1), digits, tmp_path / "c")
     sc = load_checkpoint(tmp_path / "c" / "model.pt")
     assert not torch.equal(sa["state_dict"]["1.weight"], sc["state_dict"]["1.weight"])
     assert c["seed"] == 1
@@ -89,8 +90,8 @@ def test_float_cell_outputs_and_determinism(digits, tmp_path):
 @pytest.mark.parametrize("bits", [2, 3])
 def test_quantized_cell(digits, tmp_path, bits):
     cfg = make_cfg()
-    run_float(float_spec(cfg, "s", 16, 0), digits, tmp_path / "f")
-    row = run_quantized(quantized_spec(cfg, "s", 16, bits, 0), digits, tmp_path / "f" / "model.pt", tmp_path / "q")
+    train_float(float_spec(cfg, "s", 16, 0), digits, tmp_path / "f")
+    row = retrain(quant_spec(cfg, "s", 16, bits, 0), digits, tmp_path / "f" / "model.pt", tmp_path / "q")
     assert row["bits"] == bits and row["quantized_layers"] == 3 and len(row["steps"]) == 3
     assert all(s > 0 for s in row["steps"])
     n_w, n_b = row["n_weights"], row["n_biases"]
@@ -113,19 +114,18 @@ def test_quantized_cell(digits, tmp_path, bits):
 
 def test_float_first_and_last_layers_cost_32_bits(digits, tmp_path):
     cfg = make_cfg(retraining={"epochs": 1, "float_first": True, "float_last": True})
-    run_float(float_spec(cfg, "s", 8, 0), digits, tmp_path / "f")
-    row = run_quantized(quantized_spec(cfg, "s", 8, 2, 0), digits, tmp_path / "f" / "model.pt", tmp_path / "q")
+    train_float(float_spec(cfg, "s", 8, 0), digits, tmp_path / "f")
+    row = retrain(quant_spec(cfg, "s", 8, 2, 0), digits, tmp_path / "f" / "model.pt", tmp_path / "q")
     layers = [(64 * 8, 8, None), (8 * 8, 8, 2), (8 * 10, 10, None)]
     assert row["quantized_layers"] == 1
     assert (row["memory_bits_weights"], row["memory_bits_total"]) == network_memory_bits(layers)
 
 
-def test_step_update_per_epoch_changes_steps(digits, tmp_path):
-    fixed = make_cfg(retraining={"epochs": 3, "lr": 0.01})
-    per_epoch = make_cfg(retraining={"epochs": 3, "lr": 0.01, "step_update": "epoch"})
-    run_float(float_spec(fixed, "s", 16, 0), digits, tmp_path / "f")
-    a = run_quantized(quantized_spec(fixed, "s", 16, 4, 0), digits, tmp_path / "f" / "model.pt", tmp_path / "a")
-    b = run_quantized(quantized_spec(per_epoch, "s", 16, 4, 0), digits, tmp_path / "f" / "model.pt", tmp_path / "b")
+def test_epoch_method_changes_steps(digits, tmp_path):
+    cfg = make_cfg(retraining={"epochs": 3, "lr": 0.01, "methods": ["fixed", "epoch"]})
+    train_float(float_spec(cfg, "s", 16, 0), digits, tmp_path / "f")
+    a = retrain(quant_spec(cfg, "s", 16, 4, 0, "fixed"), digits, tmp_path / "f" / "model.pt", tmp_path / "a")
+    b = retrain(quant_spec(cfg, "s", 16, 4, 0, "epoch"), digits, tmp_path / "f" / "model.pt", tmp_path / "b")
     if b["best_epoch"] >= 2:  # steps were re-estimated before the kept epoch
         assert a["steps"] != b["steps"]
     else:
@@ -137,8 +137,13 @@ def test_corrupt_or_mismatched_checkpoint_is_reported(digits, tmp_path):
     bad = tmp_path / "model.pt"
     bad.write_bytes(b"\x00" * 64)
     with pytest.raises(CheckpointError, match="corrupt checkpoint"):
-        run_quantized(quantized_spec(cfg, "s", 8, 2, 0), digits, bad, tmp_path / "q")
+        retrain(quant_spec(cfg, "s", 8, 2, 0), digits, bad, tmp_path / "q")
     assert not (tmp_path / "q").exists()  # nothing half-written
-    run_float(float_spec(cfg, "s", 8, 0), digits, tmp_path / "f")
-    with pytest.raises(CheckpointError, match="width=8"):
-        run_quantized(quantized_spec(cfg, "s", 16, 2, 0), digits, tmp_path / "f" / "model.pt", tmp_path / "q")
+    train_float(float_spec(cfg, "s", 8, 0), digits, tmp_path / "f")
+    with pytest.raises(CheckpointError, match="different width than this cell needs"):
+        retrain(quant_spec(cfg, "s", 16, 2, 0), digits, tmp_path / "f" / "model.pt", tmp_path / "q")
+    # a stale network: same width and seed, other training (an old run's child finishing late)
+    stale = make_cfg(training={"epochs": 2, "lr": 0.02})
+    with pytest.raises(CheckpointError, match="different training .*stale float network"):
+        retrain(quant_spec(stale, "s", 8, 2, 0), digits, tmp_path / "f" / "model.pt", tmp_path / "q")
+    assert not (tmp_path / "q").exists()

@@ -5,16 +5,9 @@ import copy
 import pytest
 import yaml
 
-from qdesign.config import (
-    ConfigError,
-    float_spec,
-    load_config,
-    quantized_spec,
-    spec_hash,
-    spec_json,
-    study_cells,
-    validate_config,
-)
+from qdesign.config import ConfigError, load_config, validate_config
+from qdesign.registry import DATASETS, METHODS
+from qdesign.specs import FloatSpec, QuantSpec, float_spec, quant_spec, spec_from_json, spec_hash, study_cells
 
 from .conftest import tiny_study
 
@@ -40,7 +33,7 @@ def test_defaults_are_filled_from_the_schema():
     s = cfg["studies"]["s"]
     assert cfg["device"] == "auto" and cfg["download"] is True and cfg["plots"]["formats"] == ["png", "pdf"]
     assert s["training"]["optimizer"] == "adam" and s["training"]["epochs"] == 3
-    assert s["retraining"]["schedule"] == "cosine" and s["retraining"]["step_update"] == "fixed"
+    assert s["retraining"]["schedule"] == "cosine" and s["retraining"]["methods"] == ["fixed"]
     assert s["retraining"]["float_first"] is False and s["val_fraction"] == 0.1
     # keys of the other model family are not filled in
     assert "kernel_size" not in s["model"]
@@ -106,7 +99,7 @@ def test_float_spec_is_narrow():
     """Edits that cannot change a float network do not change its spec, so
     Snakemake's params trigger reruns no float training."""
     cfg = validate_config(base())
-    ref = spec_json(float_spec(cfg, "s", 8, 0))
+    ref = float_spec(cfg, "s", 8, 0).to_json()
     for edit in (
         lambda c: c["studies"]["s"].update(bits=[2, 3, 4]),
         lambda c: c["studies"]["s"]["retraining"].update(epochs=7),
@@ -117,19 +110,54 @@ def test_float_spec_is_narrow():
     ):
         edited = validate_config(base())
         edit(edited)
-        assert spec_json(float_spec(edited, "s", 8, 0)) == ref
+        assert float_spec(edited, "s", 8, 0).to_json() == ref
     changed = validate_config(base())
     changed["studies"]["s"]["training"]["lr"] = 0.1
-    assert spec_json(float_spec(changed, "s", 8, 0)) != ref
+    assert float_spec(changed, "s", 8, 0).to_json() != ref
 
 
-def test_quantized_spec_excludes_float_training():
+def test_quant_spec_names_its_float_network():
     cfg = validate_config(base())
-    ref = spec_json(quantized_spec(cfg, "s", 8, 2, 0))
-    cfg["studies"]["s"]["training"]["lr"] = 0.5  # reaches retraining through the float model file
-    assert spec_json(quantized_spec(cfg, "s", 8, 2, 0)) == ref
+    q = quant_spec(cfg, "s", 8, 2, 0)
+    assert q.float_key == float_spec(cfg, "s", 8, 0).key
+    ref = q.to_json()
+    cfg["studies"]["s"]["plots"] = None  # unrelated keys change nothing
+    cfg["studies"]["s"]["bits"] = [2, 3]
+    assert quant_spec(cfg, "s", 8, 2, 0).to_json() == ref
+    cfg["studies"]["s"]["training"]["lr"] = 0.5  # another float network: another cell
+    assert quant_spec(cfg, "s", 8, 2, 0).float_key != q.float_key
+    assert quant_spec(cfg, "s", 8, 2, 0, "epoch").to_json() != quant_spec(cfg, "s", 8, 2, 0).to_json()
+
+
+def test_specs_round_trip_through_json():
+    cfg = validate_config(base())
+    f, q = float_spec(cfg, "s", 8, 0), quant_spec(cfg, "s", 8, 4, 0, "epoch")
+    assert spec_from_json(f.to_json()) == f and isinstance(spec_from_json(f.to_json()), FloatSpec)
+    assert spec_from_json(q.to_json()) == q and isinstance(spec_from_json(q.to_json()), QuantSpec)
+    assert spec_from_json(q.to_json()).key == q.key
+
+
+def test_step_update_is_refused_with_its_replacement():
+    cfg = base()
     cfg["studies"]["s"]["retraining"]["step_update"] = "epoch"
-    assert spec_json(quantized_spec(cfg, "s", 8, 2, 0)) != ref
+    with pytest.raises(ConfigError, match=r"step_update was replaced by retraining.methods .*methods: \[epoch\]"):
+        validate_config(cfg)
+
+
+def test_schema_enums_match_the_registry():
+    from qdesign.config import load_schema  # noqa: PLC0415
+
+    defs = load_schema()["$defs"]
+    assert defs["study"]["properties"]["dataset"]["enum"] == list(DATASETS)
+    assert defs["retrain"]["properties"]["methods"]["items"]["enum"] == list(METHODS)
+
+
+def test_methods_are_a_grid_axis_sharing_float_networks():
+    study = tiny_study(seeds=[0])
+    study["retraining"]["methods"] = ["fixed", "epoch"]
+    cells = study_cells(validate_config({"studies": {"s": study}}), "s")
+    assert sum(c.is_float for c in cells) == 2  # one float network per width
+    assert len(cells) == 2 * (1 + 2 * 2)  # widths x (float + bits x methods)
 
 
 def test_spec_hash_is_stable_and_order_independent():

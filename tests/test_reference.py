@@ -96,14 +96,15 @@ def test_a_reference_cell_reproduces(shared_data, tmp_path):
     import contextlib  # noqa: PLC0415
     import io  # noqa: PLC0415
 
-    from qdesign.cells import run_float  # noqa: PLC0415
-    from qdesign.config import float_spec, load_config  # noqa: PLC0415
+    from qdesign.cells import train_float  # noqa: PLC0415
+    from qdesign.config import load_config
+    from qdesign.specs import float_spec  # noqa: PLC0415
     from qdesign.data import prepare_dataset, write_prepared  # noqa: PLC0415
 
     cfg = load_config(REPO / "reference" / "cpu" / "config.yaml")
     write_prepared(prepare_dataset("mnist", shared_data, download=False), tmp_path / "mnist.pt")
     with contextlib.redirect_stdout(io.StringIO()):
-        row = run_float(float_spec(cfg, "mnist-fcdnn", 32, 0), tmp_path / "mnist.pt", tmp_path / "cell", threads=1)
+        row = train_float(float_spec(cfg, "mnist-fcdnn", 32, 0), tmp_path / "mnist.pt", tmp_path / "cell", threads=1)
     ref = pd.read_parquet(REPO / "reference" / "cpu" / "mnist-fcdnn" / "summary.parquet")
     ref = ref[(ref.width == 32) & (ref.bits == 32) & (ref.seed == 0)].iloc[0]
     assert row["config_hash"] == ref["config_hash"]

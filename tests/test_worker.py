@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from qdesign import worker
-from qdesign.config import float_spec, spec_json, validate_config
+from qdesign.config import validate_config
+from qdesign.specs import float_spec
 from qdesign.data import prepare_dataset, write_prepared
 
 from .conftest import REPO, tiny_study
@@ -48,7 +49,7 @@ def client(args, sock, cwd, stdout):
 def test_worker_and_own_process_give_identical_cells(server, tmp_path):
     write_prepared(prepare_dataset("digits"), tmp_path / "digits.pt")
     cfg = validate_config({"device": "cpu", "studies": {"s": tiny_study()}})
-    spec = spec_json(float_spec(cfg, "s", 16, 0))
+    spec = float_spec(cfg, "s", 16, 0).to_json()
     args = ["train-float", "--spec", spec, "--data", "digits.pt", "--threads", "1"]
     assert client(args + ["--out-dir", "via-worker"], server, tmp_path, tmp_path / "a.log") == 0
     assert client(args + ["--out-dir", "own-process"], None, tmp_path, tmp_path / "b.log") == 0
@@ -63,7 +64,7 @@ def test_worker_and_own_process_give_identical_cells(server, tmp_path):
 
 def test_exit_status_and_errors_come_back_through_the_worker(server, tmp_path):
     cfg = validate_config({"device": "cpu", "studies": {"s": tiny_study()}})
-    spec = spec_json(float_spec(cfg, "s", 16, 0))
+    spec = float_spec(cfg, "s", 16, 0).to_json()
     args = ["train-float", "--spec", spec, "--data", "missing.pt", "--out-dir", "x"]
     assert client(args, server, tmp_path, tmp_path / "err.log") == 1
     assert (tmp_path / "err.log").read_text() == (
@@ -81,7 +82,7 @@ def test_no_worker_means_run_here(tmp_path):
 def test_killed_client_stops_its_job(server, tmp_path):
     write_prepared(prepare_dataset("digits"), tmp_path / "digits.pt")
     cfg = validate_config({"device": "cpu", "studies": {"s": tiny_study(training={"epochs": 2000})}})
-    spec = spec_json(float_spec(cfg, "s", 64, 0))
+    spec = float_spec(cfg, "s", 64, 0).to_json()
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), worker.ENV_SOCKET: server}
     log = open(tmp_path / "long.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "qdesign", "train-float", "--spec", spec, "--data", "digits.pt",

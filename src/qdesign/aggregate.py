@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .errors import TableError
 from .ecr import best_under_budget, budget_grid, effective_compression_ratio, pareto_front
 
 CELL_KEYS = ["study", "model", "depth", "width", "n_weights", "bits"]
@@ -31,15 +32,15 @@ def read_cells(paths: Iterable[str | Path]) -> pd.DataFrame:
         try:
             frames.append(pd.read_parquet(p))
         except Exception as exc:
-            raise ValueError(f"cannot read cell metrics {p} ({type(exc).__name__}); delete it and rerun") from None
+            raise TableError(f"cannot read cell metrics {p} ({type(exc).__name__}); delete it and rerun") from None
     if not frames:
-        raise ValueError("no cell metrics to aggregate")
+        raise TableError("no cell metrics to aggregate")
     df = pd.concat(frames, ignore_index=True)
     if df["study"].nunique() != 1:
-        raise ValueError(f"cells of several studies given: {sorted(df['study'].unique())}")
+        raise TableError(f"cells of several studies given: {sorted(df['study'].unique())}")
     dupes = df.duplicated(["width", "bits", "seed"])
     if dupes.any():
-        raise ValueError(f"duplicate cells: {df.loc[dupes, ['width', 'bits', 'seed']].to_dict('records')[:3]}")
+        raise TableError(f"duplicate cells: {df.loc[dupes, ['width', 'bits', 'seed']].to_dict('records')[:3]}")
     return df.sort_values(["width", "bits", "seed"], kind="stable").reset_index(drop=True)
 
 
@@ -79,7 +80,8 @@ def frontier_table(summary: pd.DataFrame, memory: str = "weights", n_budgets: in
     best = best_under_budget(means[cols], budgets, memory_col="memory_bits", error_col="error")
     best = best.assign(kind="budget")
     out = pd.concat([pareto, best], ignore_index=True)
-    return out[["kind", "budget_bits", *cols]]
+    out["memory"] = memory  # which memory the frontier was built on: "weights" or "total"
+    return out[["kind", "budget_bits", *cols, "memory"]]
 
 
 def aggregate(paths: Iterable[str | Path], reference_bits: int = 32, memory: str = "weights",

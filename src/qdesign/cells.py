@@ -2,40 +2,61 @@
 
 A cell writes ``model.pt`` and ``metrics.parquet`` (one row that holds
 everything a table or figure needs, so nothing downstream reopens a
-checkpoint). Both are written atomically, metrics last.
+checkpoint). Both are written atomically, metrics last. The row also splits
+the job's time into train / evaluate / load / write seconds, so that work
+outside training stays visible.
+
+Rule, command and function share one name per stage: rule ``train_float`` ->
+``python -m qdesign train-float`` -> :func:`train_float`; rule ``retrain`` ->
+``retrain`` -> :func:`retrain`.
 """
 
 from __future__ import annotations
 
-import math
 import resource
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 import torch
 
 from . import __version__
-from .config import FLOAT_BITS, spec_hash
+from .constants import CHECKPOINT_VERSION, FLOAT_BITS
 from .data import load_prepared, make_splits
 from .ecr import network_memory_bits
+from .errors import CheckpointError
 from .io import parquet_write_atomic, torch_load_checked, torch_save_atomic
 from .models import build_model, weight_layers
 from .quantize import bake, integer_codes, quantized_layers, to_quantized, update_steps
+from .specs import FloatSpec, QuantSpec
 from .train import evaluate, fit, pick_device, use_channels_last
 
-CHECKPOINT_VERSION = 1
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that is missing, corrupt or does not match the cell."""
+__all__ = ["CHECKPOINT_VERSION", "CheckpointError", "load_checkpoint", "retrain", "train_float"]
 
 
 def _logger(prefix: str = "") -> Callable[[str], None]:
     def log(msg: str) -> None:
         print(f"{prefix}{msg}", flush=True)
+
     return log
+
+
+class _Clock:
+    """Wall seconds per phase of a job (train / evaluate / load / write)."""
+
+    def __init__(self):
+        self.start = time.perf_counter()
+        self.seconds = {"load": 0.0, "evaluate": 0.0, "train": 0.0, "write": 0.0}
+
+    def timed(self, phase: str, fn, *args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.seconds[phase] += time.perf_counter() - t
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -43,37 +64,27 @@ def load_checkpoint(path: str | Path) -> dict:
     return torch_load_checked(path, "checkpoint", CheckpointError, ("state_dict", "spec"), CHECKPOINT_VERSION)
 
 
-_FLOAT_KEYS = ("study", "dataset", "model", "width", "seed", "val_fraction", "train_subset", "split_seed",
-               "device", "training")
-_QUANT_KEYS = ("study", "dataset", "width", "seed", "bits", "val_fraction", "train_subset", "split_seed",
-               "device", "retraining")
-
-
-def _check_spec(spec: Mapping, keys: tuple[str, ...]) -> None:
-    missing = [k for k in keys if k not in spec]
-    if missing:
-        raise ValueError(f"cell spec is missing {', '.join(missing)} (specs come from qdesign.config)")
-
-
-def _model_depth(model_cfg: Mapping) -> int:
+def _model_depth(model_cfg) -> int:
     """Hidden layers (fcdnn) or convolution layers (cnn)."""
     if model_cfg["type"] == "fcdnn":
         return int(model_cfg["depth"])
     return len(model_cfg["channel_multipliers"]) * int(model_cfg["convs_per_block"])
 
 
-def _base_row(spec: Mapping, model_cfg: Mapping, model: torch.nn.Module, bits: int,
+def _base_row(spec: FloatSpec, key: str, model: torch.nn.Module, bits: int, method: str | None,
               layer_bits: list[int | None], data, device: torch.device, threads: int) -> dict:
     layers = weight_layers(model)
     mem_w, mem_t = network_memory_bits((w, b, lb) for (_, w, b), lb in zip(layers, layer_bits))
     return {
-        "study": spec["study"],
-        "dataset": spec["dataset"],
-        "model": model_cfg["type"],
-        "depth": _model_depth(model_cfg),
-        "width": int(spec["width"]),
+        "study": spec.study,
+        "dataset": spec.dataset,
+        "model": spec.model["type"],
+        "depth": _model_depth(spec.model),
+        "width": int(spec.width),
         "bits": int(bits),
-        "seed": int(spec["seed"]),
+        "method": method,
+        "layer_bits": [FLOAT_BITS if b is None else int(b) for b in layer_bits],
+        "seed": int(spec.seed),
         "n_weights": int(sum(w for _, w, _ in layers)),
         "n_biases": int(sum(b for _, _, b in layers)),
         "memory_bits_weights": int(mem_w),
@@ -83,68 +94,73 @@ def _base_row(spec: Mapping, model_cfg: Mapping, model: torch.nn.Module, bits: i
         "n_test": int(data.x_test.shape[0]),
         "device": device.type,
         "threads": int(threads),
-        "config_hash": spec_hash(spec),
+        "config_hash": key,
+        "float_hash": spec.key,
         "qdesign_version": __version__,
         "torch_version": torch.__version__,
     }
 
 
-def _write_cell(out_dir: str | Path, row: dict, res, t_start: float, data, checkpoint: dict) -> None:
+def _write_cell(out_dir: str | Path, row: dict, res, clock: _Clock, data, checkpoint: dict) -> None:
     """Complete the metrics row and write model.pt, then metrics.parquet (the
     file Snakemake waits for), each atomically."""
+    out_dir = Path(out_dir)
+    t = time.perf_counter()
+    torch_save_atomic({"format_version": CHECKPOINT_VERSION, "input_shape": list(data.input_shape),
+                       "n_classes": data.n_classes, "history": res.history, **checkpoint}, out_dir / "model.pt")
+    clock.seconds["write"] += time.perf_counter() - t
     row.update({
         "epochs_run": res.epochs_run,
         "best_epoch": res.best_epoch,
         "train_seconds": res.seconds,
-        "job_seconds": time.perf_counter() - t_start,
+        "evaluate_seconds": clock.seconds["evaluate"],
+        "load_seconds": clock.seconds["load"],
+        "write_seconds": clock.seconds["write"],  # model.pt; the one-row parquet is negligible
+        "job_seconds": time.perf_counter() - clock.start,
         # peak resident memory of this job's process (a job forked from the
         # warm worker counts the torch pages it shares with it)
         "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     })
-    out_dir = Path(out_dir)
-    torch_save_atomic({"format_version": CHECKPOINT_VERSION, "input_shape": list(data.input_shape),
-                       "n_classes": data.n_classes, **checkpoint}, out_dir / "model.pt")
     parquet_write_atomic(pd.DataFrame([row]), out_dir / "metrics.parquet")
 
 
-def _prepare(spec: Mapping, data_path: str | Path, threads: int):
+def _prepare(spec: FloatSpec, data_path: str | Path, threads: int):
     torch.set_num_threads(int(threads))
-    device = pick_device(spec["device"])
+    device = pick_device(spec.device)
     payload = load_prepared(data_path)
-    if payload["name"] != spec["dataset"]:
-        raise CheckpointError(f"{data_path} holds dataset '{payload['name']}', the cell needs '{spec['dataset']}'")
-    data = make_splits(payload, spec["val_fraction"], spec["split_seed"], spec["train_subset"]).to(device)
+    if payload["name"] != spec.dataset:
+        raise CheckpointError(f"{data_path} holds dataset '{payload['name']}', the cell needs '{spec.dataset}'")
+    data = make_splits(payload, spec.val_fraction, spec.split_seed, spec.train_subset).to(device)
     return device, data
 
 
-def run_float(spec: Mapping, data_path: str | Path, out_dir: str | Path, threads: int = 1) -> dict:
+def train_float(spec: FloatSpec, data_path: str | Path, out_dir: str | Path, threads: int = 1) -> dict:
     """Train the float network of one (study, width, seed) cell."""
-    _check_spec(spec, _FLOAT_KEYS)
     log = _logger()
-    t_start = time.perf_counter()
-    device, data = _prepare(spec, data_path, threads)
-    torch.manual_seed(int(spec["seed"]))
-    model = build_model(spec["model"], spec["width"], data.input_shape, data.n_classes).to(device)
+    clock = _Clock()
+    device, data = clock.timed("load", _prepare, spec, data_path, threads)
+    torch.manual_seed(int(spec.seed))
+    model = build_model(spec.model, spec.width, data.input_shape, data.n_classes).to(device)
     data = use_channels_last(model, data)
-    log(f"float {spec['study']} width {spec['width']} seed {spec['seed']} on {device} "
+    log(f"float {spec.study} width {spec.width} seed {spec.seed} on {device} "
         f"({threads} threads): {sum(p.numel() for p in model.parameters())} parameters, "
         f"{data.x_train.shape[0]} train / {data.x_val.shape[0]} val / {data.x_test.shape[0]} test")
-    res = fit(model, data, spec["training"], seed=spec["seed"], log=log)
+    res = fit(model, data, spec.training, seed=spec.seed, log=log)
     model.load_state_dict(res.best_state)
-    val_err = evaluate(model, data.x_val, data.y_val)
-    test_err = evaluate(model, data.x_test, data.y_test)
+    val_err = res.best_val_error  # fit evaluated exactly this state
+    test_err = clock.timed("evaluate", evaluate, model, data.x_test, data.y_test)
     n_layers = len(weight_layers(model))
-    row = _base_row(spec, spec["model"], model, FLOAT_BITS, [None] * n_layers, data, device, threads)
+    row = _base_row(spec, spec.key, model, FLOAT_BITS, None, [None] * n_layers, data, device, threads)
     row.update({
         "test_error": test_err,
         "val_error": val_err,
-        "direct_test_error": math.nan,
-        "direct_val_error": math.nan,
+        "direct_test_error": float("nan"),
+        "direct_val_error": float("nan"),
         "steps": [],
         "quantized_layers": 0,
     })
-    _write_cell(out_dir, row, res, t_start, data, {
-        "kind": "float", "spec": dict(spec),
+    _write_cell(out_dir, row, res, clock, data, {
+        "kind": "float", "spec": spec.to_dict(), "test_error": test_err, "val_error": val_err,
         "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
     })
     log(f"done: test_err {test_err:.4f} val_err {val_err:.4f} best epoch {res.best_epoch} "
@@ -152,55 +168,70 @@ def run_float(spec: Mapping, data_path: str | Path, out_dir: str | Path, threads
     return row
 
 
-def run_quantized(spec: Mapping, data_path: str | Path, float_checkpoint: str | Path,
-                  out_dir: str | Path, threads: int = 1) -> dict:
-    """Quantize one float network to ``spec['bits']`` (L2-optimal steps), record
-    the direct-quantization error, retrain with the STE, record the result."""
-    _check_spec(spec, _QUANT_KEYS)
-    log = _logger()
-    t_start = time.perf_counter()
+def _load_float(spec: QuantSpec, float_checkpoint: str | Path) -> dict:
+    """The float checkpoint this cell needs, or a one-line error: its whole spec
+    must be the cell's float spec (a stale or foreign network is refused)."""
     ckpt = load_checkpoint(float_checkpoint)
-    fspec = ckpt["spec"]
-    for key in ("study", "dataset", "width", "seed", "val_fraction", "train_subset", "split_seed"):
-        if fspec.get(key) != spec.get(key):
-            raise CheckpointError(f"{float_checkpoint} was trained with {key}={fspec.get(key)!r}, "
-                                  f"this cell needs {spec.get(key)!r}")
-    device, data = _prepare(spec, data_path, threads)
-    model = build_model(fspec["model"], fspec["width"], data.input_shape, data.n_classes)
+    if ckpt.get("kind") != "float":
+        raise CheckpointError(f"{float_checkpoint} is not a float network (kind {ckpt.get('kind')!r})")
+    want = spec.float.to_dict()
+    if ckpt["spec"] != want:
+        diff = sorted(k for k in set(want) | set(ckpt["spec"]) if ckpt["spec"].get(k) != want.get(k))
+        raise CheckpointError(f"{float_checkpoint} was trained with a different {', '.join(diff)} than this cell "
+                              "needs (stale float network: rerun its train_float job)")
+    return ckpt
+
+
+def retrain(spec: QuantSpec, data_path: str | Path, float_checkpoint: str | Path,
+            out_dir: str | Path, threads: int = 1) -> dict:
+    """Quantize one float network (L2-optimal steps), record the
+    direct-quantization error, retrain with the spec's method, record the result."""
+    log = _logger()
+    clock = _Clock()
+    fspec = spec.float
+    ckpt = clock.timed("load", _load_float, spec, float_checkpoint)
+    device, data = clock.timed("load", _prepare, fspec, data_path, threads)
+    model = build_model(fspec.model, fspec.width, data.input_shape, data.n_classes)
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as exc:
-        raise CheckpointError(f"checkpoint {float_checkpoint} does not fit its model: {str(exc).splitlines()[0]}") from None
+        raise CheckpointError(f"checkpoint {float_checkpoint} does not fit its model: "
+                              f"{str(exc).splitlines()[0]}") from None
     model.to(device)
     data = use_channels_last(model, data)
-    float_test = evaluate(model, data.x_test, data.y_test)
+    float_test = ckpt["test_error"]
 
-    rcfg = spec["retraining"]
-    bits = int(spec["bits"])
+    rcfg = spec.retraining
     t_q = time.perf_counter()
-    qmodel = to_quantized(model, bits, float_first=rcfg["float_first"], float_last=rcfg["float_last"])
+    qmodel = to_quantized(model, spec.bits, float_first=rcfg["float_first"], float_last=rcfg["float_last"])
     steps0 = [float(layer.step) for _, layer in quantized_layers(qmodel)]
-    log(f"{bits}-bit {spec['study']} width {spec['width']} seed {spec['seed']} on {device}: "
+    log(f"{spec.bits}-bit ({spec.method}) {spec.study} width {spec.width} seed {spec.seed} on {device}: "
         f"steps {', '.join(f'{s:.4g}' for s in steps0)} ({time.perf_counter() - t_q:.2f}s)")
-    direct_val = evaluate(qmodel, data.x_val, data.y_val)
-    direct_test = evaluate(qmodel, data.x_test, data.y_test)
+    direct_val = clock.timed("evaluate", evaluate, qmodel, data.x_val, data.y_val)
+    direct_test = clock.timed("evaluate", evaluate, qmodel, data.x_test, data.y_test)
     log(f"float test_err {float_test:.4f}; direct quantization test_err {direct_test:.4f} val_err {direct_val:.4f}")
 
     epoch_start = None
-    if rcfg["step_update"] == "epoch":
+    if spec.method == "epoch":
         def epoch_start(epoch: int) -> None:
             if epoch > 1:  # epoch 1 starts from the steps of the float weights
                 update_steps(qmodel)
+    elif spec.method != "fixed":
+        raise CheckpointError(f"retraining method {spec.method!r} is not available in this version")
 
-    torch.manual_seed(int(spec["seed"]))
-    res = fit(qmodel, data, rcfg, seed=spec["seed"], log=log, epoch_start=epoch_start, keep_start=True)
+    torch.manual_seed(int(spec.seed))
+    res = fit(qmodel, data, rcfg, seed=spec.seed, log=log, epoch_start=epoch_start, keep_start=True,
+              start_val_error=direct_val)
     qmodel.load_state_dict(res.best_state)
-    val_err = evaluate(qmodel, data.x_val, data.y_val)
-    test_err = evaluate(qmodel, data.x_test, data.y_test)
+    val_err = res.best_val_error
+    test_err = direct_test if res.best_epoch == 0 else clock.timed("evaluate", evaluate, qmodel, data.x_test,
+                                                                     data.y_test)
 
     qnames = {name for name, _ in quantized_layers(qmodel)}
-    layer_bits = [bits if name in qnames else None for name, _, _ in weight_layers(qmodel)]
-    row = _base_row(spec, fspec["model"], qmodel, bits, layer_bits, data, device, threads)
+    layer_bits = [layer.bits if name in qnames else None
+                  for name, layer in ((n, qmodel.get_submodule(n)) for n, _, _ in weight_layers(qmodel))]
+    uniform = spec.bits if isinstance(spec.bits, int) else 0
+    row = _base_row(spec.float, spec.key, qmodel, uniform, spec.method, layer_bits, data, device, threads)
     codes = integer_codes(qmodel)
     row.update({
         "test_error": test_err,
@@ -210,10 +241,11 @@ def run_quantized(spec: Mapping, data_path: str | Path, float_checkpoint: str | 
         "steps": [codes[name].step for name, _ in quantized_layers(qmodel)],
         "quantized_layers": len(codes),
     })
-    _write_cell(out_dir, row, res, t_start, data, {
-        "kind": "quantized", "spec": dict(spec), "float_spec": fspec, "bits": bits,
+    _write_cell(out_dir, row, res, clock, data, {
+        "kind": "quantized", "spec": spec.to_dict(), "float_spec": fspec.to_dict(), "bits": spec.bits,
+        "layer_bits": layer_bits,
         "state_dict": {k: v.cpu() for k, v in bake(qmodel).state_dict().items()},
-        "codes": {name: {"codes": qt.codes, "step": qt.step} for name, qt in codes.items()},
+        "codes": {name: {"codes": qt.codes, "step": qt.step, "bits": qt.bits} for name, qt in codes.items()},
     })
     log(f"done: test_err {test_err:.4f} (direct {direct_test:.4f}, float {float_test:.4f}) "
         f"best epoch {res.best_epoch} train {res.seconds:.1f}s")

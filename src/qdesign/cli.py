@@ -1,31 +1,39 @@
 """Command line: ``python -m qdesign <command> ...``, used by the Snakemake rules.
 
+One name per stage, from rule to command to function: rule ``train_float`` ->
+``train-float`` -> :func:`qdesign.cells.train_float`; ``retrain`` ->
+:func:`qdesign.cells.retrain`; ``aggregate`` -> :func:`qdesign.aggregate.aggregate`;
+``figures`` -> :func:`qdesign.plots.figures`.
+
 Kept import-light: the module loads in milliseconds and each command imports
 what it needs. Training commands go to the warm worker when one is running
-(see :mod:`qdesign.worker`). Known problems (bad config, missing dataset,
-corrupt checkpoint) end with one ``qdesign: error: ...`` line and exit code 1.
+(see :mod:`qdesign.worker`). User errors (:class:`qdesign.errors.UserError`:
+bad config, missing dataset, corrupt checkpoint, ...) end with one
+``qdesign: error: ...`` line and exit code 1; anything else is a bug and shows
+its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from pathlib import Path
 
+from .errors import UserError
+
 WORKER_COMMANDS = {"train-float", "retrain"}
 
 
-def _spec(text: str) -> dict:
+def _positive_int(text: str) -> int:
     try:
-        spec = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"--spec is not valid JSON: {exc}") from None
-    if not isinstance(spec, dict):
-        raise argparse.ArgumentTypeError("--spec must be a JSON object")
-    return spec
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,12 +51,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path)
 
     def cell_args(p, float_checkpoint: bool) -> None:
-        p.add_argument("--spec", required=True, type=_spec, help="cell spec as JSON (from the rule's params)")
+        p.add_argument("--spec", required=True, help="cell spec as JSON (from the rule's params)")
         p.add_argument("--data", required=True, type=Path)
         if float_checkpoint:
             p.add_argument("--float-checkpoint", required=True, type=Path)
         p.add_argument("--out-dir", required=True, type=Path)
-        p.add_argument("--threads", type=int, default=1)
+        p.add_argument("--threads", type=_positive_int, default=1)
 
     def table_args(p) -> None:
         for name in ("summary", "ecr", "frontier"):
@@ -65,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--frontier-memory", choices=["weights", "total"], default="weights")
     p.add_argument("--n-budgets", type=int, default=25)
 
-    p = sub.add_parser("plot", help="figures of one study from its tables")
+    p = sub.add_parser("figures", help="figures of one study from its tables")
     table_args(p)
     p.add_argument("--out-dir", required=True, type=Path)
     p.add_argument("--formats", nargs="+", default=["png", "pdf"])
@@ -96,7 +104,8 @@ def _cmd_export_reference(args) -> None:
 
 
 def _cmd_validate(args) -> None:
-    from .config import load_config, study_cells  # noqa: PLC0415
+    from .config import load_config  # noqa: PLC0415
+    from .specs import study_cells  # noqa: PLC0415
 
     cfg = load_config(args.config)
     for name in cfg["studies"]:
@@ -115,16 +124,27 @@ def _cmd_prepare(args) -> None:
           f"({time.perf_counter() - t0:.1f}s)", flush=True)
 
 
-def _cmd_train_float(args) -> None:
-    from .cells import run_float  # noqa: PLC0415
+def _spec_of(text: str, kind):
+    from .specs import spec_from_json  # noqa: PLC0415
 
-    run_float(args.spec, args.data, args.out_dir, args.threads)
+    spec = spec_from_json(text)
+    if not isinstance(spec, kind):
+        raise UserError(f"--spec is a {type(spec).__name__}, this command needs a {kind.__name__}")
+    return spec
+
+
+def _cmd_train_float(args) -> None:
+    from .cells import train_float  # noqa: PLC0415
+    from .specs import FloatSpec  # noqa: PLC0415
+
+    train_float(_spec_of(args.spec, FloatSpec), args.data, args.out_dir, args.threads)
 
 
 def _cmd_retrain(args) -> None:
-    from .cells import run_quantized  # noqa: PLC0415
+    from .cells import retrain  # noqa: PLC0415
+    from .specs import QuantSpec  # noqa: PLC0415
 
-    run_quantized(args.spec, args.data, args.float_checkpoint, args.out_dir, args.threads)
+    retrain(_spec_of(args.spec, QuantSpec), args.data, args.float_checkpoint, args.out_dir, args.threads)
 
 
 def _cmd_aggregate(args) -> None:
@@ -139,13 +159,11 @@ def _cmd_aggregate(args) -> None:
           f"{len(frontier)} frontier rows -> {args.frontier}", flush=True)
 
 
-def _cmd_plot(args) -> None:
-    import pandas as pd  # noqa: PLC0415
+def _cmd_figures(args) -> None:
+    from .plots import figures, read_tables  # noqa: PLC0415
 
-    from .plots import make_figures  # noqa: PLC0415
-
-    tables = [pd.read_parquet(p) for p in (args.summary, args.ecr, args.frontier)]
-    paths = make_figures(*tables, args.out_dir, formats=tuple(args.formats), dpi=args.dpi)
+    tables = read_tables(args.summary, args.ecr, args.frontier)
+    paths = figures(*tables, args.out_dir, formats=tuple(args.formats), dpi=args.dpi)
     print(f"wrote {len(paths)} figures to {args.out_dir}", flush=True)
 
 
@@ -155,33 +173,23 @@ _COMMANDS = {
     "train-float": _cmd_train_float,
     "retrain": _cmd_retrain,
     "aggregate": _cmd_aggregate,
-    "plot": _cmd_plot,
+    "figures": _cmd_figures,
     "export-reference": _cmd_export_reference,
     "findings": _cmd_findings,
 }
 
 
-def _known_errors() -> tuple[type[BaseException], ...]:
-    from .config import ConfigError  # noqa: PLC0415
-
-    errors: list[type[BaseException]] = [ConfigError, FileNotFoundError]
-    if "qdesign.data" in sys.modules:
-        errors.append(sys.modules["qdesign.data"].DatasetError)
-    if "qdesign.cells" in sys.modules:
-        errors.append(sys.modules["qdesign.cells"].CheckpointError)
-    return tuple(errors)
-
-
 def run(argv: list[str]) -> int:
-    """Run one command in this process; returns the exit status."""
+    """Run one command in this process; returns the exit status. User errors
+    become one line (unless QDESIGN_DEBUG is set); bugs raise."""
     args = _parser().parse_args(argv)
     try:
         _COMMANDS[args.command](args)
-    except Exception as exc:
-        if isinstance(exc, (*_known_errors(), ValueError)) and not os.environ.get("QDESIGN_DEBUG"):
-            print(f"qdesign: error: {exc}", file=sys.stderr, flush=True)
-            return 1
-        raise
+    except UserError as exc:
+        if os.environ.get("QDESIGN_DEBUG"):
+            raise
+        print(f"qdesign: error: {exc}", file=sys.stderr, flush=True)
+        return 1
     return 0
 
 

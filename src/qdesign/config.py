@@ -1,7 +1,8 @@
-"""Study configuration: loading, schema validation with defaults, and the cell grid.
+"""Study configuration: loading and schema validation with defaults.
 
 The schema (``workflow/schemas/config.schema.yaml``) is the single source of
-truth for keys, types and defaults. Errors are reported as one line that names
+truth for keys, types and defaults (its dataset and method enums are tested
+against :mod:`qdesign.registry`). The cell grid and specs: :mod:`qdesign.specs`. Errors are reported as one line that names
 the offending key, before any job runs. No torch here: Snakemake imports this
 module when it parses the workflow.
 """
@@ -10,26 +11,21 @@ from __future__ import annotations
 
 import copy
 import difflib
-import hashlib
-import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from .errors import ConfigError
+from .layout import RESERVED
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
-FLOAT_BITS = 32  # the bits value that marks float networks in every table
 _CNN_ONLY = {"channel_multipliers", "convs_per_block", "kernel_size", "pool", "fc_units"}
 _FCDNN_ONLY = {"depth"}
-RESERVED_NAMES = {"data", "logs", "benchmarks", "reference"}  # folders of results/
 
-
-class ConfigError(ValueError):
-    """A configuration problem, with a one-line message that names the key."""
-
+__all__ = ["ConfigError", "load_config", "load_schema", "validate_config"]
 
 def load_schema() -> dict:
     if not SCHEMA_PATH.is_file():
@@ -111,13 +107,17 @@ def validate_config(config: Mapping) -> dict:
 
     schema = load_schema()
     cfg = copy.deepcopy(dict(config))
+    for name, study in (cfg.get("studies") or {}).items():
+        if isinstance(study, Mapping) and "step_update" in (study.get("retraining") or {}):
+            raise ConfigError(f"config: studies.{name}.retraining.step_update was replaced by retraining.methods "
+                              "(step_update: fixed -> methods: [fixed]; step_update: epoch -> methods: [epoch])")
     validator = Draft202012Validator(schema)
     errors = list(validator.iter_errors(cfg))
     if errors:
         # report the deepest, most specific problem first
         raise ConfigError("config: " + _one_line(best_match(errors), schema))
     for name, study in cfg["studies"].items():
-        if name in RESERVED_NAMES:
+        if name in RESERVED:
             raise ConfigError(f"config: studies.{name}: '{name}' is reserved for a folder of results/; rename the study")
         model = study["model"]
         wrong = sorted(set(model) & (_CNN_ONLY if model["type"] == "fcdnn" else _FCDNN_ONLY))
@@ -152,84 +152,3 @@ def load_config(path: str | Path) -> dict:
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path} must hold a mapping of keys")
     return validate_config(raw)
-
-
-# ------------------------------------------------------------------ cells
-
-
-def study_device(config: Mapping, study: str) -> str:
-    return config["studies"][study].get("device") or config["device"]
-
-
-def float_spec(config: Mapping, study: str, width: int, seed: int) -> dict:
-    """Everything that determines one float network, and nothing else.
-
-    Rules pass this as ``params`` so that editing unrelated keys (plots, other
-    studies, bits, retraining) reruns no float training.
-    """
-    s = config["studies"][study]
-    return {
-        "study": study,
-        "dataset": s["dataset"],
-        "model": {k: v for k, v in s["model"].items() if k != "widths"},
-        "width": int(width),
-        "seed": int(seed),
-        "val_fraction": s["val_fraction"],
-        "train_subset": s["train_subset"],
-        "split_seed": config["split_seed"],
-        "device": study_device(config, study),
-        "training": dict(s["training"]),
-    }
-
-
-def quantized_spec(config: Mapping, study: str, width: int, bits: int, seed: int) -> dict:
-    """What retraining adds to a float network: the bits and the retraining
-    hyper-parameters. The float network itself is the rule's input file."""
-    s = config["studies"][study]
-    return {
-        "study": study,
-        "dataset": s["dataset"],
-        "width": int(width),
-        "seed": int(seed),
-        "bits": int(bits),
-        "val_fraction": s["val_fraction"],
-        "train_subset": s["train_subset"],
-        "split_seed": config["split_seed"],
-        "device": study_device(config, study),
-        "retraining": dict(s["retraining"]),
-    }
-
-
-def spec_json(spec: Mapping) -> str:
-    """Canonical JSON (sorted keys, no spaces): stable across runs for params."""
-    return json.dumps(spec, sort_keys=True, separators=(",", ":"))
-
-
-def spec_hash(spec: Mapping) -> str:
-    """Short content hash of a cell spec, recorded in every metrics row."""
-    return hashlib.sha256(spec_json(spec).encode()).hexdigest()[:12]
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One trained network of a study: bits == 32 is the float reference."""
-
-    study: str
-    width: int
-    bits: int
-    seed: int
-
-    @property
-    def is_float(self) -> bool:
-        return self.bits == FLOAT_BITS
-
-
-def study_cells(config: Mapping, study: str) -> list[Cell]:
-    """Every (width, bits, seed) of a study, float first."""
-    s = config["studies"][study]
-    return [
-        Cell(study, w, b, seed)
-        for w in s["model"]["widths"]
-        for b in [FLOAT_BITS, *s["bits"]]
-        for seed in s["seeds"]
-    ]

@@ -20,13 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import DatasetError
 from .io import torch_load_checked, torch_save_atomic
 
 FORMAT_VERSION = 1
-
-
-class DatasetError(RuntimeError):
-    """A dataset that cannot be found, downloaded or read (one-line message)."""
 
 
 @dataclass(frozen=True)

@@ -32,3 +32,7 @@ class DivergedError(UserError):
 
 class ExportError(UserError):
     """A cell that cannot be exported in the requested format."""
+
+
+class TableError(UserError, ValueError):
+    """A results table or cell metrics file that is missing, unreadable or lacks columns."""

@@ -1,7 +1,7 @@
 """Figures for the width-versus-bits question: four plots from the aggregated tables.
 
 Each ``plot_*`` function draws on a caller's Axes so that it can be tested and
-composed; :func:`make_figures` lays them out at paper size and writes them.
+composed; :func:`figures` lays them out at paper size and writes them.
 
 Only numpy, pandas and matplotlib's object API are used (no pyplot, no torch):
 figures built from :class:`matplotlib.figure.Figure` need no backend, are not
@@ -32,29 +32,27 @@ from matplotlib.ticker import (
     NullLocator,
 )
 
+from .constants import FLOAT_BITS
+from .errors import TableError
 from .io import atomic_path
+from .registry import FIGURES
 
 __all__ = [
-    "FLOAT_BITS",
-    "FIGURE_NAMES",
     "bits_styles",
     "plot_error_vs_weights",
     "plot_error_vs_memory",
     "plot_ecr_vs_width",
     "plot_retrain_gap",
-    "make_figures",
+    "figures",
+    "read_tables",
 ]
 
-FLOAT_BITS = 32
-"""Rows with ``bits >= FLOAT_BITS`` are the float reference."""
-
-FIGURE_NAMES = ("error_vs_weights", "error_vs_memory", "ecr_vs_width", "retrain_gap")
 
 FIGSIZE = (6.4, 4.2)
 
 _SUPPORTED = frozenset(FigureCanvasBase.get_supported_filetypes())
 
-# Paper-size text: ~9 pt body at 6.4 in wide.  Applied only inside make_figures.
+# Paper-size text: ~9 pt body at 6.4 in wide.  Applied only inside figures().
 _RC = {
     "font.size": 9,
     "axes.titlesize": 10,
@@ -97,10 +95,10 @@ _PAIR_KEYS = ("study", "dataset", "model", "depth")
 
 def _require(df: pd.DataFrame, columns: Iterable[str], name: str) -> None:
     if not isinstance(df, pd.DataFrame):
-        raise ValueError(f"{name} must be a pandas DataFrame, got {type(df).__name__}")
+        raise TableError(f"{name} must be a pandas DataFrame, got {type(df).__name__}")
     missing = [c for c in columns if c not in df.columns]
     if missing:
-        raise ValueError(f"{name} is missing required column(s): {', '.join(missing)}")
+        raise TableError(f"{name} is missing required column(s): {', '.join(missing)}")
 
 
 def _is_float(bits) -> np.ndarray:
@@ -282,7 +280,10 @@ def plot_error_vs_weights(summary: pd.DataFrame, ax, styles: Mapping | None = No
 
 
 def _memory_column(cells: pd.DataFrame, pareto: pd.DataFrame) -> str:
-    """Which summary memory column the frontier was built on (weights unless total matches)."""
+    """Which summary memory column the frontier was built on: its ``memory``
+    column; tables written before it existed are matched by their numbers."""
+    if "memory" in pareto.columns and pareto["memory"].notna().any():
+        return {"weights": "memory_bits_weights", "total": "memory_bits_total"}[pareto["memory"].dropna().iloc[0]]
     if "memory_bits_total" not in cells.columns or pareto.empty:
         return "memory_bits_weights"
     m = pareto.merge(cells, on=["width", "bits"], how="inner", suffixes=("", "_cell"))
@@ -509,6 +510,17 @@ def plot_retrain_gap(summary: pd.DataFrame, ax, styles: Mapping | None = None):
 # --------------------------------------------------------------------------
 
 
+def read_tables(summary, ecr, frontier) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The three tables of a study; a one-line TableError for a missing or unreadable file."""
+    out = []
+    for path in (summary, ecr, frontier):
+        try:
+            out.append(pd.read_parquet(path))
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises many types
+            raise TableError(f"cannot read table {path} ({type(exc).__name__}); rerun the aggregate rule") from None
+    return tuple(out)
+
+
 def _normalize_formats(formats: Sequence[str] | str) -> list[str]:
     if isinstance(formats, str):
         formats = [formats]
@@ -524,7 +536,7 @@ def _normalize_formats(formats: Sequence[str] | str) -> list[str]:
     return out
 
 
-def make_figures(summary: pd.DataFrame, ecr: pd.DataFrame, frontier: pd.DataFrame,
+def figures(summary: pd.DataFrame, ecr: pd.DataFrame, frontier: pd.DataFrame,
                  out_dir, formats: Sequence[str] = ("png", "pdf"), dpi: int = 150,
                  title: str | None = None) -> list[Path]:
     """Write the four figures as ``out_dir/<name>.<format>``; return the paths written.
@@ -558,7 +570,7 @@ def make_figures(summary: pd.DataFrame, ecr: pd.DataFrame, frontier: pd.DataFram
 
     paths: list[Path] = []
     with matplotlib.rc_context(_RC):
-        for name in FIGURE_NAMES:
+        for name in FIGURES:
             what, draw = drawers[name]
             fig = Figure(figsize=FIGSIZE, layout="constrained")
             ax = fig.add_subplot()

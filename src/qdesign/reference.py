@@ -39,7 +39,9 @@ def export_reference(config_path: str | Path, results_dir: str | Path, out_dir: 
     missing = [results_dir / s / f"{t}.parquet" for s in cfg["studies"] for t in TABLES
                if not (results_dir / s / f"{t}.parquet").is_file()]
     if missing:
-        raise FileNotFoundError(f"study tables missing (run the study first): {', '.join(map(str, missing[:3]))}")
+        from .errors import TableError  # noqa: PLC0415
+
+        raise TableError(f"study tables missing (run the study first): {', '.join(map(str, missing[:3]))}")
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     studies = {}

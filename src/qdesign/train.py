@@ -64,7 +64,7 @@ def use_channels_last(model: nn.Module, data: Splits) -> Splits:
                   data.x_test.contiguous(**fmt), data.y_test, data.n_classes)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2048) -> float:
     """Classification error (fraction) of ``model`` in eval mode."""
     was_training = model.training
@@ -122,13 +122,15 @@ def fit(
     log: Callable[[str], None] = print,
     epoch_start: Callable[[int], None] | None = None,
     keep_start: bool = False,
+    start_val_error: float | None = None,
 ) -> FitResult:
     """Train ``model`` on ``data.x_train`` for ``cfg['epochs']`` epochs.
 
     ``epoch_start(epoch)`` runs before each epoch (used to re-estimate
     quantization steps). With ``keep_start`` the starting weights count as
     epoch 0 in the best-validation selection (retraining never reports worse
-    than direct quantization on validation data).
+    than direct quantization on validation data); ``start_val_error`` is the
+    caller's evaluation of those starting weights, if it has one.
     """
     epochs, bs = int(cfg["epochs"]), int(cfg["batch_size"])
     opt = make_optimizer(model.parameters(), cfg)
@@ -138,10 +140,10 @@ def fit(
 
     best_state, best_epoch, best_val = None, 0, math.inf
     if keep_start or epochs == 0:
-        best_val = evaluate(model, data.x_val, data.y_val)
+        best_val = evaluate(model, data.x_val, data.y_val) if start_val_error is None else start_val_error
         best_state = _snapshot(model)
         log(f"epoch 0/{epochs} val_err {best_val:.4f} (start)")
-    history = []
+    history = []  # per-epoch loss and errors, kept in FitResult for callers and tests
     t0 = time.perf_counter()
     for epoch in range(1, epochs + 1):
         te = time.perf_counter()

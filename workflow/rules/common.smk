@@ -8,7 +8,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from qdesign import config as qconfig
+from qdesign import layout
+from qdesign import registry
 from qdesign import resources as qres
+from qdesign import specs as qspecs
 from qdesign import worker as qworker
 
 # A --configfile replaces config/config.yaml instead of extending it (a paper
@@ -37,12 +40,13 @@ if "conda" not in {str(m) for m in workflow.deployment_settings.deployment_metho
     _PREFIX.insert(0, f"export PATH='{Path(sys.executable).parent}':\"$PATH\";")
 shell.prefix(" ".join(_PREFIX) + " ")
 STUDIES = list(config["studies"])
-FIGURES = ["error_vs_weights", "error_vs_memory", "ecr_vs_width", "retrain_gap"]
+FIGURES = registry.FIGURES
 
 
 wildcard_constraints:
     study="|".join(STUDIES),
-    dataset="digits|mnist|fashion-mnist|cifar10",
+    dataset="|".join(registry.DATASETS),
+    method="|".join(registry.METHODS),
     width=r"\d+",
     bits=r"\d+",
     seed=r"\d+",
@@ -57,37 +61,33 @@ def study_cfg(study):
 def prepare_args(wildcards):
     """Where a torchvision dataset is read or downloaded; digits needs neither,
     so that editing data_dir or download never re-prepares it."""
-    if wildcards.dataset == "digits":
+    if registry.DATASETS[wildcards.dataset].reader == "digits":
         return ""
     flag = "--download" if config["download"] else "--no-download"
     return f"--data-dir {shlex.quote(config['data_dir'])} {flag}"
 
 
 def data_file(wildcards):
-    return f"results/data/{study_cfg(wildcards.study)['dataset']}.pt"
+    return layout.data_file(study_cfg(wildcards.study)["dataset"])
 
 
-def float_dir(study, width, seed):
-    return f"results/{study}/float/w{width}-s{seed}"
-
-
-def cell_dir(study, width, bits, seed):
-    if int(bits) == qconfig.FLOAT_BITS:
-        return float_dir(study, width, seed)
-    return f"results/{study}/b{bits}/w{width}-s{seed}"
-
-
-def cell_metrics(wildcards):
+def cell_files(study):
+    """model.pt and metrics.parquet of every cell of a study."""
     return [
-        f"{cell_dir(c.study, c.width, c.bits, c.seed)}/metrics.parquet"
-        for c in qconfig.study_cells(config, wildcards.study)
+        f"{layout.cell_dir(c.study, c.width, c.bits, c.seed, c.method or registry.DEFAULT_METHOD)}/{name}"
+        for c in qspecs.study_cells(config, study)
+        for name in layout.CELL_FILES
     ]
 
 
+def cell_metrics(wildcards):
+    return [p for p in cell_files(wildcards.study) if p.endswith("metrics.parquet")]
+
+
 def study_outputs(study):
-    out = [f"results/{study}/{t}.parquet" for t in ("summary", "ecr", "frontier")]
+    out = [layout.table_file(study, t) for t in registry.TABLES]
     out += [
-        f"results/{study}/figures/{name}.{ext}"
+        layout.figure_file(study, name, ext)
         for name in FIGURES
         for ext in config["plots"]["formats"]
     ]
@@ -95,7 +95,8 @@ def study_outputs(study):
 
 
 def all_targets():
-    return [path for study in STUDIES for path in study_outputs(study)]
+    """Tables, figures and every cell's files: a lost cell is rebuilt."""
+    return [p for study in STUDIES for p in study_outputs(study) + cell_files(study)]
 
 
 def reference_targets():
@@ -117,7 +118,7 @@ def job_threads(wildcards):
 
 
 def job_device(wildcards):
-    return qconfig.study_device(config, wildcards.study)
+    return qspecs.study_device(config, wildcards.study)
 
 
 def job_mem_mb(wildcards, attempt):

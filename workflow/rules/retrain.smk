@@ -1,4 +1,4 @@
-# Quantization and retraining: one job per (study, width, bits, seed). Loads
+# Quantization and retraining: one job per (study, method, width, bits, seed). Loads
 # the float network, sets L2-optimal steps, records the direct-quantization
 # error, retrains with the straight-through estimator, records the result.
 
@@ -6,18 +6,18 @@
 rule retrain:
     input:
         data=data_file,
-        float_model="results/{study}/float/w{width}-s{seed}/model.pt",
+        float_model=f"{layout.FLOAT_DIR}/model.pt",
     output:
-        model="results/{study}/b{bits}/w{width}-s{seed}/model.pt",
-        metrics="results/{study}/b{bits}/w{width}-s{seed}/metrics.parquet",
+        model=f"{layout.QUANT_DIR}/model.pt",
+        metrics=f"{layout.QUANT_DIR}/metrics.parquet",
     log:
-        "results/logs/retrain/{study}/b{bits}/w{width}-s{seed}.log",
+        "results/logs/retrain/{study}/{method}/b{bits}/w{width}-s{seed}.log",
     benchmark:
-        "results/benchmarks/retrain/{study}/b{bits}/w{width}-s{seed}.tsv"
+        "results/benchmarks/retrain/{study}/{method}/b{bits}/w{width}-s{seed}.tsv"
     params:
-        spec=lambda wc: qconfig.spec_json(
-            qconfig.quantized_spec(config, wc.study, wc.width, wc.bits, wc.seed)
-        ),
+        spec=lambda wc: qspecs.quant_spec(
+            config, wc.study, wc.width, int(wc.bits), wc.seed, wc.method
+        ).to_json(),
     threads: job_threads
     resources:
         mem_mb=job_mem_mb,

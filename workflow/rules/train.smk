@@ -6,17 +6,15 @@ rule train_float:
     input:
         data=data_file,
     output:
-        model="results/{study}/float/w{width}-s{seed}/model.pt",
-        metrics="results/{study}/float/w{width}-s{seed}/metrics.parquet",
+        model=f"{layout.FLOAT_DIR}/model.pt",
+        metrics=f"{layout.FLOAT_DIR}/metrics.parquet",
     log:
         "results/logs/train_float/{study}/w{width}-s{seed}.log",
     benchmark:
         "results/benchmarks/train_float/{study}/w{width}-s{seed}.tsv"
     params:
         # only what determines this network: edits elsewhere rerun nothing
-        spec=lambda wc: qconfig.spec_json(
-            qconfig.float_spec(config, wc.study, wc.width, wc.seed)
-        ),
+        spec=lambda wc: qspecs.float_spec(config, wc.study, wc.width, wc.seed).to_json(),
     threads: job_threads
     resources:
         mem_mb=job_mem_mb,

@@ -1,0 +1,56 @@
+"""The results path layout, defined once. Snakemake rules use the patterns
+(with ``{wildcards}``), Python code the functions; both come from here.
+
+    results/data/{dataset}.pt                              prepared dataset
+    results/{study}/float/w{width}-s{seed}/                float cell
+    results/{study}/{method}/b{bits}/w{width}-s{seed}/     quantized cell
+    results/{study}/{table}.parquet                        summary, ecr, frontier
+    results/{study}/figures/{figure}.{ext}
+    results/logs/{rule}/...  results/benchmarks/{rule}/...
+"""
+
+from __future__ import annotations
+
+from .constants import FLOAT_BITS
+from .registry import DEFAULT_METHOD
+
+RESULTS = "results"
+DATA_FILE = RESULTS + "/data/{dataset}.pt"
+FLOAT_DIR = RESULTS + "/{study}/float/w{width}-s{seed}"
+QUANT_DIR = RESULTS + "/{study}/{method}/b{bits}/w{width}-s{seed}"
+TABLE = RESULTS + "/{study}/{table}.parquet"
+FIGURE = RESULTS + "/{study}/figures/{figure}.{ext}"
+CELL_FILES = ("model.pt", "metrics.parquet")
+RESERVED = frozenset({"data", "logs", "benchmarks", "reference"})
+"""Names under results/ that are not studies."""
+
+
+def data_file(dataset: str) -> str:
+    return DATA_FILE.format(dataset=dataset)
+
+
+def float_dir(study: str, width: int, seed: int) -> str:
+    return FLOAT_DIR.format(study=study, width=int(width), seed=int(seed))
+
+
+def bits_tag(bits) -> str:
+    """The ``{bits}`` of a path: ``4`` for uniform bits, ``8-2-2-4`` for a
+    per-layer pattern (first to last)."""
+    if isinstance(bits, (list, tuple)):
+        return "-".join(str(int(b)) for b in bits)
+    return str(int(bits))
+
+
+def cell_dir(study: str, width: int, bits, seed: int, method: str = DEFAULT_METHOD) -> str:
+    """Folder of one cell; float cells (bits == FLOAT_BITS) have no method."""
+    if not isinstance(bits, (list, tuple)) and int(bits) == FLOAT_BITS:
+        return float_dir(study, width, seed)
+    return QUANT_DIR.format(study=study, method=method, bits=bits_tag(bits), width=int(width), seed=int(seed))
+
+
+def table_file(study: str, table: str) -> str:
+    return TABLE.format(study=study, table=table)
+
+
+def figure_file(study: str, figure: str, ext: str) -> str:
+    return FIGURE.format(study=study, figure=figure, ext=ext)
