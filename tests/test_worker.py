@@ -72,7 +72,7 @@ def test_exit_status_and_errors_come_back_through_the_worker(server, tmp_path):
     assert not (tmp_path / "x").exists()
     args = ["train-float", "--spec", '{"dataset": "digits"}', "--data", "missing.pt", "--out-dir", "x"]
     assert client(args, server, tmp_path, tmp_path / "err2.log") == 1
-    assert "cell spec is missing study, model" in (tmp_path / "err2.log").read_text()
+    assert "float spec is missing study, model" in (tmp_path / "err2.log").read_text()
 
 
 def test_no_worker_means_run_here(tmp_path):
