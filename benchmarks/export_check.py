@@ -69,9 +69,11 @@ def main(argv=None) -> int:
         res = verify_export(qdir, path, data, fmt, cell=cell, torch_out=ref)
         results[fmt] = {**res.as_dict(), "export_seconds": t_export, "verify_seconds": time.perf_counter() - t}
     # the float network, for scale
-    float_onnx = export_cell(out / "float", "onnx", out / f"mnist_fcdnn_w{args.width}_float.onnx")
-    fres = verify_export(out / "float", float_onnx, data, "onnx")
-    results["float_onnx"] = fres.as_dict()
+    fcell = load_cell(out / "float")
+    fref = torch_logits(fcell, x)
+    for fmt, suffix in (("packed", ".qdpk"), ("onnx", ".onnx")):
+        path = export_cell(out / "float", fmt, out / f"mnist_fcdnn_w{args.width}_float{suffix}")
+        results[f"float_{fmt}"] = verify_export(out / "float", path, data, fmt, cell=fcell, torch_out=fref).as_dict()
 
     m = cell.metrics
     print(f"\nMNIST FCDNN 3x{args.width}, {args.bits} bits ({args.epochs} float epochs + 1 retraining epoch, "
@@ -82,11 +84,13 @@ def main(argv=None) -> int:
     print(f"packed file : {p['file_bytes']} bytes (expected {p['expected_bytes']}: per-layer ceil(bits/8) + "
           f"{p['expected_bytes'] - sum(-(-b // 8) for b in _layer_bits(cell))} bytes header/records/CRC)")
     print(f"onnx file   : {o['file_bytes']} bytes (int8 codes, one byte per weight, + protobuf)")
-    print(f"float onnx  : {fres.file_bytes} bytes (float cell: memory model {fres.memory_bits_total / 8:.0f} bytes)")
+    fp, fo = results["float_packed"], results["float_onnx"]
+    print(f"float cell  : memory model {fp['memory_bits_total'] / 8:.0f} bytes; packed {fp['file_bytes']} bytes "
+          f"(expected {fp['expected_bytes']}), onnx {fo['file_bytes']} bytes")
     print(f"{'':12s} {'test error':>10s} {'differ':>7s} {'max|dlogit|':>12s}")
     print(f"{'recorded':12s} {m['test_error']:10.4f}")
     print(f"{'torch now':12s} {p['torch_error']:10.4f}")
-    for name, r in (("packed", p), ("onnx", o), ("float onnx", results["float_onnx"])):
+    for name, r in (("packed", p), ("onnx", o), ("float packed", fp), ("float onnx", fo)):
         print(f"{name:12s} {r['export_error']:10.4f} {r['n_differ']:7d} {r['max_abs_logit_diff']:12.3g}"
               f"  ({'ok' if r['ok'] else 'MISMATCH'}, recorded {r['recorded_error']:.4f})")
     (out / "export_check.json").write_text(json.dumps(results, indent=2))

@@ -18,9 +18,21 @@ OPSET = 21  # DequantizeLinear with int16 inputs
 INPUT, OUTPUT = "input", "logits"
 
 
+def _require(name: str):
+    """Import an optional ONNX package, or a one-line ExportError that says how to get it."""
+    import importlib  # noqa: PLC0415
+
+    from ..errors import ExportError  # noqa: PLC0415
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        raise ExportError(f"ONNX export needs the '{name}' package: pip install -r requirements.txt") from None
+
+
 def build_onnx(ops: list[packed.Op], input_shape, n_classes: int, name: str = "qdesign"):
     """An ``onnx.ModelProto`` of the network, checked by ``onnx.checker``."""
-    import onnx  # noqa: PLC0415
+    onnx = _require("onnx")
     from onnx import TensorProto, helper, numpy_helper  # noqa: PLC0415
 
     nodes, inits = [], []
@@ -62,7 +74,7 @@ def build_onnx(ops: list[packed.Op], input_shape, n_classes: int, name: str = "q
 
 def onnx_logits(path, x, batch_size: int = 1024) -> np.ndarray:
     """Run an exported model in ONNX Runtime (CPUExecutionProvider, one thread)."""
-    import onnxruntime as ort  # noqa: PLC0415
+    ort = _require("onnxruntime")
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
