@@ -21,8 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from qdesign.cells import run_float, run_quantized
-from qdesign.config import float_spec, quantized_spec, validate_config
+from qdesign.cells import retrain, train_float
+from qdesign.config import validate_config
+from qdesign.specs import float_spec, quant_spec
 from qdesign.data import prepare_dataset, write_prepared
 from qdesign.export import export_cell
 from qdesign.export.cell import load_cell
@@ -51,9 +52,9 @@ def main(argv=None) -> int:
     data = out / "mnist.pt"
     t0 = time.perf_counter()
     write_prepared(prepare_dataset("mnist", args.data_dir, download=False), data)
-    run_float(float_spec(cfg, "mnist-fcdnn", args.width, 0), data, out / "float", threads=args.threads)
+    train_float(float_spec(cfg, "mnist-fcdnn", args.width, 0), data, out / "float", threads=args.threads)
     qdir = out / f"q{args.bits}"
-    run_quantized(quantized_spec(cfg, "mnist-fcdnn", args.width, args.bits, 0), data, out / "float" / "model.pt",
+    retrain(quant_spec(cfg, "mnist-fcdnn", args.width, args.bits, 0), data, out / "float" / "model.pt",
                   qdir, threads=args.threads)
     t_train = time.perf_counter() - t0
 

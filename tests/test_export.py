@@ -12,8 +12,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qdesign.cells import run_float, run_quantized
-from qdesign.config import float_spec, quantized_spec, validate_config
+from qdesign.cells import retrain, train_float
+from qdesign.config import validate_config
+from qdesign.specs import float_spec, quant_spec
 from qdesign.data import prepare_dataset, write_prepared
 from qdesign.ecr import network_memory_bits
 from qdesign.errors import CheckpointError, ExportError
@@ -114,10 +115,10 @@ def cells(tmp_path_factory):
                            **({"retraining": retraining} if retraining else {}))
         cfg = validate_config({"device": "cpu", "studies": {"s": study}})
         width = study["model"]["widths"][0]
-        run_float(float_spec(cfg, "s", width, 0), data, root / name / "f")
+        train_float(float_spec(cfg, "s", width, 0), data, root / name / "f")
         out[f"{name}-float"] = root / name / "f"
         for b in bits:
-            run_quantized(quantized_spec(cfg, "s", width, b, 0), data, root / name / "f" / "model.pt",
+            retrain(quant_spec(cfg, "s", width, b, 0), data, root / name / "f" / "model.pt",
                           root / name / f"q{b}")
             out[f"{name}-{b}"] = root / name / f"q{b}"
     return out

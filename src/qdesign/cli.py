@@ -85,6 +85,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="e.g. reference/cpu")
     p.add_argument("--wall-seconds", type=float, default=None, help="measured wall time of the run, for the record")
     p.add_argument("--note", default=None, help="free text for the provenance record (machine, command)")
+    p = sub.add_parser("export", help="write a finished cell as packed integer weights or ONNX, verified")
+    p.add_argument("cell_dir", type=Path, help="a cell folder (model.pt + metrics.parquet)")
+    p.add_argument("--format", required=True, choices=["packed", "onnx"])
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--verify", type=Path, default=None, metavar="DATA",
+                   help="prepared dataset (results/data/<dataset>.pt): rerun the test set on the exported file and "
+                        "fail unless it reproduces the cell's recorded test error and predictions")
+    p = sub.add_parser("export-frontier", help="export the Pareto-frontier cells of a study (packed and ONNX)")
+    p.add_argument("study_dir", type=Path, help="results/<study>, holding frontier.parquet and the cells")
+    p.add_argument("--data", required=True, type=Path, help="the study's prepared dataset, for verification")
+    p.add_argument("--out-dir", required=True, type=Path)
     p = sub.add_parser("findings", help="the paper's four findings measured on study tables (markdown)")
     p.add_argument("study_dirs", nargs="+", type=Path, help="folders holding summary/ecr/frontier.parquet")
     return ap
@@ -101,6 +112,30 @@ def _cmd_export_reference(args) -> None:
 
     paths = export_reference(args.config, args.results, args.out, args.wall_seconds, args.note)
     print(f"wrote {len(paths)} files to {args.out}", flush=True)
+
+
+def _cmd_export(args) -> None:
+    from .export import export_cell  # noqa: PLC0415
+
+    path = export_cell(args.cell_dir, args.format, args.out)
+    print(f"wrote {path} ({path.stat().st_size} bytes)", flush=True)
+    if args.verify is not None:
+        from .export.verify import check_export  # noqa: PLC0415
+
+        try:
+            check = check_export(args.cell_dir, path, args.verify, args.format)
+        except BaseException:
+            path.unlink(missing_ok=True)  # never leave an export that failed its check
+            raise
+        print(f"verified: test error {check.export_error:.4f} = recorded {check.recorded_error:.4f}, "
+              f"{check.n_differ} of {check.n_test} predictions differ from PyTorch", flush=True)
+
+
+def _cmd_export_frontier(args) -> None:
+    from .export.frontier import export_frontier  # noqa: PLC0415
+
+    for line in export_frontier(args.study_dir, args.data, args.out_dir):
+        print(line, flush=True)
 
 
 def _cmd_validate(args) -> None:
@@ -176,6 +211,8 @@ _COMMANDS = {
     "figures": _cmd_figures,
     "export-reference": _cmd_export_reference,
     "findings": _cmd_findings,
+    "export": _cmd_export,
+    "export-frontier": _cmd_export_frontier,
 }
 
 

@@ -30,3 +30,31 @@ rule aggregate:
         "--ecr {output.ecr} --frontier {output.frontier} "
         "--reference-bits {params.reference_bits} --frontier-memory {params.memory} "
         "--n-budgets {params.n_budgets} > {log} 2>&1"
+
+
+# Deployable bytes: the Pareto-frontier cells of a study as packed integer
+# weights and ONNX, each verified on the test set (`snakemake export`).
+localrules:
+    export_frontier,
+    export,
+
+
+rule export_frontier:
+    input:
+        frontier=layout.TABLE.replace("{table}", "frontier"),
+        summary=layout.TABLE.replace("{table}", "summary"),
+        data=data_file,
+    output:
+        "results/{study}/export/manifest.parquet",
+    log:
+        "results/logs/export_frontier/{study}.log",
+    conda:
+        "../../envs/qdesign.yaml"
+    shell:
+        "python -m qdesign export-frontier results/{wildcards.study} --data {input.data} "
+        "--out-dir $(dirname {output}) > {log} 2>&1"
+
+
+rule export:
+    input:
+        [f"results/{study}/export/manifest.parquet" for study in STUDIES],

@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..constants import FLOAT_BITS
+from ..constants import CHECKPOINT_VERSION, FLOAT_BITS
 from ..errors import CheckpointError, ExportError
 from ..io import torch_load_checked
 from . import packed
 
-CHECKPOINT_VERSION = 1  # qdesign.cells.CHECKPOINT_VERSION (not imported: cells pulls in training)
+
 
 
 @dataclass

@@ -58,7 +58,7 @@ def cell_test_data(cell: Cell, data_path: str | Path) -> tuple[np.ndarray, np.nd
     """The cell's normalised test inputs (float32, N C H W) and labels."""
     from ..data import load_prepared, make_splits  # noqa: PLC0415
 
-    spec = cell.checkpoint["spec"]
+    spec = cell.model_spec
     payload = load_prepared(data_path)
     if payload["name"] != spec["dataset"]:
         raise ExportError(f"{data_path} holds dataset '{payload['name']}', cell {cell.path} needs '{spec['dataset']}'")
