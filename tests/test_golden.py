@@ -53,3 +53,24 @@ def test_every_figure_is_drawn(test_study):
     for study in GOLDEN:
         figs = sorted(p.stem for p in (test_study / study / "figures").glob("*.png"))
         assert figs, study
+
+
+def test_report_holds_every_figure_table_and_provenance(test_study):
+    """`snakemake --report` after the run: one HTML file with every figure of
+    every study, its caption, the tables page and the provenance page."""
+    from qdesign.registry import FIGURES  # noqa: PLC0415
+
+    work = test_study.parent
+    out = work / "report.html"
+    res = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+                          "--directory", str(work), "--report", str(out)], capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    text = out.read_text()
+    for study in GOLDEN:
+        assert study in text
+    for name in FIGURES:
+        assert f"{name}.png" in text, name
+        caption = (REPO / "workflow" / "report" / f"{name}.rst").read_text().split()[:4]
+        assert " ".join(caption) in text, name
+    assert "tables.html" in text and "provenance.html" in text

@@ -96,6 +96,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("study_dir", type=Path, help="results/<study>, holding frontier.parquet and the cells")
     p.add_argument("--data", required=True, type=Path, help="the study's prepared dataset, for verification")
     p.add_argument("--out-dir", required=True, type=Path)
+    p = sub.add_parser("report-tables", help="a study's tables as an HTML page for the Snakemake report")
+    table_args(p)
+    p.add_argument("--out", required=True, type=Path)
+    p = sub.add_parser("report-provenance", help="the run's config, versions and commit as an HTML page")
+    p.add_argument("--config-json", required=True)
+    p.add_argument("--summaries", nargs="+", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
     p = sub.add_parser("findings", help="the paper's four findings measured on study tables (markdown)")
     p.add_argument("study_dirs", nargs="+", type=Path, help="folders holding summary/ecr/frontier.parquet")
     return ap
@@ -136,6 +143,31 @@ def _cmd_export_frontier(args) -> None:
 
     for line in export_frontier(args.study_dir, args.data, args.out_dir):
         print(line, flush=True)
+
+
+def _cmd_report_tables(args) -> None:
+    from .io import write_text_atomic  # noqa: PLC0415
+    from .plots import read_tables  # noqa: PLC0415
+    from .report import tables_html  # noqa: PLC0415
+
+    summary, ecr, frontier = read_tables(args.summary, args.ecr, args.frontier)
+    study = str(summary["study"].iloc[0]) if len(summary) else "study"
+    write_text_atomic(args.out, tables_html(summary, ecr, frontier, study))
+
+
+def _cmd_report_provenance(args) -> None:
+    import json  # noqa: PLC0415
+
+    from .io import write_text_atomic  # noqa: PLC0415
+    from .plots import read_tables  # noqa: PLC0415
+    from .report import provenance_html  # noqa: PLC0415
+
+    summaries = {}
+    for path in args.summaries:
+        s = read_tables(path, path, path)[0]
+        summaries[str(s["study"].iloc[0]) if len(s) else str(path)] = s
+    repo = Path(__file__).resolve().parents[2]
+    write_text_atomic(args.out, provenance_html(json.loads(args.config_json), repo, summaries))
 
 
 def _cmd_validate(args) -> None:
@@ -212,6 +244,8 @@ _COMMANDS = {
     "export-reference": _cmd_export_reference,
     "findings": _cmd_findings,
     "export": _cmd_export,
+    "report-tables": _cmd_report_tables,
+    "report-provenance": _cmd_report_provenance,
     "export-frontier": _cmd_export_frontier,
 }
 

@@ -60,5 +60,9 @@ def torch_load_checked(path: str | Path, what: str, error: type[Exception], keys
     return obj
 
 
+def write_text_atomic(dest: str | Path, text: str) -> None:
+    write_atomic(dest, lambda p: Path(p).write_text(text))
+
+
 def parquet_write_atomic(df, dest: str | Path) -> None:
     write_atomic(dest, lambda p: df.to_parquet(p, index=False))

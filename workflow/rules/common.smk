@@ -91,12 +91,14 @@ def study_outputs(study):
         for name in FIGURES
         for ext in config["plots"]["formats"]
     ]
+    out.append(f"results/{study}/report/tables.html")
     return out
 
 
 def all_targets():
-    """Tables, figures and every cell's files: a lost cell is rebuilt."""
-    return [p for study in STUDIES for p in study_outputs(study) + cell_files(study)]
+    """Tables, figures, report pages and every cell's files: a lost cell is rebuilt."""
+    out = [p for study in STUDIES for p in study_outputs(study) + cell_files(study)]
+    return out + ["results/report/provenance.html"]
 
 
 def reference_targets():

@@ -1,4 +1,25 @@
 # Figures of a study, drawn from its tables only: plotting options rerun no training.
+# Every figure is marked for the Snakemake report (`snakemake --report report.html`),
+# captioned by workflow/report/<figure>.rst, in a category per study.
+
+
+def figure_outputs(pattern, category):
+    """The figure files of one study, PNGs marked for the report."""
+    out = []
+    for name in FIGURES:
+        for ext in config["plots"]["formats"]:
+            path = pattern.replace("{figure}", name).replace("{ext}", ext)
+            if ext == "png":
+                path = report(
+                    path,
+                    caption=f"../report/{name}.rst",
+                    category=category,
+                    subcategory="figures",
+                    labels={"figure": name.replace("_", " ")},
+                )
+            out.append(path)
+    return out
+
 
 
 # seconds of work: on a cluster it runs on the submitting node, not as a job
@@ -14,11 +35,7 @@ rule figures:
         ecr=layout.TABLE.replace("{table}", "ecr"),
         frontier=layout.TABLE.replace("{table}", "frontier"),
     output:
-        expand(
-            layout.FIGURE.replace("{study}", "{{study}}"),
-            figure=FIGURES,
-            ext=config["plots"]["formats"],
-        ),
+        figure_outputs(layout.FIGURE, "{study}"),
     log:
         "results/logs/figures/{study}.log",
     params:
@@ -44,10 +61,9 @@ use rule figures as reference_figures with:
         ecr="reference/{profile}/{ref_study}/ecr.parquet",
         frontier="reference/{profile}/{ref_study}/frontier.parquet",
     output:
-        expand(
-            "results/reference/{{profile}}/{{ref_study}}/figures/{figure}.{ext}",
-            figure=FIGURES,
-            ext=config["plots"]["formats"],
+        figure_outputs(
+            "results/reference/{profile}/{ref_study}/figures/{figure}.{ext}",
+            "reference {profile}: {ref_study}",
         ),
     log:
         "results/logs/reference_figures/{profile}/{ref_study}.log",
