@@ -23,7 +23,7 @@ from .ecr import network_memory_bits
 from .io import parquet_write_atomic, torch_load_checked, torch_save_atomic
 from .models import build_model, weight_layers
 from .quantize import bake, integer_codes, quantized_layers, to_quantized, update_steps
-from .train import evaluate, fit, pick_device, use_channels_last
+from .train import chance_level, evaluate, fit, pick_device, use_channels_last
 
 CHECKPOINT_VERSION = 1
 
@@ -89,6 +89,15 @@ def _base_row(spec: Mapping, model_cfg: Mapping, model: torch.nn.Module, bits: i
     }
 
 
+def _flag_chance(row: dict, data, log: Callable[[str], None], what: str) -> None:
+    """Record (column ``chance_level``) and warn loudly when a trained network
+    is no better than guessing: such a cell is kept but must not pass unnoticed."""
+    row["chance_level"] = chance_level(row["test_error"], data.y_test, data.n_classes)
+    if row["chance_level"]:
+        log(f"WARNING: {what} test error {row['test_error']:.4f} is at chance level "
+            f"({data.n_classes} classes): the network learned nothing; check the training settings")
+
+
 def _write_cell(out_dir: str | Path, row: dict, res, t_start: float, data, checkpoint: dict) -> None:
     """Complete the metrics row and write model.pt, then metrics.parquet (the
     file Snakemake waits for), each atomically."""
@@ -129,7 +138,8 @@ def run_float(spec: Mapping, data_path: str | Path, out_dir: str | Path, threads
     log(f"float {spec['study']} width {spec['width']} seed {spec['seed']} on {device} "
         f"({threads} threads): {sum(p.numel() for p in model.parameters())} parameters, "
         f"{data.x_train.shape[0]} train / {data.x_val.shape[0]} val / {data.x_test.shape[0]} test")
-    res = fit(model, data, spec["training"], seed=spec["seed"], log=log)
+    what = f"float {spec['study']} width {spec['width']} seed {spec['seed']}"
+    res = fit(model, data, spec["training"], seed=spec["seed"], log=log, label=what)
     model.load_state_dict(res.best_state)
     val_err = evaluate(model, data.x_val, data.y_val)
     test_err = evaluate(model, data.x_test, data.y_test)
@@ -143,6 +153,7 @@ def run_float(spec: Mapping, data_path: str | Path, out_dir: str | Path, threads
         "steps": [],
         "quantized_layers": 0,
     })
+    _flag_chance(row, data, log, what)
     _write_cell(out_dir, row, res, t_start, data, {
         "kind": "float", "spec": dict(spec),
         "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
@@ -193,7 +204,9 @@ def run_quantized(spec: Mapping, data_path: str | Path, float_checkpoint: str | 
                 update_steps(qmodel)
 
     torch.manual_seed(int(spec["seed"]))
-    res = fit(qmodel, data, rcfg, seed=spec["seed"], log=log, epoch_start=epoch_start, keep_start=True)
+    what = f"{bits}-bit {spec['study']} width {spec['width']} seed {spec['seed']}"
+    res = fit(qmodel, data, rcfg, seed=spec["seed"], log=log, epoch_start=epoch_start, keep_start=True,
+              label=what)
     qmodel.load_state_dict(res.best_state)
     val_err = evaluate(qmodel, data.x_val, data.y_val)
     test_err = evaluate(qmodel, data.x_test, data.y_test)
@@ -210,6 +223,7 @@ def run_quantized(spec: Mapping, data_path: str | Path, float_checkpoint: str | 
         "steps": [codes[name].step for name, _ in quantized_layers(qmodel)],
         "quantized_layers": len(codes),
     })
+    _flag_chance(row, data, log, what)
     _write_cell(out_dir, row, res, t_start, data, {
         "kind": "quantized", "spec": dict(spec), "float_spec": fspec, "bits": bits,
         "state_dict": {k: v.cpu() for k, v in bake(qmodel).state_dict().items()},

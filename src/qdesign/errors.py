@@ -32,3 +32,7 @@ class DivergedError(UserError):
 
 class ExportError(UserError):
     """A cell that cannot be exported in the requested format."""
+
+
+class DiskFullError(UserError, OSError):
+    """An output that could not be written because its disk is full."""
