@@ -6,7 +6,6 @@ flagged loudly; none may record a wrong number as a valid result."""
 from __future__ import annotations
 
 import errno
-import gzip
 import os
 import pickle
 import shutil
@@ -343,6 +342,9 @@ def test_user_supplied_files_are_never_suggested_for_deletion(tmp_path):
     produced.write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="delete it and rerun"):
         load_checkpoint(produced)
+    assert qio.produced_by_pipeline(tmp_path / "results" / "data" / "digits.pt")
+    assert not qio.produced_by_pipeline(tmp_path / "results" / "a" / "b" / "c" / "d" / "mine.pt")
+    assert not qio.produced_by_pipeline(user_file)
 
 
 # ------------------------------------------------------------------ divergence and chance level

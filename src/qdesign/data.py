@@ -12,6 +12,7 @@ torchvision is imported only to download a dataset that is missing.
 from __future__ import annotations
 
 import gzip
+import math
 import pickle
 import struct
 import zlib
@@ -52,7 +53,7 @@ DATASETS: dict[str, _Source] = {
 # ------------------------------------------------------------------ readers
 
 
-_IDX_MAGIC = {"images": (0x0803, 3), "labels": (0x0801, 1)}  # unsigned bytes; ndim
+_IDX_MAGIC = {"images": 0x0803, "labels": 0x0801}  # unsigned bytes (0x08), 3 or 1 dimensions
 
 
 def _read_idx(path: Path, kind: str) -> np.ndarray:
@@ -68,18 +69,17 @@ def _read_idx(path: Path, kind: str) -> np.ndarray:
     if len(raw) < 4:
         raise DatasetError(f"{path} is truncated ({len(raw)} bytes)")
     magic, ndim = struct.unpack(">I", raw[:4])[0], raw[3]
-    want_magic, want_ndim = _IDX_MAGIC[kind]
+    want_magic = _IDX_MAGIC[kind]
     if magic != want_magic:
-        found = next((k for k, (m, _) in _IDX_MAGIC.items() if m == magic), None)
+        found = next((k for k, m in _IDX_MAGIC.items() if m == magic), None)
         what = f"an IDX {found} file" if found else f"not an unsigned-byte IDX file (magic {magic:#010x})"
         raise DatasetError(f"{path} is {what}, expected IDX {kind} (magic {want_magic:#010x})")
     if len(raw) < 4 + 4 * ndim:
         raise DatasetError(f"{path} is truncated (header of {len(raw)} bytes)")
     dims = struct.unpack(">" + "I" * ndim, raw[4:4 + 4 * ndim])
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if data.size != int(np.prod(dims)):
+    if data.size != math.prod(dims):  # python ints: no overflow on a crafted header
         raise DatasetError(f"{path} is truncated or padded: {data.size} bytes for shape {dims}")
-    assert ndim == want_ndim  # the magic fixes ndim
     return data.reshape(dims)
 
 

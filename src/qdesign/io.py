@@ -96,9 +96,12 @@ def torch_save_atomic(obj, dest: str | Path) -> None:
 
 
 def produced_by_pipeline(path: str | Path) -> bool:
-    """Whether ``path`` lies under a ``results`` folder, where the pipeline
-    writes everything it produces (and may safely be told to delete)."""
-    return "results" in Path(path).resolve().parent.parts
+    """Whether ``path`` lies in the pipeline's ``results`` tree (at most four
+    folders below a folder named ``results``: results/data/D.pt,
+    results/STUDY/float/wW-sS/model.pt), which the pipeline rebuilds, so
+    deleting a file there is safe advice. A file anywhere else was supplied by
+    the user and is never suggested for deletion."""
+    return any(p.name == "results" for p in list(Path(path).resolve().parents)[:4])
 
 
 def torch_load_checked(path: str | Path, what: str, error: type[Exception], keys: tuple[str, ...],
