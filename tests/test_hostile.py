@@ -315,6 +315,32 @@ def test_enospc_during_a_write_is_one_line_and_leaves_no_temp_file(tmp_path):
     assert list(dest.parent.iterdir()) == []
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_real_torch_and_parquet_writes_to_a_full_device(tmp_path, monkeypatch):
+    """/dev/full fails every write with ENOSPC: the genuine error texts of both writers."""
+    Usage = namedtuple("Usage", "total used free")
+    monkeypatch.setattr(qio.shutil, "disk_usage", lambda p: Usage(10**9, 10**9, 0))
+    real_save, real_parquet = torch.save, pd.DataFrame.to_parquet
+    monkeypatch.setattr(torch, "save", lambda obj, path: real_save(obj, "/dev/full"))
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", lambda df, path, index: real_parquet(df, "/dev/full", index=index))
+    with pytest.raises(DiskFullError, match="model.pt"):
+        qio.torch_save_atomic({"w": torch.zeros(10**5)}, tmp_path / "model.pt")
+    with pytest.raises(DiskFullError, match="metrics.parquet"):
+        qio.parquet_write_atomic(pd.DataFrame({"a": range(10**4)}), tmp_path / "metrics.parquet")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_pyarrow_style_full_disk_error_is_one_line(tmp_path, monkeypatch):
+    def arrow_full(df, path, index):
+        Path(path).write_bytes(b"PAR1")
+        raise OSError("IOError: [errno 28] No space left on device. Detail: [errno 28] No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", arrow_full)
+    with pytest.raises(DiskFullError, match="metrics.parquet"):
+        qio.parquet_write_atomic(pd.DataFrame({"a": [1]}), tmp_path / "metrics.parquet")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_torch_stream_error_on_a_full_disk_is_one_line(tmp_path, monkeypatch):
     def stream_error(path):
         raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file "

@@ -22,6 +22,8 @@ from .errors import DiskFullError
 
 _UMASK_LOCK = threading.Lock()
 _LOW_SPACE = 64 * 2**20  # below this much free space a failed write is taken to be a full disk
+# what torch.save's C++ writer says when a write fails (measured: "unexpected pos" on /dev/full)
+_TORCH_WRITE_ERRORS = ("iostream error", "PytorchStreamWriter", "inline_container.cc")
 
 
 def current_umask() -> int:
@@ -47,13 +49,16 @@ def current_umask() -> int:
 
 
 def _is_disk_full(exc: BaseException, folder: Path) -> bool:
-    """ENOSPC, or torch's stream errors (``basic_ios::clear: iostream error``,
-    ``PytorchStreamWriter failed``) with almost no free space left."""
+    """ENOSPC (also as an errno-less "No space left on device"), or torch's
+    writer errors (``basic_ios::clear: iostream error``, ``PytorchStreamWriter
+    failed``, ``unexpected pos``), which carry no errno, with almost no free
+    space left."""
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
     text = str(exc)
-    if isinstance(exc, RuntimeError) and ("iostream error" in text or "PytorchStreamWriter" in text
-                                          or "No space left" in text):
+    if isinstance(exc, OSError | RuntimeError) and "No space left on device" in text:
+        return True
+    if isinstance(exc, RuntimeError) and any(t in text for t in _TORCH_WRITE_ERRORS):
         try:
             return shutil.disk_usage(folder).free < _LOW_SPACE
         except OSError:
