@@ -455,13 +455,16 @@ def _summary(flags):
 def test_aggregate_keeps_working_on_tables_without_the_flag(tmp_path):
     old = _summary(None)
     assert "chance_level" not in seed_means(old).columns and "chance_level" not in ecr_table(old).columns
-    new = _summary(lambda s: (s["bits"] == 2) & (s["width"] == 16))
+    new = _summary(lambda s: (s["bits"] == 2) & (s["width"] == 32))
+    assert new.loc[2:, ["width", "bits"]].values.tolist() == [[32, 2], [32, 32]]
     paths = []
     for i, df in enumerate((old.iloc[:2], new.iloc[2:])):  # an old and a new cell file mixed
         paths.append(tmp_path / f"{i}.parquet")
         df.to_parquet(paths[-1])
     summary, ecr, _ = aggregate(paths)
     assert summary["chance_level"].isna().sum() == 2 and ecr["chance_level"].dtype == bool
+    flagged = ecr.loc[ecr["chance_level"], ["width", "bits"]].to_dict("records")
+    assert flagged == [{"width": 32, "bits": 2}]
 
 
 def test_error_vs_memory_marks_chance_level_cells():
