@@ -59,6 +59,9 @@ def seed_means(summary: pd.DataFrame, memory: str = "weights") -> pd.DataFrame:
         memory_bits_weights=("memory_bits_weights", "mean"),
         memory_bits_total=("memory_bits_total", "mean"),
     ).reset_index()
+    if "chance_level" in summary.columns:  # tables written before the flag existed lack it
+        flags = summary["chance_level"].astype("boolean").fillna(False).astype(bool)
+        out["chance_level"] = flags.groupby([summary[k] for k in CELL_KEYS], sort=False).any().to_numpy()
     return out
 
 

@@ -30,7 +30,7 @@ from .io import parquet_write_atomic, torch_load_checked, torch_save_atomic
 from .models import build_model, weight_layers
 from .quantize import bake, integer_codes, quantized_layers, to_quantized, update_steps
 from .specs import FloatSpec, QuantSpec
-from .train import evaluate, fit, pick_device, use_channels_last
+from .train import chance_level, evaluate, fit, pick_device, use_channels_last
 
 
 
@@ -101,6 +101,15 @@ def _base_row(spec: FloatSpec, key: str, model: torch.nn.Module, bits: int, meth
     }
 
 
+def _flag_chance(row: dict, data, log: Callable[[str], None], what: str) -> None:
+    """Record (column ``chance_level``) and warn loudly when a trained network
+    is no better than guessing: such a cell is kept but must not pass unnoticed."""
+    row["chance_level"] = chance_level(row["test_error"], data.y_test, data.n_classes)
+    if row["chance_level"]:
+        log(f"WARNING: {what} test error {row['test_error']:.4f} is at chance level "
+            f"({data.n_classes} classes): the network learned nothing; check the training settings")
+
+
 def _write_cell(out_dir: str | Path, row: dict, res, clock: _Clock, data, checkpoint: dict) -> None:
     """Complete the metrics row and write model.pt, then metrics.parquet (the
     file Snakemake waits for), each atomically."""
@@ -145,7 +154,8 @@ def train_float(spec: FloatSpec, data_path: str | Path, out_dir: str | Path, thr
     log(f"float {spec.study} width {spec.width} seed {spec.seed} on {device} "
         f"({threads} threads): {sum(p.numel() for p in model.parameters())} parameters, "
         f"{data.x_train.shape[0]} train / {data.x_val.shape[0]} val / {data.x_test.shape[0]} test")
-    res = fit(model, data, spec.training, seed=spec.seed, log=log)
+    what = f"float {spec.study} width {spec.width} seed {spec.seed}"
+    res = fit(model, data, spec.training, seed=spec.seed, log=log, label=what)
     model.load_state_dict(res.best_state)
     val_err = res.best_val_error  # fit evaluated exactly this state
     test_err = clock.timed("evaluate", evaluate, model, data.x_test, data.y_test)
@@ -159,6 +169,7 @@ def train_float(spec: FloatSpec, data_path: str | Path, out_dir: str | Path, thr
         "steps": [],
         "quantized_layers": 0,
     })
+    _flag_chance(row, data, log, what)
     _write_cell(out_dir, row, res, clock, data, {
         "kind": "float", "spec": spec.to_dict(), "test_error": test_err, "val_error": val_err,
         "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
@@ -220,8 +231,9 @@ def retrain(spec: QuantSpec, data_path: str | Path, float_checkpoint: str | Path
         raise CheckpointError(f"retraining method {spec.method!r} is not available in this version")
 
     torch.manual_seed(int(spec.seed))
+    what = f"{spec.bits}-bit ({spec.method}) {spec.study} width {spec.width} seed {spec.seed}"
     res = fit(qmodel, data, rcfg, seed=spec.seed, log=log, epoch_start=epoch_start, keep_start=True,
-              start_val_error=direct_val)
+              start_val_error=direct_val, label=what)
     qmodel.load_state_dict(res.best_state)
     val_err = res.best_val_error
     test_err = direct_test if res.best_epoch == 0 else clock.timed("evaluate", evaluate, qmodel, data.x_test,
@@ -241,6 +253,7 @@ def retrain(spec: QuantSpec, data_path: str | Path, float_checkpoint: str | Path
         "steps": [codes[name].step for name, _ in quantized_layers(qmodel)],
         "quantized_layers": len(codes),
     })
+    _flag_chance(row, data, log, what)
     _write_cell(out_dir, row, res, clock, data, {
         "kind": "quantized", "spec": spec.to_dict(), "float_spec": fspec.to_dict(), "bits": spec.bits,
         "layer_bits": layer_bits,

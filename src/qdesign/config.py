@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ import yaml
 
 from .errors import ConfigError
 from .layout import RESERVED
+from .registry import DATASETS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -99,11 +102,85 @@ def _one_line(error, schema: dict) -> str:
     return f"{where}: {error.message}"
 
 
+def _check_finite(value: Any, path: tuple = ()) -> None:
+    """.nan, .inf and -.inf pass every jsonschema bound (comparisons with NaN
+    are false); no key of the config has a use for them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"config: {_where(path)}: {value!r} is not a finite number")
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            _check_finite(v, (*path, k))
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            _check_finite(v, (*path, i))
+
+
+def _strict_validator(schema: dict):
+    """A Draft 2020-12 validator whose "integer" excludes floats: jsonschema
+    accepts 8.0 as an integer, and ``widths: [8.0]`` would reach torch."""
+    from jsonschema import Draft202012Validator, validators  # noqa: PLC0415
+
+    checker = Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _checker, inst: isinstance(inst, int) and not isinstance(inst, bool))
+    return validators.extend(Draft202012Validator, type_checker=checker)(schema)
+
+
+_TRAIN_COPIES = 8  # float32 copies per parameter: weights, grads, 2 moments, best snapshot, quantized/shadow
+
+
+def _n_params_estimate(model: Mapping, width: int, input_shape: tuple[int, ...], n_classes: int = 10) -> int:
+    """Weights and biases of a model, from its config (no torch): fcdnn
+    ~ depth x width^2, cnn ~ sum of k^2 x c_in x c_out plus the dense layers."""
+    c, h, w = input_shape
+    if model["type"] == "fcdnn":
+        n, prev = 0, c * h * w
+        for _ in range(int(model.get("depth", 3))):
+            n += (prev + 1) * width
+            prev = width
+        return n + (prev + 1) * n_classes
+    k = int(model.get("kernel_size", 3))
+    n = 0
+    for mult in model.get("channel_multipliers", [1, 2]):
+        out = width * int(mult)
+        for _ in range(int(model.get("convs_per_block", 1))):
+            n += (k * k * c + 1) * out
+            c = out
+        h, w = max(1, h // 2), max(1, w // 2)
+    n_in, fc = c * h * w, int(model.get("fc_units", 0))
+    if fc:
+        n += (n_in + 1) * fc
+        n_in = fc
+    return n + (n_in + 1) * n_classes
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not on every platform
+        return None
+
+
+def _check_model_sizes(cfg: Mapping) -> None:
+    """Refuse widths whose model could not even be held in this machine's
+    memory while training, before any job allocates it."""
+    phys = _physical_memory()
+    if not phys:
+        return
+    for name, study in cfg["studies"].items():
+        shape = DATASETS[study["dataset"]].input_shape
+        for i, width in enumerate(study["model"]["widths"]):
+            n = _n_params_estimate(study["model"], int(width), shape)
+            need = _TRAIN_COPIES * 4 * n
+            if need > phys:
+                raise ConfigError(
+                    f"config: studies.{name}.model.widths.{i}: width {width} gives ~{n:.3g} parameters, "
+                    f"~{need / 2**30:.3g} GiB to train, more than this machine's {phys / 2**30:.3g} GiB of memory")
+
+
 def validate_config(config: Mapping) -> dict:
     """Validate ``config`` against the schema, fill defaults, and check the
     cross-key rules the schema cannot express. Returns a new dict."""
-    from jsonschema import Draft202012Validator
-    from jsonschema.exceptions import best_match
+    from jsonschema.exceptions import best_match  # noqa: PLC0415
 
     schema = load_schema()
     cfg = copy.deepcopy(dict(config))
@@ -111,7 +188,8 @@ def validate_config(config: Mapping) -> dict:
         if isinstance(study, Mapping) and "step_update" in (study.get("retraining") or {}):
             raise ConfigError(f"config: studies.{name}.retraining.step_update was replaced by retraining.methods "
                               "(step_update: fixed -> methods: [fixed]; step_update: epoch -> methods: [epoch])")
-    validator = Draft202012Validator(schema)
+    _check_finite(cfg)
+    validator = _strict_validator(schema)
     errors = list(validator.iter_errors(cfg))
     if errors:
         # report the deepest, most specific problem first
@@ -136,6 +214,7 @@ def validate_config(config: Mapping) -> dict:
                 f"config: studies.{name}.model.channel_multipliers: {len(model['channel_multipliers'])} "
                 "2x2 poolings shrink the 8x8 digits below one pixel"
             )
+    _check_model_sizes(cfg)
     return cfg
 
 

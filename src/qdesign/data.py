@@ -12,8 +12,10 @@ torchvision is imported only to download a dataset that is missing.
 from __future__ import annotations
 
 import gzip
+import math
 import pickle
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,20 +53,33 @@ DATASETS: dict[str, _Source] = {
 # ------------------------------------------------------------------ readers
 
 
-def _read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (uncompressed, or the .gz beside it)."""
+_IDX_MAGIC = {"images": 0x0803, "labels": 0x0801}  # unsigned bytes (0x08), 3 or 1 dimensions
+
+
+def _read_idx(path: Path, kind: str) -> np.ndarray:
+    """Read an IDX file of ``kind`` "images" or "labels" (uncompressed, or the
+    .gz beside it); anything else is a one-line DatasetError naming the file."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
+        reason = "truncated" if isinstance(exc, EOFError) else f"{type(exc).__name__}: {exc}"
+        raise DatasetError(f"{path} cannot be read ({reason}); replace it with the original file") from None
     if len(raw) < 4:
-        raise DatasetError(f"{path} is truncated")
-    zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
-    if zero != 0 or dtype_code != 0x08:
-        raise DatasetError(f"{path} is not an unsigned-byte IDX file")
+        raise DatasetError(f"{path} is truncated ({len(raw)} bytes)")
+    magic, ndim = struct.unpack(">I", raw[:4])[0], raw[3]
+    want_magic = _IDX_MAGIC[kind]
+    if magic != want_magic:
+        found = next((k for k, m in _IDX_MAGIC.items() if m == magic), None)
+        what = f"an IDX {found} file" if found else f"not an unsigned-byte IDX file (magic {magic:#010x})"
+        raise DatasetError(f"{path} is {what}, expected IDX {kind} (magic {want_magic:#010x})")
+    if len(raw) < 4 + 4 * ndim:
+        raise DatasetError(f"{path} is truncated (header of {len(raw)} bytes)")
     dims = struct.unpack(">" + "I" * ndim, raw[4:4 + 4 * ndim])
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if data.size != int(np.prod(dims)):
-        raise DatasetError(f"{path} is truncated: {data.size} bytes for shape {dims}")
+    if data.size != math.prod(dims):  # python ints: no overflow on a crafted header
+        raise DatasetError(f"{path} is truncated or padded: {data.size} bytes for shape {dims}")
     return data.reshape(dims)
 
 
@@ -120,25 +135,64 @@ def ensure_available(name: str, data_dir: str | Path, download: bool) -> Path:
     return folder
 
 
-def _load_idx_dataset(folder: Path):
-    def read(stem):
-        return _read_idx(_find(folder, stem))
+def _load_idx_dataset(folder: Path, image_size: tuple[int, int] = (28, 28)):
+    """MNIST-layout IDX files, checked against each other: images and labels
+    of a split agree in count, images are ``image_size``, and the train split
+    is larger than the test split (60000 vs 10000 for MNIST and
+    Fashion-MNIST), so a t10k file in a train slot is refused."""
+    def read(stem, kind):
+        path = _find(folder, stem)
+        return path, _read_idx(path, kind)
 
-    xtr, ytr = read("train-images-idx3-ubyte"), read("train-labels-idx1-ubyte")
-    xte, yte = read("t10k-images-idx3-ubyte"), read("t10k-labels-idx1-ubyte")
+    splits = {}
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        (pi, x), (pl, y) = read(f"{prefix}-images-idx3-ubyte", "images"), read(f"{prefix}-labels-idx1-ubyte", "labels")
+        if tuple(x.shape[1:]) != image_size:
+            raise DatasetError(f"{pi} holds {x.shape[1]}x{x.shape[2]} images, expected "
+                               f"{image_size[0]}x{image_size[1]}")
+        if x.shape[0] != y.shape[0]:
+            raise DatasetError(f"{pi} holds {x.shape[0]} images but {pl} holds {y.shape[0]} labels")
+        splits[split] = (pi, x, y)
+    (p_tr, xtr, ytr), (p_te, xte, yte) = splits["train"], splits["test"]
+    if xtr.shape[0] <= xte.shape[0]:
+        raise DatasetError(f"{p_tr} holds {xtr.shape[0]} images, no more than the test file {p_te} "
+                           f"({xte.shape[0]}): a test file in the train slot, or train and test swapped?")
     return xtr[:, None], ytr, xte[:, None], yte
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles only what a CIFAR-10 batch holds (a dict of bytes, lists,
+    ints and numpy arrays): a crafted file in data_dir cannot run code."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+        *(("builtins", n) for n in ("list", "dict", "tuple", "bytes", "bytearray", "str", "int", "float")),
+        *(("__builtin__", n) for n in ("list", "dict", "tuple", "bytes", "bytearray", "str", "int", "float")),
+    }
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        return super().find_class(module, name)
 
 
 def _load_cifar10(folder: Path):
     def read(fname):
         try:
             with open(folder / fname, "rb") as f:
-                batch = pickle.load(f, encoding="bytes")
+                batch = _CifarUnpickler(f, encoding="bytes").load()
             data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
             labels = np.asarray(batch[b"labels"], dtype=np.int64)
         except Exception as exc:
-            raise DatasetError(f"{folder / fname} is not a CIFAR-10 batch ({type(exc).__name__}: {exc})") from None
+            reason = str(exc).splitlines()[0] if str(exc).strip() else ""
+            raise DatasetError(f"{folder / fname} is not a CIFAR-10 batch ({type(exc).__name__}: {reason})") from None
+        if labels.shape != (data.shape[0],):
+            raise DatasetError(f"{folder / fname} holds {data.shape[0]} images but {labels.size} labels")
         return data, labels
+
+
 
     parts = [read(f"data_batch_{i}") for i in range(1, 6)]
     xte, yte = read("test_batch")

@@ -36,3 +36,7 @@ class ExportError(UserError):
 
 class TableError(UserError, ValueError):
     """A results table or cell metrics file that is missing, unreadable or lacks columns."""
+
+
+class DiskFullError(UserError, OSError):
+    """An output that could not be written because its disk is full."""

@@ -1,31 +1,91 @@
 """Atomic file writes: a killed job never leaves a file a later run would trust.
 
 Every output is written to a temporary name in the destination folder and
-renamed into place (``os.replace`` is atomic on POSIX file systems).
+renamed into place (``os.replace`` is atomic on POSIX file systems). The
+temporary file gets the mode a plain ``open`` would give (0o666 minus the
+umask), so colleagues sharing a project folder can read the results, and a
+full disk is one line naming the destination, not a C++ stream error.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import tempfile
+import threading
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
+
+from .errors import DiskFullError
+
+_UMASK_LOCK = threading.Lock()
+_LOW_SPACE = 64 * 2**20  # below this much free space a failed write is taken to be a full disk
+# what torch.save's C++ writer says when a write fails (measured: "unexpected pos" on /dev/full)
+_TORCH_WRITE_ERRORS = ("iostream error", "PytorchStreamWriter", "inline_container.cc")
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the kernel allows.
+
+    ``os.umask`` can only be read by setting it; between the set and the
+    restore another thread creating a file would get the wrong mode. Linux
+    reports the umask in /proc/self/status (kernel >= 4.7), which is
+    race-free; elsewhere the set-and-restore runs under a lock (which guards
+    only this module's own callers).
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def _is_disk_full(exc: BaseException, folder: Path) -> bool:
+    """ENOSPC (also as an errno-less "No space left on device"), or torch's
+    writer errors (``basic_ios::clear: iostream error``, ``PytorchStreamWriter
+    failed``, ``unexpected pos``), which carry no errno, with almost no free
+    space left."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    if isinstance(exc, OSError | RuntimeError) and "No space left on device" in text:
+        return True
+    if isinstance(exc, RuntimeError) and any(t in text for t in _TORCH_WRITE_ERRORS):
+        try:
+            return shutil.disk_usage(folder).free < _LOW_SPACE
+        except OSError:
+            return False
+    return False
 
 
 @contextmanager
 def atomic_path(dest: str | Path):
     """Yield a temporary path beside ``dest``; rename it to ``dest`` on success,
-    delete it on failure."""
+    delete it on failure. A full disk raises :class:`DiskFullError`."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp creates 0600 whatever the umask
+    finally:
+        os.close(fd)
     try:
         yield Path(tmp)
         os.replace(tmp, dest)
-    except BaseException:
+    except BaseException as exc:
+        full = _is_disk_full(exc, dest.parent)  # decided before the temporary file frees its space
         Path(tmp).unlink(missing_ok=True)
+        if full:
+            raise DiskFullError(f"disk full: cannot write {dest} (no space left on the device of "
+                                f"{dest.parent}); free some space and rerun") from None
         raise
 
 
@@ -40,23 +100,40 @@ def torch_save_atomic(obj, dest: str | Path) -> None:
     write_atomic(dest, lambda p: torch.save(obj, p))
 
 
+def produced_by_pipeline(path: str | Path) -> bool:
+    """Whether ``path`` lies in the pipeline's ``results`` tree (at most four
+    folders below a folder named ``results``: results/data/D.pt,
+    results/STUDY/float/wW-sS/model.pt), which the pipeline rebuilds, so
+    deleting a file there is safe advice. A file anywhere else was supplied by
+    the user and is never suggested for deletion."""
+    return any(p.name == "results" for p in list(Path(path).resolve().parents)[:4])
+
+
 def torch_load_checked(path: str | Path, what: str, error: type[Exception], keys: tuple[str, ...],
-                       version: int, missing_hint: str = "") -> dict:
+                       version: int, missing_hint: str = "", produced: bool | None = None) -> dict:
     """Load a torch file this project wrote. A missing, unreadable, incomplete
-    or other-format file raises ``error`` with one line naming the file."""
+    or other-format file raises ``error`` with one line naming the file.
+
+    Only a file the pipeline produced (``produced``; by default: it lies under
+    a ``results`` folder) is met with "delete it and rerun"; a file the user
+    supplied is never suggested for deletion.
+    """
     import torch  # noqa: PLC0415 - keep this module importable without torch
 
     path = Path(path)
+    if produced is None:
+        produced = produced_by_pipeline(path)
+    advice = "delete it and rerun" if produced else "check that this is the right file"
     if not path.is_file():
         raise error(f"{what} not found: {path}{missing_hint}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise error(f"corrupt {what} {path} ({type(exc).__name__}); delete it and rerun") from None
+        raise error(f"corrupt {what} {path} ({type(exc).__name__}); {advice}") from None
     if not isinstance(obj, dict) or any(k not in obj for k in (*keys, "format_version")):
-        raise error(f"corrupt {what} {path} (missing keys); delete it and rerun")
+        raise error(f"corrupt {what} {path} (missing keys); {advice}")
     if obj["format_version"] != version:
-        raise error(f"{what} {path} has format {obj['format_version']}, expected {version}; delete it and rerun")
+        raise error(f"{what} {path} has format {obj['format_version']}, expected {version}; {advice}")
     return obj
 
 

@@ -324,6 +324,15 @@ def plot_error_vs_memory(summary: pd.DataFrame, frontier: pd.DataFrame, ax,
                    s=22, alpha=0.85, lw=0, label=st["label"], zorder=2)
 
     handles, _ = ax.get_legend_handles_labels()
+    if "chance_level" in summary.columns:  # cells no better than guessing: a red x over the marker
+        flags = summary["chance_level"].astype("boolean").fillna(False).astype(bool)
+        bad = summary[flags].groupby(["bits", "width"]).size().index
+        sel = cells.set_index(["bits", "width"]).index.isin(bad)
+        if sel.any():
+            ax.scatter(cells.loc[sel, mem_col], 100 * cells.loc[sel, "test_error"], marker="x", color="red",
+                       s=50, lw=1.5, zorder=5)
+            handles.append(Line2D([], [], ls="none", marker="x", color="red", ms=7, mew=1.5,
+                                  label="chance level"))
     if not pareto.empty:
         x = pareto["memory_bits"].to_numpy(float)
         y = 100 * pareto["error"].to_numpy(float)

@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .data import Splits
+from .errors import ConfigError, DivergedError
 
 
 def pick_device(name: str) -> torch.device:
@@ -24,7 +25,7 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' requested but no CUDA GPU is visible (set device: auto or cpu)")
+        raise ConfigError("device: 'cuda' requested but no CUDA GPU is visible to this job (set device: auto or cpu)")
     return torch.device(name)
 
 
@@ -109,6 +110,21 @@ class FitResult:
     history: list[dict] = field(default_factory=list)
 
 
+def _weights_finite(model: nn.Module) -> bool:
+    """One pass over the parameters and buffers, read once."""
+    tensors = [t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()]
+    return not tensors or bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
+
+
+def chance_level(error: float, y: torch.Tensor, n_classes: int, margin: float = 0.02) -> bool:
+    """Whether ``error`` on labels ``y`` is no better than guessing: within
+    ``margin`` of uniform guessing (1 - 1/n_classes), or not below the error of
+    always predicting the most frequent class."""
+    counts = torch.bincount(y.cpu(), minlength=n_classes)
+    majority_error = 1.0 - float(counts.max()) / max(1, int(counts.sum()))
+    return error >= min(1.0 - 1.0 / n_classes - margin, majority_error)
+
+
 def _snapshot(model: nn.Module) -> dict:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -123,6 +139,7 @@ def fit(
     epoch_start: Callable[[int], None] | None = None,
     keep_start: bool = False,
     start_val_error: float | None = None,
+    label: str = "training",
 ) -> FitResult:
     """Train ``model`` on ``data.x_train`` for ``cfg['epochs']`` epochs.
 
@@ -131,6 +148,10 @@ def fit(
     epoch 0 in the best-validation selection (retraining never reports worse
     than direct quantization on validation data); ``start_val_error`` is the
     caller's evaluation of those starting weights, if it has one.
+
+    A non-finite loss or non-finite weights after an epoch raise
+    :class:`DivergedError` naming ``label`` (the cell) and the epoch: a
+    diverged network is never recorded as a result.
     """
     epochs, bs = int(cfg["epochs"]), int(cfg["batch_size"])
     opt = make_optimizer(model.parameters(), cfg)
@@ -154,16 +175,17 @@ def fit(
             epoch_start(epoch)
         train_loss, train_err = train_epoch(model, opt, x, y, bs, gen)
         val_err = evaluate(model, data.x_val, data.y_val)
-        if not math.isfinite(train_loss):
-            log(f"epoch {epoch}/{epochs} loss is {train_loss}: stopping (diverged)")
-            break
+        if not math.isfinite(train_loss) or not _weights_finite(model):
+            what = f"loss is {train_loss}" if not math.isfinite(train_loss) else "weights are not finite"
+            raise DivergedError(f"{label} diverged in epoch {epoch}/{epochs} ({what}); lower lr, momentum "
+                                "or weight_decay in the config")
         if val_err < best_val:
             best_val, best_epoch, best_state = val_err, epoch, _snapshot(model)
         history.append(dict(epoch=epoch, loss=train_loss, train_error=train_err, val_error=val_err,
                             lr=base_lrs[0] * factor))
         log(f"epoch {epoch}/{epochs} loss {train_loss:.4f} train_err {train_err:.4f} "
             f"val_err {val_err:.4f} lr {base_lrs[0] * factor:.3g} {time.perf_counter() - te:.2f}s")
-    if best_state is None:  # diverged in the first epoch
+    if best_state is None:  # no epoch beat an infinite error (validation error is finite): not reached
         best_state, best_epoch = _snapshot(model), len(history)
         best_val = evaluate(model, data.x_val, data.y_val)
     return FitResult(best_state, best_epoch, best_val, len(history), time.perf_counter() - t0, history)

@@ -1,0 +1,485 @@
+"""The fast cases of a hostile campaign: inputs chosen to produce a silently
+wrong result (bad configs, bad or swapped dataset files, corrupt artifacts,
+diverging training). Each must end in one line naming the key or file, or be
+flagged loudly; none may record a wrong number as a valid result."""
+
+from __future__ import annotations
+
+import errno
+import os
+import pickle
+import shutil
+import stat
+from collections import namedtuple
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from qdesign import io as qio
+from qdesign import train as qtrain
+from qdesign.aggregate import aggregate, ecr_table, seed_means
+from qdesign.cells import CheckpointError, load_checkpoint, run_float
+from qdesign.config import _n_params_estimate, float_spec, validate_config
+from qdesign.data import prepare_dataset, write_prepared
+from qdesign.errors import ConfigError, DatasetError, DiskFullError, DivergedError, UserError
+from qdesign.models import build_model
+from qdesign.resources import DATASET_SHAPES
+
+from .conftest import tiny_study
+from .test_data import fake_cifar10, fake_mnist, write_idx
+
+
+def cfg_with(**study):
+    return {"device": "cpu", "studies": {"s": tiny_study(**study)}}
+
+
+def one_line_config_error(cfg, *needles):
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg)
+    msg = str(err.value)
+    assert "\n" not in msg
+    for n in needles:
+        assert n in msg, msg
+    return msg
+
+
+# ------------------------------------------------------------------ configs: non-finite numbers
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize("section, key, value", [
+    ("training", "lr", NAN), ("training", "lr", INF), ("training", "momentum", NAN),
+    ("training", "weight_decay", INF), ("retraining", "lr", -INF), ("retraining", "momentum", NAN),
+    ("model", "dropout", NAN),
+])
+def test_non_finite_optimizer_and_model_numbers_are_rejected(section, key, value):
+    study = tiny_study()
+    study[section] = {**study[section], key: value}
+    one_line_config_error({"studies": {"s": study}}, f"studies.s.{section}.{key}", "not a finite number")
+
+
+def test_non_finite_val_fraction_is_rejected():
+    one_line_config_error(cfg_with(val_fraction=NAN), "studies.s.val_fraction", "not a finite number")
+
+
+def test_non_finite_yaml_spellings_are_rejected(tmp_path):
+    from qdesign.config import load_config  # noqa: PLC0415
+
+    for spelling in (".nan", ".inf", "-.inf", ".NaN"):
+        p = tmp_path / "c.yaml"
+        p.write_text("studies:\n  s:\n    dataset: digits\n    model: {type: fcdnn, widths: [8]}\n"
+                     f"    training: {{lr: {spelling}}}\n")
+        with pytest.raises(ConfigError, match=r"studies\.s\.training\.lr: .* not a finite number"):
+            load_config(p)
+
+
+# ------------------------------------------------------------------ configs: integers
+
+
+@pytest.mark.parametrize("path, value", [
+    (("model", "widths"), [8.0]), (("bits",), [2.0]), (("seeds",), [0.0]), (("model", "depth"), 2.0),
+    (("training", "epochs"), 3.0), (("training", "batch_size"), 64.0), (("retraining", "epochs"), 1.0),
+    (("threads",), 1.0), (("train_subset",), 100.0),
+])
+def test_integral_floats_are_not_integers(path, value):
+    study = tiny_study()
+    node = study
+    for k in path[:-1]:
+        node[k] = dict(node[k])
+        node = node[k]
+    node[path[-1]] = value
+    one_line_config_error({"studies": {"s": study}}, "studies.s." + ".".join(path), "not of type")
+
+
+def test_integral_float_split_seed_is_rejected():
+    one_line_config_error({"split_seed": 0.0, "studies": {"s": tiny_study()}}, "split_seed", "not of type")
+
+
+@pytest.mark.parametrize("cfg, key", [
+    ({"studies": {"s": tiny_study(seeds=[2**63])}}, "studies.s.seeds.0"),
+    ({"studies": {"s": tiny_study(seeds=[2**64 + 1])}}, "studies.s.seeds.0"),
+    ({"split_seed": 2**32, "studies": {"s": tiny_study()}}, "split_seed"),
+])
+def test_seeds_beyond_what_the_generators_take_are_rejected(cfg, key):
+    one_line_config_error(cfg, key, "maximum")
+
+
+def test_largest_allowed_seed_runs_in_torch_and_sklearn():
+    cfg = validate_config({"split_seed": 2**32 - 1, "studies": {"s": tiny_study(seeds=[2**32 - 1])}})
+    torch.Generator().manual_seed(cfg["studies"]["s"]["seeds"][0])
+    assert prepare_dataset("digits", split_seed=cfg["split_seed"])["x_test"].shape[0] == 360
+
+
+def test_float_training_needs_at_least_one_epoch():
+    one_line_config_error(cfg_with(training={"epochs": 0}), "studies.s.training.epochs", "minimum")
+    # retraining epochs 0 = direct quantization only, still allowed
+    assert validate_config(cfg_with(retraining={"epochs": 0}))["studies"]["s"]["retraining"]["epochs"] == 0
+
+
+# ------------------------------------------------------------------ configs: models that cannot fit
+
+
+@pytest.mark.parametrize("model", [
+    {"type": "fcdnn", "depth": 3, "widths": [10**6]},
+    {"type": "cnn", "widths": [10**5], "channel_multipliers": [1, 2]},
+])
+def test_models_larger_than_the_machine_are_rejected_before_allocating(model):
+    msg = one_line_config_error(cfg_with(model=model), "studies.s.model.widths.0", "GiB", "memory")
+    assert f"width {model['widths'][0]}" in msg
+
+
+def test_large_but_feasible_widths_stay_valid():
+    validate_config(cfg_with(model={"type": "fcdnn", "depth": 3, "widths": [8, 4096]}))
+
+
+@pytest.mark.parametrize("model_cfg, dataset", [
+    ({"type": "fcdnn", "depth": 3, "dropout": 0.0}, "mnist"),
+    ({"type": "fcdnn", "depth": 1, "dropout": 0.0}, "digits"),
+    ({"type": "cnn", "channel_multipliers": [1, 2], "convs_per_block": 2, "kernel_size": 3, "pool": "max",
+      "fc_units": 32, "dropout": 0.0}, "cifar10"),
+    ({"type": "cnn", "channel_multipliers": [1, 2, 4], "convs_per_block": 1, "kernel_size": 5, "pool": "avg",
+      "fc_units": 0, "dropout": 0.0}, "mnist"),
+])
+def test_parameter_estimate_matches_the_built_model(model_cfg, dataset):
+    shape = DATASET_SHAPES[dataset][1]
+    for width in (3, 16):
+        model = build_model(model_cfg, width, shape, 10)
+        assert _n_params_estimate(model_cfg, width, shape) == sum(p.numel() for p in model.parameters())
+
+
+def test_cuda_without_a_gpu_is_one_line_at_job_start(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="device: 'cuda' requested but no CUDA GPU") as err:
+        qtrain.pick_device("cuda")
+    assert isinstance(err.value, UserError) and "\n" not in str(err.value)
+    assert qtrain.pick_device("auto").type == "cpu"
+
+
+# ------------------------------------------------------------------ dataset files
+
+
+def test_test_images_in_the_train_slot_are_refused(tmp_path):
+    fake_mnist(tmp_path, n_train=20, n_test=20)
+    with pytest.raises(DatasetError, match="train-images-idx3-ubyte holds 20 images, no more than the test"):
+        prepare_dataset("mnist", tmp_path, download=False)
+
+
+def test_swapped_train_and_test_files_are_refused(tmp_path):
+    fake_mnist(tmp_path, n_train=50, n_test=20)
+    raw = tmp_path / "MNIST" / "raw"
+    for kind in ("images-idx3", "labels-idx1"):
+        a, b = raw / f"train-{kind}-ubyte", raw / f"t10k-{kind}-ubyte"
+        a.rename(raw / "tmp")
+        b.rename(a)
+        (raw / "tmp").rename(b)
+    with pytest.raises(DatasetError, match="test file in the train slot, or train and test swapped"):
+        prepare_dataset("mnist", tmp_path, download=False)
+
+
+def test_image_and_label_counts_must_agree(tmp_path):
+    fake_mnist(tmp_path, n_train=50, n_test=20)
+    raw = tmp_path / "MNIST" / "raw"
+    write_idx(raw / "train-labels-idx1-ubyte", np.zeros(49, np.uint8))
+    with pytest.raises(DatasetError, match="train-images-idx3-ubyte holds 50 images but .*train-labels.* 49 labels"):
+        prepare_dataset("mnist", tmp_path, download=False)
+
+
+def test_labels_file_in_the_images_slot_is_named(tmp_path):
+    fake_mnist(tmp_path)
+    raw = tmp_path / "MNIST" / "raw"
+    shutil.copy(raw / "train-labels-idx1-ubyte", raw / "train-images-idx3-ubyte")
+    with pytest.raises(DatasetError, match="train-images-idx3-ubyte is an IDX labels file, expected IDX images"):
+        prepare_dataset("mnist", tmp_path, download=False)
+
+
+def test_images_file_in_the_labels_slot_is_named(tmp_path):
+    fake_mnist(tmp_path)
+    raw = tmp_path / "MNIST" / "raw"
+    shutil.copy(raw / "t10k-images-idx3-ubyte", raw / "t10k-labels-idx1-ubyte")
+    with pytest.raises(DatasetError, match="t10k-labels-idx1-ubyte is an IDX images file, expected IDX labels"):
+        prepare_dataset("mnist", tmp_path, download=False)
+
+
+def test_images_of_the_wrong_size_are_refused(tmp_path):
+    fake_mnist(tmp_path)
+    write_idx(tmp_path / "MNIST" / "raw" / "t10k-images-idx3-ubyte", np.zeros((20, 32, 32), np.uint8))
+    with pytest.raises(DatasetError, match="t10k-images-idx3-ubyte holds 32x32 images, expected 28x28"):
+        prepare_dataset("mnist", tmp_path, download=False)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not gzip", "empty"])
+def test_damaged_gz_files_are_one_line_naming_the_file(tmp_path, damage):
+    fake_mnist(tmp_path, compress=True)
+    gz = tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte.gz"
+    data = gz.read_bytes()
+    gz.write_bytes({"truncated": data[: len(data) // 2], "not gzip": b"plain bytes, no gzip", "empty": b""}[damage])
+    with pytest.raises(DatasetError) as err:
+        prepare_dataset("mnist", tmp_path, download=False)
+    msg = str(err.value)
+    assert str(gz) in msg and "\n" not in msg
+
+
+def _link_real(shared: Path, tmp: Path, mapping: dict[str, str]) -> None:
+    raw = tmp / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    src = shared / "MNIST" / "raw"
+    for slot, real in mapping.items():
+        for suffix in ("", ".gz"):
+            if (src / (real + suffix)).is_file():
+                (raw / (slot + suffix)).symlink_to(src / (real + suffix))
+                break
+
+
+def test_real_t10k_images_in_the_train_slot_are_refused(shared_data, tmp_path):
+    names = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+    mapping = dict(zip(names, names))
+    mapping["train-images-idx3-ubyte"] = "t10k-images-idx3-ubyte"
+    _link_real(shared_data, tmp_path, mapping)
+    with pytest.raises(DatasetError, match="holds 10000 images but .* 60000 labels"):
+        prepare_dataset("mnist", tmp_path, download=False)
+
+
+def test_real_swapped_train_and_test_are_refused(shared_data, tmp_path):
+    _link_real(shared_data, tmp_path, {
+        "train-images-idx3-ubyte": "t10k-images-idx3-ubyte", "train-labels-idx1-ubyte": "t10k-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte": "train-images-idx3-ubyte", "t10k-labels-idx1-ubyte": "train-labels-idx1-ubyte"})
+    with pytest.raises(DatasetError, match="holds 10000 images, no more than the test file .* \\(60000\\)"):
+        prepare_dataset("mnist", tmp_path, download=False)
+
+
+class _RunsCode:
+    """A pickle payload that would run a shell command when unpickled."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_crafted_cifar_batch_does_not_run_code(tmp_path):
+    fake_cifar10(tmp_path)
+    marker = tmp_path / "pwned"
+    with open(tmp_path / "cifar-10-batches-py" / "data_batch_4", "wb") as f:
+        pickle.dump({b"data": _RunsCode(marker), b"labels": [0]}, f)
+    with pytest.raises(DatasetError) as err:
+        prepare_dataset("cifar10", tmp_path, download=False)
+    msg = str(err.value)
+    assert "data_batch_4 is not a CIFAR-10 batch" in msg and "refusing" in msg and "\n" not in msg
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_legitimate_cifar_batches_load_with_every_pickle_protocol(tmp_path, protocol):
+    expected = fake_cifar10(tmp_path)
+    folder = tmp_path / "cifar-10-batches-py"
+    for name, (data, labels) in expected.items():  # rewrite as the real files hold them
+        with open(folder / name, "wb") as f:
+            pickle.dump({b"batch_label": name.encode(), b"labels": labels, b"data": data,
+                         b"filenames": [b"a.png"] * len(labels)}, f, protocol=protocol)
+    p = prepare_dataset("cifar10", tmp_path, download=False)
+    assert torch.equal(p["x_test"], torch.from_numpy(expected["test_batch"][0].reshape(-1, 3, 32, 32)))
+
+
+# ------------------------------------------------------------------ artifacts: modes, full disk, advice
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_atomic_writes_honour_the_umask(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        qio.torch_save_atomic({"a": 1}, tmp_path / "x.pt")
+        qio.parquet_write_atomic(pd.DataFrame({"a": [1]}), tmp_path / "x.parquet")
+        assert qio.current_umask() == umask
+    finally:
+        os.umask(old)
+    for name in ("x.pt", "x.parquet"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode
+
+
+def test_enospc_during_a_write_is_one_line_and_leaves_no_temp_file(tmp_path):
+    def full(path):
+        Path(path).write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    dest = tmp_path / "cell" / "model.pt"
+    with pytest.raises(DiskFullError) as err:
+        qio.write_atomic(dest, full)
+    msg = str(err.value)
+    assert "disk full" in msg and str(dest) in msg and "\n" not in msg
+    assert isinstance(err.value, UserError)
+    assert list(dest.parent.iterdir()) == []
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_real_torch_and_parquet_writes_to_a_full_device(tmp_path, monkeypatch):
+    """/dev/full fails every write with ENOSPC: the genuine error texts of both writers."""
+    Usage = namedtuple("Usage", "total used free")
+    monkeypatch.setattr(qio.shutil, "disk_usage", lambda p: Usage(10**9, 10**9, 0))
+    real_save, real_parquet = torch.save, pd.DataFrame.to_parquet
+    monkeypatch.setattr(torch, "save", lambda obj, path: real_save(obj, "/dev/full"))
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", lambda df, path, index: real_parquet(df, "/dev/full", index=index))
+    with pytest.raises(DiskFullError, match="model.pt"):
+        qio.torch_save_atomic({"w": torch.zeros(10**5)}, tmp_path / "model.pt")
+    with pytest.raises(DiskFullError, match="metrics.parquet"):
+        qio.parquet_write_atomic(pd.DataFrame({"a": range(10**4)}), tmp_path / "metrics.parquet")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_pyarrow_style_full_disk_error_is_one_line(tmp_path, monkeypatch):
+    def arrow_full(df, path, index):
+        Path(path).write_bytes(b"PAR1")
+        raise OSError("IOError: [errno 28] No space left on device. Detail: [errno 28] No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", arrow_full)
+    with pytest.raises(DiskFullError, match="metrics.parquet"):
+        qio.parquet_write_atomic(pd.DataFrame({"a": [1]}), tmp_path / "metrics.parquet")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_torch_stream_error_on_a_full_disk_is_one_line(tmp_path, monkeypatch):
+    def stream_error(path):
+        raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file "
+                           "data/0: file write failed\nbasic_ios::clear: iostream error")
+
+    Usage = namedtuple("Usage", "total used free")
+    monkeypatch.setattr(qio.shutil, "disk_usage", lambda p: Usage(10**9, 10**9, 0))
+    with pytest.raises(DiskFullError, match="disk full: cannot write"):
+        qio.write_atomic(tmp_path / "m.pt", stream_error)
+    # the same error with plenty of space is not blamed on the disk
+    monkeypatch.setattr(qio.shutil, "disk_usage", lambda p: Usage(10**12, 0, 10**12))
+    with pytest.raises(RuntimeError, match="PytorchStreamWriter"):
+        qio.write_atomic(tmp_path / "m.pt", stream_error)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_user_supplied_files_are_never_suggested_for_deletion(tmp_path):
+    user_file = tmp_path / "my_config.yaml"
+    user_file.write_text("studies: {}\n")
+    with pytest.raises(DatasetError) as err:
+        qio.torch_load_checked(user_file, "prepared dataset", DatasetError, ("x",), 1)
+    assert "delete" not in str(err.value) and str(user_file) in str(err.value)
+    produced = tmp_path / "results" / "s" / "cells" / "model.pt"
+    produced.parent.mkdir(parents=True)
+    produced.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="delete it and rerun"):
+        load_checkpoint(produced)
+    assert qio.produced_by_pipeline(tmp_path / "results" / "data" / "digits.pt")
+    assert not qio.produced_by_pipeline(tmp_path / "results" / "a" / "b" / "c" / "d" / "mine.pt")
+    assert not qio.produced_by_pipeline(user_file)
+
+
+# ------------------------------------------------------------------ divergence and chance level
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "digits.pt"
+    write_prepared(prepare_dataset("digits"), path)
+    return path
+
+
+def float_cell(**training):
+    cfg = validate_config({"device": "cpu", "studies": {"s": tiny_study(training={"epochs": 2, **training})}})
+    return float_spec(cfg, "s", 8, 0)
+
+
+@pytest.mark.parametrize("training", [{"lr": 1e30}, {"optimizer": "sgd", "lr": 1e30, "momentum": 0.9},
+                                      {"optimizer": "sgd", "lr": 0.1, "weight_decay": 1e30}])
+def test_diverged_training_raises_and_writes_nothing(digits, tmp_path, training):
+    out = tmp_path / "cell"
+    with pytest.raises(DivergedError) as err:
+        run_float(float_cell(**training), digits, out)
+    msg = str(err.value)
+    assert msg.startswith("float s width 8 seed 0 diverged in epoch ") and "\n" not in msg
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_non_finite_weights_with_a_finite_loss_raise(digits, monkeypatch):
+    def poisoned_epoch(model, opt, x, y, bs, gen):
+        with torch.no_grad():
+            next(model.parameters())[0, 0] = float("nan")
+        return 0.5, 0.1
+
+    monkeypatch.setattr(qtrain, "train_epoch", poisoned_epoch)
+    from qdesign.data import load_prepared, make_splits  # noqa: PLC0415
+
+    data = make_splits(load_prepared(digits), 0.1, 0)
+    model = build_model({"type": "fcdnn", "depth": 1, "dropout": 0.0}, 8, data.input_shape, 10)
+    cfg = {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "schedule": "constant", "epochs": 3,
+           "batch_size": 64}
+    with pytest.raises(DivergedError, match="cell X diverged in epoch 1/3 \\(weights are not finite\\)"):
+        qtrain.fit(model, data, cfg, seed=0, log=lambda m: None, label="cell X")
+
+
+def test_chance_level_rule():
+    balanced = torch.arange(100) % 10
+    assert qtrain.chance_level(0.90, balanced, 10) and qtrain.chance_level(0.885, balanced, 10)
+    assert not qtrain.chance_level(0.5, balanced, 10)
+    skewed = torch.tensor([0] * 60 + [1] * 40)  # always predicting class 0 errs 40%
+    assert qtrain.chance_level(0.40, skewed, 2) and not qtrain.chance_level(0.30, skewed, 2)
+
+
+def test_untrained_network_is_flagged_loudly(digits, tmp_path, capsys):
+    row = run_float(float_cell(lr=1e-12, epochs=1, schedule="constant"), digits, tmp_path / "cell")
+    log = capsys.readouterr().out
+    assert row["test_error"] > 0.85  # measured, not assumed: a network trained with lr 1e-12 guesses
+    assert row["chance_level"] and "WARNING: float s width 8 seed 0 test error" in log
+    assert bool(pd.read_parquet(tmp_path / "cell" / "metrics.parquet")["chance_level"].iloc[0])
+
+
+def test_huge_but_finite_lr_is_flagged_when_it_does_not_diverge(digits, tmp_path, capsys):
+    # lr 1e6 on this tiny network ends with weights ~1e22, finite: not a divergence, but no result either
+    row = run_float(float_cell(lr=1e6, optimizer="sgd"), digits, tmp_path / "cell")
+    assert row["chance_level"] and "WARNING" in capsys.readouterr().out
+
+
+def test_trained_network_is_not_flagged(digits, tmp_path):
+    row = run_float(float_cell(lr=0.01, epochs=3), digits, tmp_path / "cell")
+    assert row["test_error"] < 0.5 and row["chance_level"] is False
+
+
+def _summary(flags):
+    from .test_plots import synthetic_summary  # noqa: PLC0415
+
+    s = synthetic_summary(widths=(16, 32), bits=(2, 32), seeds=(0,), study="s")
+    if flags is not None:
+        s["chance_level"] = flags(s)
+    return s
+
+
+def test_aggregate_keeps_working_on_tables_without_the_flag(tmp_path):
+    old = _summary(None)
+    assert "chance_level" not in seed_means(old).columns and "chance_level" not in ecr_table(old).columns
+    new = _summary(lambda s: (s["bits"] == 2) & (s["width"] == 32))
+    assert new.loc[2:, ["width", "bits"]].values.tolist() == [[32, 2], [32, 32]]
+    paths = []
+    for i, df in enumerate((old.iloc[:2], new.iloc[2:])):  # an old and a new cell file mixed
+        paths.append(tmp_path / f"{i}.parquet")
+        df.to_parquet(paths[-1])
+    summary, ecr, _ = aggregate(paths)
+    assert summary["chance_level"].isna().sum() == 2 and ecr["chance_level"].dtype == bool
+    flagged = ecr.loc[ecr["chance_level"], ["width", "bits"]].to_dict("records")
+    assert flagged == [{"width": 32, "bits": 2}]
+
+
+def test_error_vs_memory_marks_chance_level_cells():
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure  # noqa: PLC0415
+
+    from qdesign.plots import plot_error_vs_memory  # noqa: PLC0415
+
+    from .test_plots import synthetic_ecr, synthetic_frontier  # noqa: PLC0415
+
+    for flagged in (False, True):
+        summary = _summary(lambda s, f=flagged: (s["bits"] == 2) & (s["width"] == 16) & f)
+        ax = Figure().subplots()
+        plot_error_vs_memory(summary, synthetic_frontier(synthetic_ecr(summary)), ax)
+        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert ("chance level" in labels) == flagged
