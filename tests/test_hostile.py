@@ -21,8 +21,9 @@ import torch
 from qdesign import io as qio
 from qdesign import train as qtrain
 from qdesign.aggregate import aggregate, ecr_table, seed_means
-from qdesign.cells import CheckpointError, load_checkpoint, run_float
-from qdesign.config import _n_params_estimate, float_spec, validate_config
+from qdesign.cells import CheckpointError, load_checkpoint, train_float
+from qdesign.config import _n_params_estimate, validate_config
+from qdesign.specs import float_spec
 from qdesign.data import prepare_dataset, write_prepared
 from qdesign.errors import ConfigError, DatasetError, DiskFullError, DivergedError, UserError
 from qdesign.models import build_model
@@ -393,7 +394,7 @@ def float_cell(**training):
 def test_diverged_training_raises_and_writes_nothing(digits, tmp_path, training):
     out = tmp_path / "cell"
     with pytest.raises(DivergedError) as err:
-        run_float(float_cell(**training), digits, out)
+        train_float(float_cell(**training), digits, out)
     msg = str(err.value)
     assert msg.startswith("float s width 8 seed 0 diverged in epoch ") and "\n" not in msg
     assert not out.exists() or list(out.iterdir()) == []
@@ -425,7 +426,7 @@ def test_chance_level_rule():
 
 
 def test_untrained_network_is_flagged_loudly(digits, tmp_path, capsys):
-    row = run_float(float_cell(lr=1e-12, epochs=1, schedule="constant"), digits, tmp_path / "cell")
+    row = train_float(float_cell(lr=1e-12, epochs=1, schedule="constant"), digits, tmp_path / "cell")
     log = capsys.readouterr().out
     assert row["test_error"] > 0.85  # measured, not assumed: a network trained with lr 1e-12 guesses
     assert row["chance_level"] and "WARNING: float s width 8 seed 0 test error" in log
@@ -434,12 +435,12 @@ def test_untrained_network_is_flagged_loudly(digits, tmp_path, capsys):
 
 def test_huge_but_finite_lr_is_flagged_when_it_does_not_diverge(digits, tmp_path, capsys):
     # lr 1e6 on this tiny network ends with weights ~1e22, finite: not a divergence, but no result either
-    row = run_float(float_cell(lr=1e6, optimizer="sgd"), digits, tmp_path / "cell")
+    row = train_float(float_cell(lr=1e6, optimizer="sgd"), digits, tmp_path / "cell")
     assert row["chance_level"] and "WARNING" in capsys.readouterr().out
 
 
 def test_trained_network_is_not_flagged(digits, tmp_path):
-    row = run_float(float_cell(lr=0.01, epochs=3), digits, tmp_path / "cell")
+    row = train_float(float_cell(lr=0.01, epochs=3), digits, tmp_path / "cell")
     assert row["test_error"] < 0.5 and row["chance_level"] is False
 
 

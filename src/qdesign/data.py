@@ -23,31 +23,10 @@ import numpy as np
 import torch
 
 from .errors import DatasetError
+from .registry import DATASETS
 from .io import torch_load_checked, torch_save_atomic
 
 FORMAT_VERSION = 1
-
-
-@dataclass(frozen=True)
-class _Source:
-    n_classes: int
-    folder: str  # torchvision's folder under data_dir
-    files: tuple[str, ...]
-    torchvision_class: str | None
-
-
-DATASETS: dict[str, _Source] = {
-    "digits": _Source(10, "", (), None),
-    "mnist": _Source(10, "MNIST/raw", (
-        "train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-        "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"), "MNIST"),
-    "fashion-mnist": _Source(10, "FashionMNIST/raw", (
-        "train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-        "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"), "FashionMNIST"),
-    "cifar10": _Source(10, "cifar-10-batches-py", (
-        "data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
-        "test_batch"), "CIFAR10"),
-}
 
 
 # ------------------------------------------------------------------ readers
@@ -93,7 +72,7 @@ def _find(folder: Path, name: str) -> Path | None:
 def _missing(name: str, data_dir: Path) -> list[str]:
     src = DATASETS[name]
     folder = data_dir / src.folder
-    if name == "cifar10":
+    if src.reader == "cifar10":
         return [f for f in src.files if not (folder / f).is_file()]
     return [f for f in src.files if _find(folder, f) is None]
 
@@ -118,7 +97,7 @@ def ensure_available(name: str, data_dir: str | Path, download: bool) -> Path:
     if not missing:
         return folder
     how = (f"place {', '.join(missing)} (torchvision layout; .gz accepted for IDX files) in {folder}"
-           if name != "cifar10" else
+           if src.reader != "cifar10" else
            f"extract cifar-10-python.tar.gz into {data_dir} so that {folder}/ holds {', '.join(src.files)}")
     if not download:
         raise DatasetError(f"dataset '{name}' not found at {folder} and download is off: {how}")
@@ -220,12 +199,14 @@ def prepare_dataset(name: str, data_dir: str | Path = "data", download: bool = T
     digits has no official test set: a stratified 20% test split seeded by
     ``split_seed`` is fixed here, once.
     """
-    if name == "digits":
+    if name not in DATASETS:
+        raise DatasetError(f"unknown dataset '{name}' (known: {', '.join(DATASETS)})")
+    if DATASETS[name].reader == "digits":
         xtr, ytr, xte, yte = _load_digits(split_seed)
         source = "sklearn.datasets.load_digits"
     else:
         folder = ensure_available(name, data_dir, download)
-        loader = _load_cifar10 if name == "cifar10" else _load_idx_dataset
+        loader = _load_cifar10 if DATASETS[name].reader == "cifar10" else _load_idx_dataset
         xtr, ytr, xte, yte = loader(folder)
         source = str(folder)
     n_classes = DATASETS[name].n_classes
