@@ -12,6 +12,7 @@ import yaml
 
 from qdesign.findings import gap_table, report
 from qdesign.reference import export_reference
+from qdesign.registry import FIGURES
 
 from .conftest import REPO
 from .test_aggregate import cell, write
@@ -60,7 +61,7 @@ def test_reference_target_draws_figures_from_tables_alone(study_tables, tmp_path
                           str(work), "--cores", "2", "reference"], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     figs = sorted(p.name for p in (work / "results" / "reference" / "demo" / "s" / "figures").iterdir())
-    assert figs == sorted(f"{n}.{e}" for n in ("ecr_vs_width", "error_vs_memory", "error_vs_weights", "retrain_gap")
+    assert figs == sorted(f"{n}.{e}" for n in FIGURES
                           for e in ("pdf", "png"))
     assert not (work / "results" / "data").exists()  # nothing was prepared or trained
     assert "train_float" not in res.stdout + res.stderr

@@ -39,7 +39,17 @@ def test_default_config_dry_run_job_counts(tmp_path):
     assert res.returncode == 0, res.stderr
     counts = job_counts(res.stdout)
     # FCDNN 6 widths, CNN 5 widths, 3 seeds each; 6 bits values each
-    assert counts == {"prepare_data": 1, "train_float": 33, "retrain": 198, "aggregate": 2, "figures": 2, "all": 1}
+    assert counts == {"prepare_data": 1, "train_float": 33, "retrain": 198, "aggregate": 2, "figures": 2,
+                      "report_tables": 2, "report_provenance": 1, "all": 1}
+
+
+def test_methods_share_the_float_networks(tmp_path):
+    study = tiny_study(seeds=[0, 1])
+    study["retraining"]["methods"] = ["fixed", "epoch"]
+    cfg = write_config(tmp_path / "m.yaml", {"s": study})
+    counts = job_counts(smk(tmp_path, "-n", "--configfile", str(cfg)).stdout)
+    assert counts["train_float"] == 2 * 2  # widths x seeds: each float network once
+    assert counts["retrain"] == 2 * 2 * 2 * 2  # widths x bits x seeds x methods
 
 
 def test_bad_config_fails_before_any_job(tmp_path):
@@ -122,7 +132,25 @@ def test_adding_bits_trains_no_float_model(tiny_run):
     edited = {**studies, "fc": {**studies["fc"], "bits": [2, 3, 4]}}
     cfg = write_config(work / "more-bits.yaml", edited, plots={"formats": ["png"]})
     counts = job_counts(smk(work, "-n", "--configfile", str(cfg)).stdout)
-    assert counts == {"retrain": 2, "aggregate": 1, "figures": 1, "all": 1}
+    assert counts == {"retrain": 2, "aggregate": 1, "figures": 1, "report_tables": 1, "report_provenance": 1,
+                      "all": 1}
+
+
+def test_a_lost_cell_is_rebuilt(tiny_run):
+    """Deleting a finished cell's folder makes the default target rebuild it
+    (and what depends on it), not 'Nothing to be done'."""
+    import shutil  # noqa: PLC0415
+
+    work, cfg, _ = tiny_run
+    cell = next((work / "results" / "fc" / "fixed").glob("b*/w*"))
+    backup = work / "lost-cell"
+    shutil.copytree(cell, backup)
+    shutil.rmtree(cell)
+    try:
+        counts = job_counts(smk(work, "-n", "--configfile", str(cfg)).stdout)
+        assert counts["retrain"] == 1 and "train_float" not in counts
+    finally:
+        shutil.copytree(backup, cell)
 
 
 def test_plot_options_rerun_figures_only(tiny_run):

@@ -18,10 +18,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .constants import FLOAT_BITS
 from .errors import TableError
+from .registry import DEFAULT_METHOD
 from .ecr import best_under_budget, budget_grid, effective_compression_ratio, pareto_front
 
-CELL_KEYS = ["study", "model", "depth", "width", "n_weights", "bits"]
+CELL_KEYS = ["study", "model", "depth", "method", "width", "n_weights", "bits"]
+FLOAT_METHOD = "float"  # the ``method`` of float rows in the tables (they are not retrained)
 MEMORY_COLUMNS = {"weights": "memory_bits_weights", "total": "memory_bits_total"}
 
 
@@ -38,10 +41,14 @@ def read_cells(paths: Iterable[str | Path]) -> pd.DataFrame:
     df = pd.concat(frames, ignore_index=True)
     if df["study"].nunique() != 1:
         raise TableError(f"cells of several studies given: {sorted(df['study'].unique())}")
-    dupes = df.duplicated(["width", "bits", "seed"])
+    dupes = df.duplicated([c for c in ("width", "bits", "method", "seed") if c in df.columns])
     if dupes.any():
         raise TableError(f"duplicate cells: {df.loc[dupes, ['width', 'bits', 'seed']].to_dict('records')[:3]}")
-    return df.sort_values(["width", "bits", "seed"], kind="stable").reset_index(drop=True)
+    if "method" not in df.columns:  # cells written before methods were an axis
+        df["method"] = None
+    is_float = df["bits"] >= FLOAT_BITS
+    df["method"] = df["method"].where(df["method"].notna(), np.where(is_float, FLOAT_METHOD, DEFAULT_METHOD))
+    return df.sort_values(["width", "bits", "method", "seed"], kind="stable").reset_index(drop=True)
 
 
 def seed_means(summary: pd.DataFrame, memory: str = "weights") -> pd.DataFrame:
@@ -76,7 +83,7 @@ def ecr_table(summary: pd.DataFrame, reference_bits: int = 32, memory: str = "we
 def frontier_table(summary: pd.DataFrame, memory: str = "weights", n_budgets: int = 25) -> pd.DataFrame:
     """Pareto set and best cell per memory budget, over seed-averaged cells."""
     means = seed_means(summary, memory)
-    cols = ["width", "bits", "n_weights", "memory_bits", "error", "error_std"]
+    cols = ["width", "bits", "method", "n_weights", "memory_bits", "error", "error_std"]
     pareto = pareto_front(means, memory_col="memory_bits", error_col="error")[cols].assign(kind="pareto")
     pareto.insert(1, "budget_bits", np.nan)
     budgets = budget_grid(means["memory_bits"], n=n_budgets)

@@ -36,7 +36,7 @@ __all__ = [
 # isotonic pooling noise (e.g. (0.2 + 0.25) / 2) does not decide a tie.
 _ERROR_TOL = 1e-12
 
-_SEED_KEYS = ("study", "model", "depth", "width", "n_weights", "bits")
+_SEED_KEYS = ("study", "model", "depth", "method", "width", "n_weights", "bits")
 
 
 # --------------------------------------------------------------------------

@@ -43,6 +43,8 @@ __all__ = [
     "plot_error_vs_memory",
     "plot_ecr_vs_width",
     "plot_retrain_gap",
+    "plot_method_comparison",
+    "primary_method_rows",
     "figures",
     "read_tables",
 ]
@@ -530,6 +532,53 @@ def read_tables(summary, ecr, frontier) -> tuple[pd.DataFrame, pd.DataFrame, pd.
     return tuple(out)
 
 
+_METHOD_LINES = ("-", "--", ":", "-.")
+
+
+def primary_method_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the study's primary retraining method (the default, ``fixed``,
+    when it was run) and the float rows: what the one-method figures show."""
+    if "method" not in df.columns:
+        return df
+    methods = sorted(m for m in df["method"].dropna().unique() if m != "float")
+    if len(methods) <= 1:
+        return df
+    keep = "fixed" if "fixed" in methods else methods[0]
+    return df[df["method"].isna() | df["method"].isin([keep, "float"])]
+
+
+def plot_method_comparison(summary: pd.DataFrame, ax, styles: Mapping | None = None):
+    """Retrained test error (%) vs width for every retraining method, one colour
+    per bits value and one line style per method, float in black: which method
+    wins at each width and word length (seed means)."""
+    _require(summary, ("width", "bits", "test_error"), "summary")
+    df = summary.copy()
+    if "method" not in df.columns:
+        df["method"] = np.where(_is_float(df["bits"]), "float", "fixed")
+    df["method"] = df["method"].fillna("float")
+    means = df.groupby(["method", "bits", "width"], sort=True)["test_error"].mean().reset_index()
+    methods = sorted(m for m in means["method"].unique() if m != "float")
+    order = _bits_order(means["bits"])
+    styles = _styles_for(styles, order)
+    for b in order:
+        for i, m in enumerate(["float"] if b >= FLOAT_BITS else methods):
+            s = means[(means["bits"] == b) & (means["method"] == m)].sort_values("width")
+            if s.empty:
+                continue
+            ax.plot(s["width"], 100 * s["test_error"], color=styles[b]["color"], marker=styles[b]["marker"],
+                    ms=3.5, lw=1.3, ls=_METHOD_LINES[i % len(_METHOD_LINES)] if b < FLOAT_BITS else "-")
+    _width_axis(ax, means["width"])
+    _maybe_log_y(ax, 100 * means["test_error"])
+    ax.set_xlabel(_width_label(summary))
+    ax.set_ylabel("Test error after retraining (%)")
+    handles = [Line2D([], [], color=styles[b]["color"], marker=styles[b]["marker"], ms=4, lw=1.3,
+                      label=styles[b]["label"]) for b in order]
+    handles += [Line2D([], [], color="0.3", lw=1.3, ls=_METHOD_LINES[i % len(_METHOD_LINES)],
+                       label=f"method: {m}") for i, m in enumerate(methods)]
+    _legend(ax, handles)
+    return ax
+
+
 def _normalize_formats(formats: Sequence[str] | str) -> list[str]:
     if isinstance(formats, str):
         formats = [formats]
@@ -566,6 +615,8 @@ def figures(summary: pd.DataFrame, ecr: pd.DataFrame, frontier: pd.DataFrame,
 
     base = title if title is not None else (_study_name(summary, ecr, frontier) or "qdesign")
     styles = bits_styles(pd.concat([summary["bits"], ecr["bits"], frontier["bits"]]).dropna())
+    every_method = summary
+    summary, ecr = primary_method_rows(summary), primary_method_rows(ecr)
     drawers = {
         "error_vs_weights": ("test error vs network size",
                              lambda ax: plot_error_vs_weights(summary, ax, styles)),
@@ -575,6 +626,8 @@ def figures(summary: pd.DataFrame, ecr: pd.DataFrame, frontier: pd.DataFrame,
                          lambda ax: plot_ecr_vs_width(ecr, ax, styles)),
         "retrain_gap": ("quantization loss before/after retraining",
                         lambda ax: plot_retrain_gap(summary, ax, styles)),
+        "method_comparison": ("retraining methods",
+                              lambda ax: plot_method_comparison(every_method, ax, styles)),
     }
 
     paths: list[Path] = []

@@ -57,6 +57,6 @@ DEFAULT_METHOD = "fixed"
 TABLES: tuple[str, ...] = ("summary", "ecr", "frontier")
 """Per-study tables written by the aggregate rule, results/<study>/<name>.parquet."""
 
-FIGURES: tuple[str, ...] = ("error_vs_weights", "error_vs_memory", "ecr_vs_width", "retrain_gap")
+FIGURES: tuple[str, ...] = ("error_vs_weights", "error_vs_memory", "ecr_vs_width", "retrain_gap", "method_comparison")
 """Per-study figures, results/<study>/figures/<name>.<format>; drawn by
 :func:`qdesign.plots.figures`, captioned in workflow/report/<name>.rst."""
