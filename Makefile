@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: setup test lint run figures bench
+.PHONY: setup test lint format run figures bench
 
 setup:  ## create .venv and install the pinned requirements and qdesign itself
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "qdesign needs Python 3.11, got " + sys.version'
@@ -15,8 +15,16 @@ setup:  ## create .venv and install the pinned requirements and qdesign itself
 test:   ## the test suite (unit tests and small real workflow runs)
 	$(BIN)/python -m pytest
 
-lint:   ## snakemake's linter
+lint:   ## every linter and formatter check CI runs; any finding fails
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/snakefmt --check Snakefile workflow/
 	$(BIN)/snakemake --lint
+
+format: ## apply ruff's and snakefmt's formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+	$(BIN)/snakefmt Snakefile workflow/
 
 run:    ## the default study
 	$(BIN)/snakemake --cores all
