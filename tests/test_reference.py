@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from qdesign.findings import gap_table, report
+from qdesign.errors import TableError
 from qdesign.reference import export_reference
 from qdesign.registry import FIGURES
 
@@ -49,7 +50,7 @@ def test_export_reference(study_tables):
     assert prov["wall_seconds"] == 12.5 and prov["studies"]["s"]["cells"] == 12
     assert (out / "config.yaml").read_bytes() == config.read_bytes()
     assert (out / "config.sha256").read_text().split()[0] == prov["config_sha256"]
-    with pytest.raises(FileNotFoundError, match="study tables missing"):
+    with pytest.raises(TableError, match="study tables missing"):
         export_reference(config, tmp / "nowhere", tmp / "x")
 
 

@@ -157,7 +157,8 @@ def test_plot_options_rerun_figures_only(tiny_run):
     work, _, studies = tiny_run
     cfg = write_config(work / "dpi.yaml", studies, plots={"formats": ["png"], "dpi": 90})
     counts = job_counts(smk(work, "-n", "--configfile", str(cfg)).stdout)
-    assert counts == {"figures": 2, "all": 1}
+    # the provenance page records the whole config, plot options included
+    assert counts == {"figures": 2, "report_provenance": 1, "all": 1}
 
 
 def test_same_numbers_without_the_worker(tiny_run, tmp_path):
