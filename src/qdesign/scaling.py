@@ -30,7 +30,7 @@ from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import least_squares
+from scipy.optimize import least_squares, minimize_scalar
 
 from .constants import FLOAT_BITS
 from .ecr import effective_compression_ratio
@@ -57,11 +57,12 @@ FORMS = ("effsize", "kumar", "additive")
 """Size laws tried: free effective size per bits, Kumar's parametric effective
 size fitted jointly, and an additive per-bits penalty (a constant gap)."""
 
-G_FORMS = ("kumar", "hyperbolic", "loglinear")
+G_FORMS = ("kumar", "kumar_c", "hyperbolic", "loglinear")
 """Parametric g(b) for untrained bits, fitted to the free g of ``effsize``."""
 
 DEFAULT_FORM = "effsize"
-DEFAULT_G_FORM = "kumar"
+DEFAULT_G_FORM = "kumar_c"
+DEFAULT_WEIGHTS = "se"
 DEFAULT_LEVEL = 0.9
 
 _LOG_G = (math.log(1e-4), math.log(8.0))
@@ -73,34 +74,54 @@ _LOG_GAMMA = (math.log(0.05), math.log(64.0))
 # --------------------------------------------------------------------------
 
 
-def g_parametric(bits, gamma: float, g_form: str = DEFAULT_G_FORM) -> np.ndarray:
-    """Effective-size factor of ``bits`` under a parametric form, with g(32) = 1.
+def g_parametric(bits, gamma, g_form: str = DEFAULT_G_FORM, scale=1.0) -> np.ndarray:
+    """Effective-size factor of ``bits`` under a parametric form, with g(float) = 1.
 
     ``kumar``: (1 - exp(-b/gamma)) / (1 - exp(-32/gamma));
+    ``kumar_c``: ``scale`` times kumar for quantized bits (a plateau that may
+    exceed 1: retrained quantized networks can beat float ones);
     ``hyperbolic``: (b / (b + gamma)) / (32 / (32 + gamma)).  Float (b >= 32) is 1.
     """
     b = np.minimum(np.asarray(bits, dtype=float), FLOAT_BITS)
-    if g_form == "kumar":
-        return -np.expm1(-b / gamma) / -np.expm1(-FLOAT_BITS / gamma)
-    if g_form == "hyperbolic":
-        return (b / (b + gamma)) / (FLOAT_BITS / (FLOAT_BITS + gamma))
-    raise ValueError(f"g_form must be 'kumar' or 'hyperbolic' for a parametric g, got {g_form!r}")
+    if g_form in ("kumar", "kumar_c"):
+        g = -np.expm1(-b / gamma) / -np.expm1(-FLOAT_BITS / gamma)
+    elif g_form == "hyperbolic":
+        g = (b / (b + gamma)) / (FLOAT_BITS / (FLOAT_BITS + gamma))
+    else:
+        raise ValueError(f"g_form must be one of {G_FORMS[:-1]} for a parametric g, got {g_form!r}")
+    if g_form == "kumar_c":
+        g = np.where(b >= FLOAT_BITS, 1.0, scale * g)
+    return g
 
 
-def _fit_g_param(bits: np.ndarray, log_g: np.ndarray, g_form: str) -> float:
-    """gamma minimising the squared log-ratio between free and parametric g."""
+def _fit_g_param(bits: np.ndarray, log_g: np.ndarray, g_form: str) -> tuple[float, float]:
+    """(gamma, scale) minimising the squared log-ratio between free and parametric g.
+
+    A dense log grid over gamma (the best scale of ``kumar_c`` is the mean
+    log-ratio, in closed form), then a bounded scalar search around the best
+    grid point: deterministic, and cheap enough for every bootstrap law.
+    """
     if g_form == "loglinear" or bits.size == 0:
-        return math.nan
+        return math.nan, 1.0
+    free_scale = g_form == "kumar_c" and bits.size >= 2
 
-    def res(p):
-        return np.log(g_parametric(bits, math.exp(p[0]), g_form)) - log_g
+    def cost(t):
+        r = np.log(g_parametric(bits, np.exp(np.asarray(t))[..., None], g_form)) - log_g
+        if free_scale:
+            r = r - r.mean(axis=-1, keepdims=True)
+        return (r**2).sum(axis=-1)
 
-    best = None
-    for start in (math.log(0.5), math.log(2.0), math.log(8.0)):
-        r = least_squares(res, [start], bounds=[[_LOG_GAMMA[0]], [_LOG_GAMMA[1]]], method="trf")
-        if best is None or r.cost < best.cost - 1e-15:
-            best = r
-    return float(math.exp(best.x[0]))
+    grid = np.linspace(*_LOG_GAMMA, 241)
+    costs = cost(grid)
+    i = int(np.argmin(costs))
+    lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, grid.size - 1)]
+    r = minimize_scalar(lambda t: float(cost(t)), bounds=(lo, hi), method="bounded", options={"xatol": 1e-10})
+    t = r.x if r.fun <= costs[i] else grid[i]
+    gamma = float(math.exp(t))
+    scale = 1.0
+    if free_scale:
+        scale = float(math.exp(np.mean(log_g - np.log(g_parametric(bits, gamma, "kumar")))))
+    return gamma, scale
 
 
 # --------------------------------------------------------------------------
@@ -129,6 +150,7 @@ class ScalingLaw:
     gamma: float
     n_range: tuple[float, float]
     d_trained: Mapping[int, float] = dataclasses.field(default_factory=dict)
+    g_scale: float = 1.0
     boot: tuple = ()
     level: float = DEFAULT_LEVEL
 
@@ -158,7 +180,7 @@ class ScalingLaw:
             elif self.g_form == "loglinear" and trained.size:
                 flat_out[i] = math.exp(np.interp(key, trained, np.log(vals)))
             elif math.isfinite(self.gamma):
-                flat_out[i] = float(g_parametric(key, self.gamma, self.g_form))
+                flat_out[i] = float(g_parametric(key, self.gamma, self.g_form, self.g_scale))
         return flat_out.reshape(b.shape)
 
     def predict(self, n_weights, bits) -> np.ndarray:
@@ -189,7 +211,7 @@ class ScalingLaw:
 
     def params(self) -> dict[str, float]:
         return {"E": self.E, "A": self.A, "a0": self.a0, "alpha": self.alpha, "n0": self.n0,
-                "gamma": self.gamma, "n_min": self.n_range[0], "n_max": self.n_range[1]}
+                "gamma": self.gamma, "g_scale": self.g_scale, "n_min": self.n_range[0], "n_max": self.n_range[1]}
 
 
 # --------------------------------------------------------------------------
@@ -278,6 +300,31 @@ class _Problem:
     def residuals(self, theta):
         return (self.predict(theta) - self.y) / self.sigma
 
+    def jacobian(self, theta):
+        """Analytic Jacobian of the residuals (effsize, additive); finite differences for kumar."""
+        E, la, alpha = theta[0], theta[1], theta[2]
+        n, k = self.y.size, theta.size
+        jac = np.zeros((n, k))
+        jac[:, 0] = 1.0
+        if self.form == "kumar":
+            h = 1e-7
+            t = theta.copy()
+            t[3] += h
+            jac[:, 3] = (self.predict(t) - self.predict(theta)) / h
+            lg = np.log(g_parametric(self.bits, math.exp(theta[3]), "kumar"))
+        else:
+            lg = np.r_[theta[3:], 0.0][self.bidx] if self.form == "effsize" else 0.0
+        z = self.x + lg
+        p = np.exp(la - alpha * z)
+        jac[:, 1] = p
+        jac[:, 2] = -p * z
+        q = self.bidx >= 0
+        if self.form == "effsize":
+            jac[np.nonzero(q)[0], 3 + self.bidx[q]] = -alpha * p[q]
+        elif self.form == "additive":
+            jac[np.nonzero(q)[0], 3 + self.bidx[q]] = 1.0
+        return jac / self.sigma[:, None]
+
     def starts(self) -> list[np.ndarray]:
         e0 = 0.5 * float(self.y.min())
         la = math.log(max(float(self.y.mean()) - e0, 1e-6))
@@ -288,18 +335,18 @@ class _Problem:
     def solve(self, starts) -> np.ndarray:
         best = None
         for s in starts:
-            r = least_squares(self.residuals, s, bounds=self.bounds, method="trf", x_scale="jac",
-                              xtol=1e-12, ftol=1e-12, gtol=1e-12, max_nfev=2000)
+            r = least_squares(self.residuals, s, jac=self.jacobian, bounds=self.bounds, method="trf",
+                              x_scale="jac", xtol=1e-9, ftol=1e-9, gtol=1e-9, max_nfev=1000)
             if best is None or r.cost < best.cost - 1e-15:
                 best = r
         return best.x
 
     def law(self, theta: np.ndarray, g_form: str, n_range) -> ScalingLaw:
         E, a0, alpha = float(theta[0]), float(math.exp(theta[1])), float(theta[2])
-        g, d, gamma = {FLOAT_BITS: 1.0}, {}, math.nan
+        g, d, gamma, scale = {FLOAT_BITS: 1.0}, {}, math.nan, 1.0
         if self.form == "effsize":
             g.update({int(b): float(math.exp(v)) for b, v in zip(self.qbits, theta[3:])})
-            gamma = _fit_g_param(self.qbits.astype(float), np.asarray(theta[3:], float), g_form)
+            gamma, scale = _fit_g_param(self.qbits.astype(float), np.asarray(theta[3:], float), g_form)
         elif self.form == "kumar":
             gamma = float(math.exp(theta[3]))
             g.update({int(b): float(g_parametric(b, gamma, "kumar")) for b in self.qbits})
@@ -309,7 +356,7 @@ class _Problem:
             d = {FLOAT_BITS: 0.0, **{int(b): float(v) for b, v in zip(self.qbits, theta[3:])}}
             g_form = "none"
         return ScalingLaw(form=self.form, E=E, a0=a0, alpha=alpha, n0=self.n0, g_trained=g, g_form=g_form,
-                          gamma=gamma, n_range=n_range, d_trained=d)
+                          gamma=gamma, n_range=n_range, d_trained=d, g_scale=scale)
 
 
 def _n_range(stats):
@@ -317,7 +364,7 @@ def _n_range(stats):
 
 
 def fit(cells: pd.DataFrame, form: str = DEFAULT_FORM, g_form: str = DEFAULT_G_FORM,
-        weights: str = "uniform") -> ScalingLaw:
+        weights: str = DEFAULT_WEIGHTS) -> ScalingLaw:
     """Fit the law to the seed means of ``cells`` (deterministic: fixed starts, trf).
 
     ``cells`` has n_weights, bits, error or test_error, optionally seed and
@@ -381,7 +428,7 @@ def _boot_means(cells: pd.DataFrame, stats: pd.DataFrame, n_boot: int, seed: int
 
 
 def bootstrap(cells: pd.DataFrame, n_boot: int = 200, seed: int = 0, form: str = DEFAULT_FORM,
-              g_form: str = DEFAULT_G_FORM, weights: str = "uniform", level: float = DEFAULT_LEVEL) -> ScalingLaw:
+              g_form: str = DEFAULT_G_FORM, weights: str = DEFAULT_WEIGHTS, level: float = DEFAULT_LEVEL) -> ScalingLaw:
     """Fit the law and ``n_boot`` laws on seed-resampled tables (warm-started from the fit)."""
     if n_boot < 2:
         raise ValueError(f"n_boot must be >= 2, got {n_boot}")
@@ -407,7 +454,7 @@ def bootstrap(cells: pd.DataFrame, n_boot: int = 200, seed: int = 0, form: str =
 # --------------------------------------------------------------------------
 
 
-def cv_leave_one_width_out(cells: pd.DataFrame, form: str = DEFAULT_FORM, weights: str = "uniform") -> pd.DataFrame:
+def cv_leave_one_width_out(cells: pd.DataFrame, form: str = DEFAULT_FORM, weights: str = DEFAULT_WEIGHTS) -> pd.DataFrame:
     """Per held-out size: fit on the other sizes, predict every bits value there.
 
     One row per held-out cell: held_out (its width, or n_weights without a
@@ -421,13 +468,13 @@ def cv_leave_one_width_out(cells: pd.DataFrame, form: str = DEFAULT_FORM, weight
         if train["n_weights"].nunique() < 3:
             raise ValueError("leave-one-width-out needs at least 4 widths")
         prob = _Problem(train, form, weights)
-        law = prob.law(prob.solve(prob.starts()), DEFAULT_G_FORM, _n_range(train))
+        law = prob.law(prob.solve(prob.starts()), "kumar", _n_range(train))
         pred = law.predict(test["n_weights"], test["bits"])
         rows.append(test.assign(held_out=held, predicted=pred))
     return _cv_frame(rows)
 
 
-def cv_leave_one_bits_out(cells: pd.DataFrame, g_form: str = DEFAULT_G_FORM, weights: str = "uniform") -> pd.DataFrame:
+def cv_leave_one_bits_out(cells: pd.DataFrame, g_form: str = DEFAULT_G_FORM, weights: str = DEFAULT_WEIGHTS) -> pd.DataFrame:
     """Per held-out quantized bits value: fit on the others, predict it from the parametric g.
 
     ``g_form="kumar"`` etc. fits the free-g law and then gamma; ``"joint"``
@@ -506,8 +553,8 @@ def _law_rows(law: ScalingLaw, boot: int | None) -> list[dict]:
 
 
 def scaling_table(summary: pd.DataFrame, n_boot: int = 200, seed: int = 0, level: float = DEFAULT_LEVEL,
-                  form: str = DEFAULT_FORM, g_form: str = DEFAULT_G_FORM, cv: bool = True,
-                  extra_bits=(1, 7, 10)) -> pd.DataFrame:
+                  form: str = DEFAULT_FORM, g_form: str = DEFAULT_G_FORM, weights: str = DEFAULT_WEIGHTS,
+                  cv: str = "default", extra_bits=(1, 7, 10)) -> pd.DataFrame:
     """One long table for ``results/<study>/scaling.parquet``; ``kind`` says what a row is.
 
     * ``param``: E, A, a0, alpha, n0, gamma, n_min, n_max (value, lo, hi) and
@@ -515,11 +562,15 @@ def scaling_table(summary: pd.DataFrame, n_boot: int = 200, seed: int = 0, level
     * ``g``: g(b) for trained and ``extra_bits`` (name "trained"/"parametric");
     * ``ecr_model``: g(b) * 32 / b per bits value;
     * ``cv``: leave-one-width-out (name "width", per form) and leave-one-bits-out
-      (name "bits", per g_form) held-out mean/max absolute error;
+      (name "bits", per g_form) held-out mean/max absolute error: for the chosen
+      form and g_form with ``cv="default"``, for all of them with ``"all"``
+      (slower), none with ``"none"``;
     * ``boot``: the bootstrap laws' parameters (column ``boot``), so that
       :func:`law_from_table` rebuilds the intervals without refitting.
     """
-    law = bootstrap(summary, n_boot=n_boot, seed=seed, form=form, g_form=g_form, level=level)
+    if cv not in ("default", "all", "none"):
+        raise ValueError(f"cv must be 'default', 'all' or 'none', got {cv!r}")
+    law = bootstrap(summary, n_boot=n_boot, seed=seed, form=form, g_form=g_form, weights=weights, level=level)
     rows = _law_rows(law, None)
     q = (1 - level) / 2
     for r in rows:
@@ -543,14 +594,14 @@ def scaling_table(summary: pd.DataFrame, n_boot: int = 200, seed: int = 0, level
         r.update(form=law.form, g_form=law.g_form)
     for i, lw in enumerate(law.boot):
         rows += _law_rows(lw, i)
-    if cv:
-        for f in FORMS:
-            for s in cv_summary(cv_leave_one_width_out(summary, form=f)).itertuples():
+    if cv != "none":
+        for f in FORMS if cv == "all" else (form,):
+            for s in cv_summary(cv_leave_one_width_out(summary, form=f, weights=weights)).itertuples():
                 rows.append(dict(kind="cv", name="width", form=f, held_out=float(s.held_out), mae=s.mae,
                                  max_abs=s.max_abs, mean_se=s.mean_se, n_cells=s.n_cells))
-        if len(set(cell_stats(summary)["bits"])) > 2:
-            for gf in (*G_FORMS, "joint"):
-                for s in cv_summary(cv_leave_one_bits_out(summary, g_form=gf)).itertuples():
+        if len(set(cell_stats(summary)["bits"])) > 2 and form == "effsize":
+            for gf in (*G_FORMS, "joint") if cv == "all" else (g_form,):
+                for s in cv_summary(cv_leave_one_bits_out(summary, g_form=gf, weights=weights)).itertuples():
                     rows.append(dict(kind="cv", name="bits", form="kumar" if gf == "joint" else "effsize",
                                      g_form=gf, held_out=float(s.held_out), mae=s.mae, max_abs=s.max_abs,
                                      mean_se=s.mean_se, n_cells=s.n_cells))
@@ -568,7 +619,8 @@ def _law_from_rows(rows: pd.DataFrame, level: float) -> ScalingLaw:
     d = {int(r.bits): float(r.value) for r in rows.itertuples() if r.name == "d"}
     return ScalingLaw(form=str(rows["form"].iloc[0]), E=float(p["E"]), a0=float(p["a0"]), alpha=float(p["alpha"]),
                       n0=float(p["n0"]), g_trained=g, g_form=str(rows["g_form"].iloc[0]), gamma=float(p["gamma"]),
-                      n_range=(float(p["n_min"]), float(p["n_max"])), d_trained=d, level=level)
+                      n_range=(float(p["n_min"]), float(p["n_max"])), d_trained=d,
+                      g_scale=float(p.get("g_scale", 1.0)), level=level)
 
 
 def law_from_table(table: pd.DataFrame) -> ScalingLaw:
