@@ -48,7 +48,7 @@ def parse_budget(text) -> int:
         m = _BUDGET_RE.match(str(text))
         if not m or m.group(3) not in _UNITS:
             raise ConfigError(f"budget {text!r} is not a memory size: use e.g. 65536, 64KiB, 1.5MB or 2e5bits")
-        value = float(m.group(1)) * 10.0 ** int(m.group(2) or 0)
+        value = float(f"{m.group(1)}e{m.group(2) or 0}")  # inf when huge: rejected below
         unit = m.group(3)
     bits = value * _UNITS[unit]
     if not math.isfinite(bits) or bits < 1:
