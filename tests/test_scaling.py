@@ -222,7 +222,7 @@ def test_recommend_hand_made(tmp_path):
     df.to_parquet(tmp_path / "summary.parquet")
     # Budget 60,000 bits: trained cells that fit are (width, bits) (8, 2): 12,704 bits; (8, 3): 19,056;
     # (8, 4): 25,408; (16, 2): 25,408; (16, 3): 38,112; (16, 4): 50,816; (32, 2): 50,816.  Their effective
-    # sizes N * g: 6,352; 7,622; 6,033; 6,352; 10,163; 12,069; 12,704: the best is width 32, 2 bits.
+    # sizes N * g: 3,176; 5,082; 6,034; 6,352; 10,163; 12,069; 12,704: the best is width 32, 2 bits.
     text = recommend(tmp_path, 60_000)
     assert "best cell that fits is width 32, 2 bits" in text
     # The law's design: for each bits the largest width with 794 * w * b <= budget, the lowest true error.

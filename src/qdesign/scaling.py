@@ -57,11 +57,14 @@ FORMS = ("effsize", "kumar", "additive")
 """Size laws tried: free effective size per bits, Kumar's parametric effective
 size fitted jointly, and an additive per-bits penalty (a constant gap)."""
 
-G_FORMS = ("kumar", "kumar_c", "hyperbolic", "loglinear")
-"""Parametric g(b) for untrained bits, fitted to the free g of ``effsize``."""
+G_FORMS = ("hybrid", "kumar", "kumar_c", "hyperbolic", "loglinear")
+"""g(b) for untrained bits, from the free g of ``effsize``: a parametric form
+fitted to it (kumar, kumar_c, hyperbolic), log-linear interpolation in b
+(loglinear, flat outside), or ``hybrid``: interpolation inside the trained
+bits, flat above them, kumar_c below them (what won leave-one-bits-out)."""
 
 DEFAULT_FORM = "effsize"
-DEFAULT_G_FORM = "kumar_c"
+DEFAULT_G_FORM = "hybrid"
 DEFAULT_WEIGHTS = "se"
 DEFAULT_LEVEL = 0.9
 
@@ -83,13 +86,13 @@ def g_parametric(bits, gamma, g_form: str = DEFAULT_G_FORM, scale=1.0) -> np.nda
     ``hyperbolic``: (b / (b + gamma)) / (32 / (32 + gamma)).  Float (b >= 32) is 1.
     """
     b = np.minimum(np.asarray(bits, dtype=float), FLOAT_BITS)
-    if g_form in ("kumar", "kumar_c"):
+    if g_form in ("kumar", "kumar_c", "hybrid"):
         g = -np.expm1(-b / gamma) / -np.expm1(-FLOAT_BITS / gamma)
     elif g_form == "hyperbolic":
         g = (b / (b + gamma)) / (FLOAT_BITS / (FLOAT_BITS + gamma))
     else:
         raise ValueError(f"g_form must be one of {G_FORMS[:-1]} for a parametric g, got {g_form!r}")
-    if g_form == "kumar_c":
+    if g_form in ("kumar_c", "hybrid"):
         g = np.where(b >= FLOAT_BITS, 1.0, scale * g)
     return g
 
@@ -103,7 +106,7 @@ def _fit_g_param(bits: np.ndarray, log_g: np.ndarray, g_form: str) -> tuple[floa
     """
     if g_form == "loglinear" or bits.size == 0:
         return math.nan, 1.0
-    free_scale = g_form == "kumar_c" and bits.size >= 2
+    free_scale = g_form in ("kumar_c", "hybrid") and bits.size >= 2
 
     def cost(t):
         r = np.log(g_parametric(bits, np.exp(np.asarray(t))[..., None], g_form)) - log_g
@@ -170,6 +173,8 @@ class ScalingLaw:
         flat_b, flat_out = b.ravel(), out.ravel()
         trained = np.array(sorted(self.g_trained), dtype=float)
         vals = np.array([self.g_trained[int(k)] for k in sorted(self.g_trained)], dtype=float)
+        quant = trained < FLOAT_BITS
+        tq, vq = trained[quant], vals[quant]
         for i, v in enumerate(flat_b):
             key = FLOAT_BITS if v >= FLOAT_BITS else v
             hit = np.nonzero(trained == key)[0]
@@ -177,8 +182,10 @@ class ScalingLaw:
                 flat_out[i] = vals[hit[0]]
             elif key >= FLOAT_BITS:
                 flat_out[i] = 1.0
-            elif self.g_form == "loglinear" and trained.size:
-                flat_out[i] = math.exp(np.interp(key, trained, np.log(vals)))
+            elif self.g_form == "hybrid" and tq.size and key >= tq[0]:
+                flat_out[i] = math.exp(np.interp(key, tq, np.log(vq)))  # flat above the trained bits
+            elif self.g_form == "loglinear" and tq.size:
+                flat_out[i] = math.exp(np.interp(key, tq, np.log(vq)))
             elif math.isfinite(self.gamma):
                 flat_out[i] = float(g_parametric(key, self.gamma, self.g_form, self.g_scale))
         return flat_out.reshape(b.shape)
