@@ -262,3 +262,14 @@ def test_plots_draw():
     assert ax1.get_xscale() == "log" and ax1.get_ylabel() == "Test error (%)"
     assert ax2.get_yscale() == "log" and "ECR" in ax2.get_ylabel()
     assert len(ax1.get_legend().get_texts()) == len(G_TRUE) + 1
+
+
+def test_hybrid_g_interpolates_inside_and_is_flat_above():
+    g = {2: 0.5, 4: 0.9, 6: 1.0, 32: 1.0}
+    law = S.fit(synthetic(g=g), weights="uniform")  # default g_form: hybrid
+    assert law.g_form == "hybrid"
+    assert law.g(5) == pytest.approx(math.sqrt(0.9 * 1.0), rel=1e-5)  # log-linear between 4 and 6
+    assert law.g(3) == pytest.approx(math.sqrt(0.5 * 0.9), rel=1e-5)
+    assert law.g(8) == pytest.approx(1.0, rel=1e-5)  # flat above the trained bits
+    assert law.g(1) == pytest.approx(float(S.g_parametric(1, law.gamma, "kumar_c", law.g_scale)))
+    assert law.g(1) < law.g(2)

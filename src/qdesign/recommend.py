@@ -174,6 +174,11 @@ def design_table(law: ScalingLaw, sizes: dict, budget_bits: float, memory: str =
     return df.sort_values(["predicted", "memory_bits", "bits"], kind="stable").reset_index(drop=True)
 
 
+def _g_note(bits, trained_bits) -> str:
+    q = [b for b in trained_bits if b < FLOAT_BITS]
+    return "interpolated" if q and q[0] < int(bits) < q[-1] else "extrapolated"
+
+
 def _bits_name(b) -> str:
     return "float" if int(b) >= FLOAT_BITS else f"{int(b)} bit{'s' if int(b) != 1 else ''}"
 
@@ -226,13 +231,16 @@ def recommend(study_dir, budget_bits: int, memory: str = "weights", bits_values=
     if not w_lo <= best["width"] <= w_hi:
         notes.append(f"width {int(best['width'])} is outside the trained widths {w_lo}-{w_hi} (extrapolation)")
     if int(best["bits"]) not in trained_bits:
-        notes.append(f"{_bits_name(best['bits'])} was not trained (g from the parametric "
-                     f"{law.g_form} form; trained: {', '.join(_bits_name(b) for b in trained_bits)})")
+        notes.append(f"{_bits_name(best['bits'])} was not trained: its g is {_g_note(best['bits'], trained_bits)} "
+                     f"({law.g_form} g; trained: {', '.join(_bits_name(b) for b in trained_bits)})")
     if notes:
         lines.append("Caution: " + "; ".join(notes) + ".")
     lines.append("Per bits (largest width that fits):")
     for r in table.sort_values("bits").itertuples():
-        flag = "" if (w_lo <= r.width <= w_hi and int(r.bits) in trained_bits) else "  *outside trained range"
+        flags = [] if w_lo <= r.width <= w_hi else ["width extrapolated"]
+        if int(r.bits) not in trained_bits:
+            flags.append(f"g {_g_note(r.bits, trained_bits)}")
+        flag = f"  * {', '.join(flags)}" if flags else ""
         iv = f" [{100 * r.lo:.2f}, {100 * r.hi:.2f}]" if np.isfinite(r.lo) else ""
         lines.append(f"  {_bits_name(r.bits):>8}: width {r.width:>6}, {100 * r.predicted:.2f}%{iv}{flag}")
     return "\n".join(lines)
