@@ -37,10 +37,10 @@ def synthetic(noise=0.0, n_seeds=1, rng=None, g=G_TRUE, widths=WIDTHS):
             for s in range(n_seeds):
                 n = int(n_weights_of(w))
                 e = float(true_error(n, b, g)) + (rng.normal(0, noise) if noise else 0.0)
-                rows.append(dict(study="syn", model="fcdnn", depth=1, width=w, bits=b, seed=s, n_weights=n,
-                                 n_biases=w + 10, quantized_layers=2, test_error=e,
-                                 memory_bits_weights=n * b, memory_bits_total=n * b + 32 * (w + 10)
-                                 + (64 if b < 32 else 0)))
+                rows.append({"study": "syn", "model": "fcdnn", "depth": 1, "width": w, "bits": b, "seed": s, "n_weights": n,
+                                 "n_biases": w + 10, "quantized_layers": 2, "test_error": e,
+                                 "memory_bits_weights": n * b, "memory_bits_total": n * b + 32 * (w + 10)
+                                 + (64 if b < 32 else 0)})
     return pd.DataFrame(rows)
 
 

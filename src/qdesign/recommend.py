@@ -21,7 +21,7 @@ from .constants import FLOAT_BITS
 from .errors import ConfigError, UserError
 from .scaling import ScalingLaw, bootstrap, law_from_table
 
-__all__ = ["parse_budget", "format_bits", "SizeModel", "size_model", "recommend", "design_table"]
+__all__ = ["SizeModel", "design_table", "format_bits", "parse_budget", "recommend", "size_model"]
 
 _UNITS = {
     "": 1, "b": 1, "bit": 1, "bits": 1,
@@ -53,7 +53,7 @@ def parse_budget(text) -> int:
     bits = value * _UNITS[unit]
     if not math.isfinite(bits) or bits < 1:
         raise ConfigError(f"budget {text!r} must be at least 1 bit")
-    return int(math.floor(bits + 1e-9))
+    return math.floor(bits + 1e-9)
 
 
 def format_bits(bits: float) -> str:
@@ -113,7 +113,7 @@ class SizeModel:
 def _exact_poly(w: np.ndarray, y: np.ndarray, name: str) -> np.ndarray:
     """Lowest-degree (<= 2) polynomial through all (w, y) pairs; ValueError if none is exact."""
     n_unique = np.unique(w).size
-    for deg in range(0, min(2, n_unique - 1) + 1):
+    for deg in range(min(2, n_unique - 1) + 1):
         coef = np.polyfit(w, y, deg)
         if np.all(np.abs(np.polyval(coef, w) - y) <= 1e-6 * np.maximum(np.abs(y), 1.0)):
             return coef
@@ -162,9 +162,9 @@ def design_table(law: ScalingLaw, sizes: dict, budget_bits: float, memory: str =
             if w < 1:
                 continue
             n = float(sm.n_weights(w))
-            rows.append(dict(depth=depth, bits=b, width=w, n_weights=n,
-                             memory_bits=float(sm.memory_bits(w, b, memory)),
-                             predicted=float(law.predict(n, b))))
+            rows.append({"depth": depth, "bits": b, "width": w, "n_weights": n,
+                             "memory_bits": float(sm.memory_bits(w, b, memory)),
+                             "predicted": float(law.predict(n, b))})
     df = pd.DataFrame(rows, columns=["depth", "bits", "width", "n_weights", "memory_bits", "predicted"])
     if len(df) and law.boot:
         lo, hi = law.predict_interval(df["n_weights"].to_numpy(), df["bits"].to_numpy())
@@ -222,7 +222,7 @@ def recommend(study_dir, budget_bits: int, memory: str = "weights", bits_values=
     best = table.iloc[0]
     w_lo, w_hi = int(summary["width"].min()), int(summary["width"].max())
     trained_bits = sorted({int(b) for b in summary["bits"]})
-    level = int(round(100 * law.level))
+    level = round(100 * law.level)
     iv = (f" ({level}% interval {100 * best['lo']:.2f}-{100 * best['hi']:.2f}%)"
           if np.isfinite(best["lo"]) else "")
     lines.append(f"Law: best design is width {int(best['width'])}, {_bits_name(best['bits'])}: predicted "

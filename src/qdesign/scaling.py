@@ -36,21 +36,21 @@ from .constants import FLOAT_BITS
 from .ecr import effective_compression_ratio
 
 __all__ = [
-    "FORMS",
-    "G_FORMS",
     "DEFAULT_FORM",
     "DEFAULT_G_FORM",
+    "FORMS",
+    "G_FORMS",
     "ScalingLaw",
-    "cell_stats",
-    "fit",
     "bootstrap",
-    "g_parametric",
-    "cv_leave_one_width_out",
+    "cell_stats",
     "cv_leave_one_bits_out",
+    "cv_leave_one_width_out",
     "cv_summary",
+    "fit",
+    "g_parametric",
+    "law_from_table",
     "readoff_ecr_intervals",
     "scaling_table",
-    "law_from_table",
 ]
 
 FORMS = ("effsize", "kumar", "additive")
@@ -176,7 +176,7 @@ class ScalingLaw:
         quant = trained < FLOAT_BITS
         tq, vq = trained[quant], vals[quant]
         for i, v in enumerate(flat_b):
-            key = FLOAT_BITS if v >= FLOAT_BITS else v
+            key = min(FLOAT_BITS, v)
             hit = np.nonzero(trained == key)[0]
             if hit.size:
                 flat_out[i] = vals[hit[0]]
@@ -309,7 +309,7 @@ class _Problem:
 
     def jacobian(self, theta):
         """Analytic Jacobian of the residuals (effsize, additive); finite differences for kumar."""
-        E, la, alpha = theta[0], theta[1], theta[2]
+        la, alpha = theta[1], theta[2]
         n, k = self.y.size, theta.size
         jac = np.zeros((n, k))
         jac[:, 0] = 1.0
@@ -595,8 +595,8 @@ def scaling_table(summary: pd.DataFrame, n_boot: int = 200, seed: int = 0, level
         e_lo, e_hi = law.interval(lambda lw: lw.model_ecr(bits))
         for b, gv, gl, gh, ev, el, eh in zip(bits, law.g(bits), g_lo, g_hi, law.model_ecr(bits), e_lo, e_hi):
             name = "trained" if int(b) in law.trained_bits else "parametric"
-            rows.append(dict(kind="g", name=name, bits=b, value=gv, lo=gl, hi=gh, level=level))
-            rows.append(dict(kind="ecr_model", name=name, bits=b, value=ev, lo=el, hi=eh, level=level))
+            rows.append({"kind": "g", "name": name, "bits": b, "value": gv, "lo": gl, "hi": gh, "level": level})
+            rows.append({"kind": "ecr_model", "name": name, "bits": b, "value": ev, "lo": el, "hi": eh, "level": level})
     for r in rows[len(_law_rows(law, None)):]:
         r.update(form=law.form, g_form=law.g_form)
     for i, lw in enumerate(law.boot):
@@ -604,14 +604,14 @@ def scaling_table(summary: pd.DataFrame, n_boot: int = 200, seed: int = 0, level
     if cv != "none":
         for f in FORMS if cv == "all" else (form,):
             for s in cv_summary(cv_leave_one_width_out(summary, form=f, weights=weights)).itertuples():
-                rows.append(dict(kind="cv", name="width", form=f, held_out=float(s.held_out), mae=s.mae,
-                                 max_abs=s.max_abs, mean_se=s.mean_se, n_cells=s.n_cells))
+                rows.append({"kind": "cv", "name": "width", "form": f, "held_out": float(s.held_out), "mae": s.mae,
+                                 "max_abs": s.max_abs, "mean_se": s.mean_se, "n_cells": s.n_cells})
         if len(set(cell_stats(summary)["bits"])) > 2 and form == "effsize":
             for gf in (*G_FORMS, "joint") if cv == "all" else (g_form,):
                 for s in cv_summary(cv_leave_one_bits_out(summary, g_form=gf, weights=weights)).itertuples():
-                    rows.append(dict(kind="cv", name="bits", form="kumar" if gf == "joint" else "effsize",
-                                     g_form=gf, held_out=float(s.held_out), mae=s.mae, max_abs=s.max_abs,
-                                     mean_se=s.mean_se, n_cells=s.n_cells))
+                    rows.append({"kind": "cv", "name": "bits", "form": "kumar" if gf == "joint" else "effsize",
+                                     "g_form": gf, "held_out": float(s.held_out), "mae": s.mae, "max_abs": s.max_abs,
+                                     "mean_se": s.mean_se, "n_cells": s.n_cells})
     out = pd.DataFrame(rows).reindex(columns=_COLUMNS)
     for c in ("bits", "held_out", "boot", "value", "lo", "hi", "level", "mae", "max_abs", "mean_se", "n_cells"):
         out[c] = out[c].astype(float)

@@ -21,7 +21,7 @@ from .constants import FLOAT_BITS
 from .plots import bits_styles
 from .scaling import law_from_table
 
-__all__ = ["plot_scaling_fit", "plot_ecr_bands", "figure_scaling_fit", "figure_ecr_bands"]
+__all__ = ["figure_ecr_bands", "figure_scaling_fit", "plot_ecr_bands", "plot_scaling_fit"]
 
 FIGSIZE = (6.4, 4.2)
 
