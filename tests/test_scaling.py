@@ -37,7 +37,8 @@ def synthetic(noise=0.0, n_seeds=1, rng=None, g=G_TRUE, widths=WIDTHS):
             for s in range(n_seeds):
                 n = int(n_weights_of(w))
                 e = float(true_error(n, b, g)) + (rng.normal(0, noise) if noise else 0.0)
-                rows.append({"study": "syn", "model": "fcdnn", "depth": 1, "width": w, "bits": b, "seed": s, "n_weights": n,
+                rows.append({"study": "syn", "model": "fcdnn", "depth": 1, "width": w, "bits": b, "seed": s,
+                             "n_weights": n,
                                  "n_biases": w + 10, "quantized_layers": 2, "test_error": e,
                                  "memory_bits_weights": n * b, "memory_bits_total": n * b + 32 * (w + 10)
                                  + (64 if b < 32 else 0)})
@@ -208,8 +209,9 @@ def test_format_bits():
 
 
 def test_size_model_exact_polynomial():
-    df = pd.DataFrame({"depth": 2, "width": [8, 16, 32, 64], "n_weights": [3 * w * w + 5 * w + 7 for w in (8, 16, 32, 64)],
-                       "n_biases": [2 * w + 10 for w in (8, 16, 32, 64)], "quantized_layers": 3})
+    ws = (8, 16, 32, 64)
+    df = pd.DataFrame({"depth": 2, "width": list(ws), "n_weights": [3 * w * w + 5 * w + 7 for w in ws],
+                       "n_biases": [2 * w + 10 for w in ws], "quantized_layers": 3})
     sm = size_model(df)[2]
     assert sm.n_weights(100) == pytest.approx(3 * 100**2 + 5 * 100 + 7)
     assert sm.memory_bits(10, 2, "total") == pytest.approx((300 + 50 + 7) * 2 + 32 * 30 + 32 * 3)

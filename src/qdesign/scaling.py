@@ -461,7 +461,8 @@ def bootstrap(cells: pd.DataFrame, n_boot: int = 200, seed: int = 0, form: str =
 # --------------------------------------------------------------------------
 
 
-def cv_leave_one_width_out(cells: pd.DataFrame, form: str = DEFAULT_FORM, weights: str = DEFAULT_WEIGHTS) -> pd.DataFrame:
+def cv_leave_one_width_out(cells: pd.DataFrame, form: str = DEFAULT_FORM,
+                           weights: str = DEFAULT_WEIGHTS) -> pd.DataFrame:
     """Per held-out size: fit on the other sizes, predict every bits value there.
 
     One row per held-out cell: held_out (its width, or n_weights without a
@@ -481,7 +482,8 @@ def cv_leave_one_width_out(cells: pd.DataFrame, form: str = DEFAULT_FORM, weight
     return _cv_frame(rows)
 
 
-def cv_leave_one_bits_out(cells: pd.DataFrame, g_form: str = DEFAULT_G_FORM, weights: str = DEFAULT_WEIGHTS) -> pd.DataFrame:
+def cv_leave_one_bits_out(cells: pd.DataFrame, g_form: str = DEFAULT_G_FORM,
+                          weights: str = DEFAULT_WEIGHTS) -> pd.DataFrame:
     """Per held-out quantized bits value: fit on the others, predict it from the parametric g.
 
     ``g_form="kumar"`` etc. fits the free-g law and then gamma; ``"joint"``
