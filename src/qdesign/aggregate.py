@@ -44,16 +44,25 @@ def read_cells(paths: Iterable[str | Path]) -> pd.DataFrame:
     dupes = df.duplicated([c for c in ("width", "bits", "method", "seed") if c in df.columns])
     if dupes.any():
         raise TableError(f"duplicate cells: {df.loc[dupes, ['width', 'bits', 'seed']].to_dict('records')[:3]}")
-    if "method" not in df.columns:  # cells written before methods were an axis
+    df = with_method(df)
+    return df.sort_values(["width", "bits", "method", "seed"], kind="stable").reset_index(drop=True)
+
+
+def with_method(summary: pd.DataFrame) -> pd.DataFrame:
+    """``summary`` with a filled ``method`` column: float rows FLOAT_METHOD,
+    quantized rows of tables written before methods were an axis DEFAULT_METHOD."""
+    df = summary.copy()
+    if "method" not in df.columns:
         df["method"] = None
     is_float = df["bits"] >= FLOAT_BITS
     df["method"] = df["method"].where(df["method"].notna(), np.where(is_float, FLOAT_METHOD, DEFAULT_METHOD))
-    return df.sort_values(["width", "bits", "method", "seed"], kind="stable").reset_index(drop=True)
+    return df
 
 
 def seed_means(summary: pd.DataFrame, memory: str = "weights") -> pd.DataFrame:
     """Mean (and std) over seeds of the error columns, per (width, bits) cell."""
     mem_col = MEMORY_COLUMNS[memory]
+    summary = with_method(summary)
     g = summary.groupby(CELL_KEYS, sort=False)
     out = g.agg(
         error=("test_error", "mean"),
@@ -72,12 +81,31 @@ def seed_means(summary: pd.DataFrame, memory: str = "weights") -> pd.DataFrame:
     return out
 
 
-def ecr_table(summary: pd.DataFrame, reference_bits: int = 32, memory: str = "weights") -> pd.DataFrame:
-    """ECR per seed-averaged (width, bits) cell, with its memory and direct error."""
+def ecr_table(summary: pd.DataFrame, reference_bits: int = 32, memory: str = "weights",
+              n_boot: int = 200) -> pd.DataFrame:
+    """ECR per seed-averaged (width, bits, method) cell, with its memory, direct
+    error and a bootstrap interval over seeds (``ecr_lo``, ``ecr_hi``; NaN with
+    one seed), computed per method against the same float curve."""
+    from .scaling import readoff_ecr_intervals  # noqa: PLC0415 - scipy loads on demand
+
+    summary = with_method(summary)
     cells = summary[CELL_KEYS + ["seed"]].assign(error=summary["test_error"])
     ecr = effective_compression_ratio(cells, reference_bits=reference_bits, average_seeds=True)
     extra = seed_means(summary, memory).drop(columns=["error", "error_std", "n_seeds"])
-    return ecr.merge(extra, on=CELL_KEYS, how="left", validate="one_to_one")
+    ecr = ecr.merge(extra, on=CELL_KEYS, how="left", validate="one_to_one")
+    bands = []
+    if n_boot and summary["seed"].nunique() > 1:
+        is_float = summary["method"] == FLOAT_METHOD
+        for method in sorted(summary.loc[~is_float, "method"].unique()):
+            rows = summary[is_float | (summary["method"] == method)]
+            b = readoff_ecr_intervals(rows, n_boot=n_boot, reference_bits=reference_bits)
+            b = b[b["bits"] < FLOAT_BITS].assign(method=method)
+            bands.append(b)
+    if bands:
+        ecr = ecr.merge(pd.concat(bands), on=["width", "bits", "method"], how="left", validate="one_to_one")
+    else:
+        ecr["ecr_lo"] = ecr["ecr_hi"] = np.nan
+    return ecr
 
 
 def frontier_table(summary: pd.DataFrame, memory: str = "weights", n_budgets: int = 25) -> pd.DataFrame:

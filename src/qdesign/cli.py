@@ -75,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("figures", help="figures of one study from its tables")
     table_args(p)
+    p.add_argument("--scaling", required=True, type=Path, help="the study's scaling.parquet")
     p.add_argument("--out-dir", required=True, type=Path)
     p.add_argument("--formats", nargs="+", default=["png", "pdf"])
     p.add_argument("--dpi", type=int, default=150)
@@ -103,6 +104,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config-json", required=True)
     p.add_argument("--summaries", nargs="+", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)
+    p = sub.add_parser("scaling", help="fit the scaling law err(N, b) of a study, with bootstrap intervals and CV")
+    p.add_argument("--summary", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--n-boot", type=int, default=200)
+    p = sub.add_parser("recommend", help="the best design for a weight-memory budget: trained cells and the law")
+    p.add_argument("study_dir", type=Path, help="results/<study> (summary.parquet; scaling.parquet if present)")
+    p.add_argument("--budget", required=True, help="e.g. 64KiB, 0.5MiB, 100000bits, 12kB")
+    p.add_argument("--memory", choices=["weights", "total"], default="weights")
     p = sub.add_parser("findings", help="the paper's four findings measured on study tables (markdown)")
     p.add_argument("study_dirs", nargs="+", type=Path, help="folders holding summary/ecr/frontier.parquet")
     return ap
@@ -170,6 +179,23 @@ def _cmd_report_provenance(args) -> None:
     write_text_atomic(args.out, provenance_html(json.loads(args.config_json), repo, summaries))
 
 
+def _cmd_scaling(args) -> None:
+    from .io import parquet_write_atomic  # noqa: PLC0415
+    from .plots import primary_method_rows, read_tables  # noqa: PLC0415
+    from .scaling import scaling_table  # noqa: PLC0415
+
+    summary = primary_method_rows(read_tables(args.summary, args.summary, args.summary)[0])
+    table = scaling_table(summary, n_boot=args.n_boot)
+    parquet_write_atomic(table, args.out)
+    print(f"{len(table)} rows -> {args.out}", flush=True)
+
+
+def _cmd_recommend(args) -> None:
+    from .recommend import parse_budget, recommend  # noqa: PLC0415
+
+    print(recommend(args.study_dir, parse_budget(args.budget), memory=args.memory), flush=True)
+
+
 def _cmd_validate(args) -> None:
     from .config import load_config  # noqa: PLC0415
     from .specs import study_cells  # noqa: PLC0415
@@ -230,7 +256,8 @@ def _cmd_figures(args) -> None:
     from .plots import figures, read_tables  # noqa: PLC0415
 
     tables = read_tables(args.summary, args.ecr, args.frontier)
-    paths = figures(*tables, args.out_dir, formats=tuple(args.formats), dpi=args.dpi)
+    scaling = read_tables(args.scaling, args.scaling, args.scaling)[0]
+    paths = figures(*tables, args.out_dir, formats=tuple(args.formats), dpi=args.dpi, scaling=scaling)
     print(f"wrote {len(paths)} figures to {args.out_dir}", flush=True)
 
 
@@ -244,6 +271,8 @@ _COMMANDS = {
     "export-reference": _cmd_export_reference,
     "findings": _cmd_findings,
     "export": _cmd_export,
+    "scaling": _cmd_scaling,
+    "recommend": _cmd_recommend,
     "report-tables": _cmd_report_tables,
     "report-provenance": _cmd_report_provenance,
     "export-frontier": _cmd_export_frontier,

@@ -596,7 +596,7 @@ def _normalize_formats(formats: Sequence[str] | str) -> list[str]:
 
 def figures(summary: pd.DataFrame, ecr: pd.DataFrame, frontier: pd.DataFrame,
                  out_dir, formats: Sequence[str] = ("png", "pdf"), dpi: int = 150,
-                 title: str | None = None) -> list[Path]:
+                 title: str | None = None, scaling: pd.DataFrame | None = None) -> list[Path]:
     """Write the four figures as ``out_dir/<name>.<format>``; return the paths written.
 
     Titles start with ``title`` or else the study name(s) from the tables.
@@ -629,10 +629,16 @@ def figures(summary: pd.DataFrame, ecr: pd.DataFrame, frontier: pd.DataFrame,
         "method_comparison": ("retraining methods",
                               lambda ax: plot_method_comparison(every_method, ax, styles)),
     }
+    if scaling is not None:
+        from .scaling_plots import plot_ecr_bands, plot_scaling_fit  # noqa: PLC0415
+
+        drawers["scaling_fit"] = ("scaling law err(N, b)", lambda ax: plot_scaling_fit(summary, scaling, ax, styles))
+        drawers["ecr_bands"] = ("ECR read off and from the law",
+                                lambda ax: plot_ecr_bands(ecr, scaling, ax, styles))
 
     paths: list[Path] = []
     with matplotlib.rc_context(_RC):
-        for name in FIGURES:
+        for name in (n for n in FIGURES if n in drawers):
             what, draw = drawers[name]
             fig = Figure(figsize=FIGSIZE, layout="constrained")
             ax = fig.add_subplot()

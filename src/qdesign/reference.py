@@ -14,7 +14,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-TABLES = ("summary", "ecr", "frontier")
+from .registry import TABLES  # noqa: E402 - one definition of the table names
 
 
 def _git_commit(repo: Path) -> str | None:

@@ -54,9 +54,18 @@ the paper's (L2-optimal step of the float weights, kept during retraining)."""
 
 DEFAULT_METHOD = "fixed"
 
-TABLES: tuple[str, ...] = ("summary", "ecr", "frontier")
-"""Per-study tables written by the aggregate rule, results/<study>/<name>.parquet."""
+TABLES: tuple[str, ...] = ("summary", "ecr", "frontier", "scaling")
+"""Per-study tables, results/<study>/<name>.parquet: summary, ecr and frontier
+from the aggregate rule, scaling (the fitted law) from the scaling rule."""
 
-FIGURES: tuple[str, ...] = ("error_vs_weights", "error_vs_memory", "ecr_vs_width", "retrain_gap", "method_comparison")
+FIGURES: tuple[str, ...] = (
+    "error_vs_weights",
+    "error_vs_memory",
+    "ecr_vs_width",
+    "retrain_gap",
+    "method_comparison",
+    "scaling_fit",  # needs scaling.parquet (qdesign.scaling)
+    "ecr_bands",
+)
 """Per-study figures, results/<study>/figures/<name>.<format>; drawn by
 :func:`qdesign.plots.figures`, captioned in workflow/report/<name>.rst."""

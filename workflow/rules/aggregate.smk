@@ -32,6 +32,32 @@ rule aggregate:
         "--n-budgets {params.n_budgets} > {log} 2>&1"
 
 
+# The predictive design model: err(N, b) = E + A (N g(b))^-alpha fitted to the
+# seed means, bootstrap intervals over seeds, leave-one-width/bits-out CV
+# (qdesign.scaling; docs/scaling.md).
+localrules:
+    scaling,
+
+
+rule scaling:
+    input:
+        summary=layout.TABLE.replace("{table}", "summary"),
+    output:
+        layout.TABLE.replace("{table}", "scaling"),
+    log:
+        "results/logs/scaling/{study}.log",
+    params:
+        n_boot=200,
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/qdesign.yaml"
+    shell:
+        "python -m qdesign scaling --summary {input.summary} --out {output} "
+        "--n-boot {params.n_boot} > {log} 2>&1"
+
+
 # Deployable bytes: the Pareto-frontier cells of a study as packed integer
 # weights and ONNX, each verified on the test set (`snakemake export`).
 localrules:

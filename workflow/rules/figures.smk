@@ -34,6 +34,7 @@ rule figures:
         summary=layout.TABLE.replace("{table}", "summary"),
         ecr=layout.TABLE.replace("{table}", "ecr"),
         frontier=layout.TABLE.replace("{table}", "frontier"),
+        scaling=layout.TABLE.replace("{table}", "scaling"),
     output:
         figure_outputs(layout.FIGURE, "{study}"),
     log:
@@ -48,7 +49,7 @@ rule figures:
         "../../envs/qdesign.yaml"
     shell:
         "python -m qdesign figures --summary {input.summary} --ecr {input.ecr} "
-        "--frontier {input.frontier} --out-dir $(dirname {output[0]}) "
+        "--frontier {input.frontier} --scaling {input.scaling} --out-dir $(dirname {output[0]}) "
         "--formats {params.formats} --dpi {params.dpi} > {log} 2>&1"
 
 
@@ -60,6 +61,7 @@ use rule figures as reference_figures with:
         summary="reference/{profile}/{ref_study}/summary.parquet",
         ecr="reference/{profile}/{ref_study}/ecr.parquet",
         frontier="reference/{profile}/{ref_study}/frontier.parquet",
+        scaling="reference/{profile}/{ref_study}/scaling.parquet",
     output:
         figure_outputs(
             "results/reference/{profile}/{ref_study}/figures/{figure}.{ext}",
