@@ -1,0 +1,153 @@
+"""Learned step size (LSQ, Esser et al. 2019, arXiv 1902.08153): the step of
+each quantized layer is trained jointly with its float shadow weights.
+
+The forward values are the project's quantizer (:func:`quantize_codes` then
+:func:`dequantize`), so :func:`~qdesign.quantize.layers.integer_codes` and
+:func:`~qdesign.quantize.layers.bake` of a learned layer reproduce its forward
+pass exactly. Only the gradients differ from the fixed-step STE:
+
+* weights: straight-through inside the clip range ``|w| <= K step``, zero for
+  clipped weights;
+* step: ``dq/ds = round(w/s) - w/s`` inside the range and ``±K`` outside (the
+  integer code minus ``w/s`` where not clipped), summed over the layer and
+  times the LSQ gradient scale ``g = 1 / sqrt(n_weights * K)``.
+
+The step is kept positive by its parametrisation ``step = step0 * exp(rate * u)``
+with a trainable ``u`` (0 at the start, so the initial step is exactly the
+L2-optimal ``step0``): no clamp, and no hook in the training loop. Under Adam the
+step then moves by about ``rate * lr`` relative per update, whatever its scale;
+weight decay on ``u`` pulls the step back towards ``step0``, not towards 0.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .layers import QuantConv2d, QuantLinear, _set_submodule, quantized_layers
+from .primitives import check_bits, dequantize, max_level, quantize_codes
+
+DEFAULT_RATE = 10.0
+"""Relative speed of the step against the weights (``rate`` of the
+parametrisation); chosen by measurement, see docs/methods.md."""
+
+
+class _QuantizeLSQ(torch.autograd.Function):
+    """Quantize in the forward pass; LSQ gradients for the weights and the step.
+
+    Saves the codes of the forward pass; the backward pass is one mask, one
+    masked copy of the gradient and two dot products (no extra full-size
+    tensor beyond the mask and the weight gradient)."""
+
+    @staticmethod
+    def forward(ctx, w, step, bits, grad_scale):  # noqa: D102
+        codes = quantize_codes(w, bits, step)
+        ctx.save_for_backward(w, codes, step)
+        ctx.bits, ctx.grad_scale = bits, grad_scale
+        return dequantize(codes, step)
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        w, codes, step = ctx.saved_tensors
+        grad_w = grad_s = None
+        k = max_level(ctx.bits)
+        inside = w.abs() <= k * step
+        if ctx.needs_input_grad[0]:
+            grad_w = grad * inside
+        if ctx.needs_input_grad[1]:
+            g_flat = grad.reshape(-1)
+            # sum grad * (codes - inside * w / s) = <grad, codes> - <grad * inside, w> / s
+            total = torch.dot(g_flat, codes.reshape(-1))
+            if ctx.bits > 1:  # binary: q = s sign(w), dq/ds = sign(w) = codes
+                gw = grad_w if grad_w is not None else grad * inside
+                total = total - torch.dot(gw.reshape(-1), w.reshape(-1)) / step
+            grad_s = (total * ctx.grad_scale).reshape(step.shape)
+        return grad_w, grad_s, None, None
+
+
+def lsq_grad_scale(n_weights: int, bits: int) -> float:
+    """LSQ's step-gradient scale g = 1 / sqrt(n_weights * K) (K = Q_P, the largest code)."""
+    return 1.0 / math.sqrt(n_weights * max_level(bits))
+
+
+def quantize_lsq(w: torch.Tensor, bits: int, step: torch.Tensor, grad_scale: float | None = None) -> torch.Tensor:
+    """``quantize(w, bits, step)`` with LSQ gradients w.r.t. ``w`` and the scalar
+    tensor ``step`` (see the module docstring). ``grad_scale`` defaults to
+    :func:`lsq_grad_scale` of ``w``."""
+    bits = check_bits(bits)
+    if grad_scale is None:
+        grad_scale = lsq_grad_scale(w.numel(), bits)
+    return _QuantizeLSQ.apply(w, step, bits, float(grad_scale))
+
+
+class _LearnedStep:
+    """Mixin over QuantLinear/QuantConv2d: ``step`` is ``step0 * exp(rate * log_step)``
+    with a trainable ``log_step``; ``step0`` (a buffer) is the L2-optimal start."""
+
+    rate: float = DEFAULT_RATE
+
+    def _init_quant(self, bits: int, init_step: bool) -> None:
+        self.bits = check_bits(bits)
+        self.register_buffer("step0", torch.ones((), dtype=self.weight.dtype, device=self.weight.device))
+        self.log_step = nn.Parameter(torch.zeros((), dtype=self.weight.dtype, device=self.weight.device))
+        if init_step:
+            self.update_step()
+
+    @property
+    def step(self) -> torch.Tensor:
+        return self.step0 * torch.exp(self.rate * self.log_step)
+
+    @torch.no_grad()
+    def set_step(self, value: float) -> None:
+        """Restart the learned step at ``value`` (``log_step`` back to 0)."""
+        self.step0.fill_(value)
+        self.log_step.zero_()
+
+    def quantized_weight(self) -> torch.Tensor:
+        return quantize_lsq(self.weight, self.bits, self.step)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, learned step, rate={self.rate:g}"
+
+
+class LearnedQuantLinear(_LearnedStep, QuantLinear):
+    """:class:`QuantLinear` with a learned step (LSQ)."""
+
+
+class LearnedQuantConv2d(_LearnedStep, QuantConv2d):
+    """:class:`QuantConv2d` with a learned step (LSQ)."""
+
+
+def _learned_clone(layer, rate: float):
+    if isinstance(layer, nn.Linear):
+        new = LearnedQuantLinear(layer.in_features, layer.out_features, layer.bias is not None, bits=layer.bits,
+                                 init_step=False, device=layer.weight.device, dtype=layer.weight.dtype)
+    else:
+        new = LearnedQuantConv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
+                                 layer.padding, layer.dilation, layer.groups, layer.bias is not None,
+                                 layer.padding_mode, bits=layer.bits, init_step=False,
+                                 device=layer.weight.device, dtype=layer.weight.dtype)
+    new.rate = float(rate)
+    with torch.no_grad():
+        new.weight.copy_(layer.weight)
+        if layer.bias is not None:
+            new.bias.copy_(layer.bias)
+    new.set_step(float(layer.step))
+    if layer.weight.is_contiguous(memory_format=torch.channels_last) and layer.weight.dim() == 4:
+        new.to(memory_format=torch.channels_last)
+    return new
+
+
+def to_learned(qmodel: nn.Module, rate: float = DEFAULT_RATE) -> nn.Module:
+    """Give every quantized layer of ``qmodel`` (from :func:`to_quantized`) a
+    learned step that starts at its current step. In place; returns ``qmodel``."""
+    if rate <= 0:
+        raise ValueError(f"rate must be > 0, got {rate}")
+    for name, layer in quantized_layers(qmodel):
+        if isinstance(layer, _LearnedStep):
+            layer.rate = float(rate)
+        else:
+            _set_submodule(qmodel, name, _learned_clone(layer, rate))
+    return qmodel
