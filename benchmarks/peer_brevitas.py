@@ -95,7 +95,6 @@ CONTENDERS = {
     "qdesign fixed": (qdesign_contender("fixed"), qdesign_levels, "qdesign"),
     "qdesign epoch": (qdesign_contender("epoch"), qdesign_levels, "qdesign"),
     "qdesign learned": (qdesign_contender("learned"), qdesign_levels, "qdesign"),
-    "qdesign epoch_learned": (qdesign_contender("epoch_learned"), qdesign_levels, "qdesign"),
     "brevitas default": (brevitas_contender(False), brevitas_levels, "brevitas"),
     "brevitas MSE learned": (brevitas_contender(True), brevitas_levels, "brevitas"),
 }
@@ -112,7 +111,7 @@ def extra_rates(rates):
 def run(args) -> dict:
     torch.set_num_threads(1)
     payload = prepare_dataset("mnist", args.data_dir, download=False)
-    data = make_splits(payload, 0.1, 0, args.train_subset)
+    data = make_splits(payload, 0.1, 0, args.train_subset or None)
     contenders = dict(CONTENDERS)
     contenders.update(extra_rates(args.rates))
     if args.only:
@@ -201,9 +200,9 @@ def main(argv=None) -> None:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--widths", type=int, nargs="+", default=[64, 256])
     p.add_argument("--bits", type=int, nargs="+", default=[2, 4])
-    p.add_argument("--float-epochs", type=int, default=4)
-    p.add_argument("--epochs", type=int, default=3, help="retraining epochs")
-    p.add_argument("--train-subset", type=int, default=None)
+    p.add_argument("--float-epochs", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=2, help="retraining epochs")
+    p.add_argument("--train-subset", type=int, default=20000, help="training examples (0: all 54000)")
     p.add_argument("--only", nargs="*", help="contender names to run (default: all)")
     p.add_argument("--rates", type=float, nargs="*", default=[], help="extra learned-step rates to try")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "out" / "peer_brevitas.json"))

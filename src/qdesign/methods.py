@@ -65,8 +65,6 @@ METHODS: dict[str, RetrainMethod] = {
                       "identity STE", _keep, _reestimate_after_first),
         RetrainMethod("learned", "LSQ: step trained with the weights from the L2-optimal start; "
                       "clipped weights get no gradient", to_learned),
-        RetrainMethod("epoch_learned", "LSQ, with the step restarted at the L2-optimal step of the shadow weights "
-                      "at each epoch start", to_learned, _reestimate_after_first),
     )
 }
 DEFAULT_METHOD = "fixed"

@@ -32,6 +32,8 @@ from .primitives import check_bits, dequantize, max_level, quantize_codes
 DEFAULT_RATE = 10.0
 """Relative speed of the step against the weights (``rate`` of the
 parametrisation); chosen by measurement, see docs/methods.md."""
+MAX_LOG_FACTOR = 20.0
+"""The learned step stays within step0 * exp(±20) (positive and finite in float32)."""
 
 
 class _QuantizeLSQ(torch.autograd.Function):
@@ -55,13 +57,13 @@ class _QuantizeLSQ(torch.autograd.Function):
         k = max_level(ctx.bits)
         inside = w.abs() <= k * step
         if ctx.needs_input_grad[0]:
-            grad_w = grad * inside
+            grad_w = torch.where(inside, grad, 0.0)
         if ctx.needs_input_grad[1]:
             g_flat = grad.reshape(-1)
             # sum grad * (codes - inside * w / s) = <grad, codes> - <grad * inside, w> / s
             total = torch.dot(g_flat, codes.reshape(-1))
             if ctx.bits > 1:  # binary: q = s sign(w), dq/ds = sign(w) = codes
-                gw = grad_w if grad_w is not None else grad * inside
+                gw = grad_w if grad_w is not None else torch.where(inside, grad, 0.0)
                 total = total - torch.dot(gw.reshape(-1), w.reshape(-1)) / step
             grad_s = (total * ctx.grad_scale).reshape(step.shape)
         return grad_w, grad_s, None, None
@@ -97,7 +99,8 @@ class _LearnedStep:
 
     @property
     def step(self) -> torch.Tensor:
-        return self.step0 * torch.exp(self.rate * self.log_step)
+        # the exponent is bounded so that the step can neither underflow to 0 nor overflow
+        return self.step0 * torch.exp((self.rate * self.log_step).clamp(-MAX_LOG_FACTOR, MAX_LOG_FACTOR))
 
     @torch.no_grad()
     def set_step(self, value: float) -> None:
@@ -135,8 +138,6 @@ def _learned_clone(layer, rate: float):
         if layer.bias is not None:
             new.bias.copy_(layer.bias)
     new.set_step(float(layer.step))
-    if layer.weight.is_contiguous(memory_format=torch.channels_last) and layer.weight.dim() == 4:
-        new.to(memory_format=torch.channels_last)
     return new
 
 
