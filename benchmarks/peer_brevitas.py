@@ -144,6 +144,48 @@ def run(args) -> dict:
     return {"rows": rows, "summary": summarise(rows), "setup": setup(args, data)}
 
 
+def timing(args, data) -> list[dict]:
+    """Milliseconds per retraining step (forward, backward, Adam update on one
+    batch of 128), contenders interleaved A, B, C, A, B, C... and the median of
+    ``repeats`` bursts: robust to the load of a shared machine, unlike the
+    per-epoch times of single runs."""
+    from torch.nn import functional as F  # noqa: PLC0415
+
+    out = []
+    x, y = data.x_train[:128], data.y_train[:128]
+    for width in args.widths:
+        torch.manual_seed(0)
+        fmodel = build_model(FC, width, data.input_shape, data.n_classes)
+        for bits in args.bits:
+            fns = {}
+            for name, (build, _levels, _family) in CONTENDERS.items():
+                model, _hook = build(fmodel, bits)
+                model.train()
+                opt = torch.optim.Adam(model.parameters(), lr=5e-4, foreach=True)
+
+                def burst(model=model, opt=opt, n=args.timing_steps):
+                    for _ in range(n):
+                        loss = F.cross_entropy(model(x), y)
+                        opt.zero_grad(set_to_none=True)
+                        loss.backward()
+                        opt.step()
+                fns[name] = burst
+                burst()  # warm-up (Brevitas initialises its MSE scale on the first call)
+            times = {k: [] for k in fns}
+            for _ in range(args.timing_repeats):
+                for k, f in fns.items():
+                    t0 = time.perf_counter()
+                    f()
+                    times[k].append(1e3 * (time.perf_counter() - t0) / args.timing_steps)
+            ms = {k: statistics.median(v) for k, v in times.items()}
+            fastest_b = min(v for k, v in ms.items() if CONTENDERS[k][2] == "brevitas")
+            for k, v in ms.items():
+                out.append(dict(width=width, bits=bits, contender=k, ms_per_step=v, vs_fastest_brevitas=v / fastest_b))
+                print(f"  timing w{width} b{bits} {k:<24} {v:7.2f} ms/step  x{v / fastest_b:.2f} of the fastest Brevitas",
+                      flush=True)
+    return out
+
+
 def summarise(rows) -> list[dict]:
     out = []
     cells = sorted({(r["width"], r["bits"]) for r in rows})
@@ -205,12 +247,26 @@ def main(argv=None) -> None:
     p.add_argument("--train-subset", type=int, default=20000, help="training examples (0: all 54000)")
     p.add_argument("--only", nargs="*", help="contender names to run (default: all)")
     p.add_argument("--rates", type=float, nargs="*", default=[], help="extra learned-step rates to try")
+    p.add_argument("--timing-only", action="store_true", help="only the interleaved ms/step comparison")
+    p.add_argument("--timing-steps", type=int, default=20)
+    p.add_argument("--timing-repeats", type=int, default=7)
     p.add_argument("--out", default=str(REPO / "benchmarks" / "out" / "peer_brevitas.json"))
     args = p.parse_args(argv)
     if args.quick:
         args.seeds, args.widths, args.float_epochs, args.epochs, args.train_subset = 1, [64], 1, 1, 6000
+        args.timing_steps, args.timing_repeats = 5, 3
     t0 = time.perf_counter()
+    if args.timing_only:
+        torch.set_num_threads(1)
+        data = make_splits(prepare_dataset("mnist", args.data_dir, download=False), 0.1, 0, 1000)
+        result = {"timing": timing(args, data), "setup": setup(args, data)}
+        out = Path(args.out).with_name(Path(args.out).stem + "_timing.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1))
+        print(f"wrote {out}")
+        return
     result = run(args)
+    result["timing"] = timing(args, make_splits(prepare_dataset("mnist", args.data_dir, download=False), 0.1, 0, 1000))
     result["setup"]["wall_seconds"] = time.perf_counter() - t0
     print_table(result["summary"])
     out = Path(args.out)

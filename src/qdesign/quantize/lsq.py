@@ -39,33 +39,32 @@ MAX_LOG_FACTOR = 20.0
 class _QuantizeLSQ(torch.autograd.Function):
     """Quantize in the forward pass; LSQ gradients for the weights and the step.
 
-    Saves the codes of the forward pass; the backward pass is ``w / step``, a
-    float 0/1 mask of the clip range, the masked gradient and two dot
-    products."""
+    Saves its output (codes = output / step); the backward pass is one buffer
+    (``w / step``, turned in place into a float 0/1 mask of the clip range and
+    then into the masked gradient) and two dot products."""
 
     @staticmethod
     def forward(ctx, w, step, bits, grad_scale):  # noqa: D102
-        codes = quantize_codes(w, bits, step)
-        ctx.save_for_backward(w, codes, step)
+        q = dequantize(quantize_codes(w, bits, step), step, inplace=True)
+        ctx.save_for_backward(w, q, step)
         ctx.bits, ctx.grad_scale = bits, grad_scale
-        return dequantize(codes, step)
+        return q
 
     @staticmethod
     def backward(ctx, grad):  # noqa: D102
-        w, codes, step = ctx.saved_tensors
+        w, q, step = ctx.saved_tensors
         k = max_level(ctx.bits)
-        v = torch.div(w, step)
-        # 1.0 strictly inside the clip range, else 0.0; float arithmetic only (boolean masks and
-        # torch.where were measured 5-10x slower per element on CPU than a float pass)
-        inside = v.abs().neg_().add_(k).relu_().sign_()
-        grad_w = grad * inside
+        # one buffer: w / s -> 1.0 strictly inside the clip range, else 0.0 -> the masked gradient.
+        # Float arithmetic in place only: boolean masks, torch.where and fresh full-size
+        # allocations were measured several times slower per element on CPU.
+        grad_w = torch.div(w, step).abs_().neg_().add_(k).relu_().sign_().mul_(grad)
         grad_s = None
         if ctx.needs_input_grad[1]:
-            # sum grad * (codes - inside * w / s) = <grad, codes> - <grad * inside, w / s>
-            total = torch.dot(grad.reshape(-1), codes.reshape(-1))
+            # sum grad * (codes - inside * w / s) = (<grad, q> - <grad * inside, w>) / s
+            total = torch.dot(grad.reshape(-1), q.reshape(-1))
             if ctx.bits > 1:  # binary: q = s sign(w), dq/ds = sign(w) = codes
-                total = total - torch.dot(grad_w.reshape(-1), v.reshape(-1))
-            grad_s = (total * ctx.grad_scale).reshape(step.shape)
+                total = total - torch.dot(grad_w.reshape(-1), w.reshape(-1))
+            grad_s = (total / step * ctx.grad_scale).reshape(step.shape)
         return grad_w if ctx.needs_input_grad[0] else None, grad_s, None, None
 
 
