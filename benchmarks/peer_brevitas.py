@@ -62,8 +62,8 @@ def qdesign_levels(qmodel) -> int:
 
 def brevitas_contender(mse: bool):
     def build(fmodel, bits):
-        import brevitas.nn as qnn  # noqa: PLC0415
-        from brevitas.quant import Int8WeightPerTensorFloat, Int8WeightPerTensorFloatMSE  # noqa: PLC0415
+        import brevitas.nn as qnn
+        from brevitas.quant import Int8WeightPerTensorFloat, Int8WeightPerTensorFloatMSE
 
         quant = Int8WeightPerTensorFloatMSE if mse else Int8WeightPerTensorFloat
         layers: list[nn.Module] = []
@@ -149,7 +149,7 @@ def timing(args, data) -> list[dict]:
     batch of 128), contenders interleaved A, B, C, A, B, C... and the median of
     ``repeats`` bursts: robust to the load of a shared machine, unlike the
     per-epoch times of single runs."""
-    from torch.nn import functional as F  # noqa: PLC0415
+    from torch.nn import functional as F
 
     out = []
     x, y = data.x_train[:128], data.y_train[:128]
@@ -217,7 +217,7 @@ def summarise(rows) -> list[dict]:
 
 
 def setup(args, data) -> dict:
-    import brevitas  # noqa: PLC0415
+    import brevitas
     return dict(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), machine=platform.machine(),
                 cpu_count=__import__("os").cpu_count(), torch=torch.__version__, brevitas=brevitas.__version__,
                 threads=1, widths=args.widths, bits=args.bits, seeds=args.seeds, float_epochs=args.float_epochs,

@@ -44,14 +44,14 @@ class _QuantizeLSQ(torch.autograd.Function):
     then into the masked gradient) and two dot products."""
 
     @staticmethod
-    def forward(ctx, w, step, bits, grad_scale):  # noqa: D102
+    def forward(ctx, w, step, bits, grad_scale):
         q = dequantize(quantize_codes(w, bits, step), step, inplace=True)
         ctx.save_for_backward(w, q, step)
         ctx.bits, ctx.grad_scale = bits, grad_scale
         return q
 
     @staticmethod
-    def backward(ctx, grad):  # noqa: D102
+    def backward(ctx, grad):
         w, q, step = ctx.saved_tensors
         k = max_level(ctx.bits)
         # one buffer: w / s -> 1.0 strictly inside the clip range, else 0.0 -> the masked gradient.
@@ -74,7 +74,7 @@ class _QuantizeLSQLog(torch.autograd.Function):
     layer instead of four, which is most of the cost of small layers."""
 
     @staticmethod
-    def forward(ctx, w, u, step0, rate, bits, grad_scale):  # noqa: D102
+    def forward(ctx, w, u, step0, rate, bits, grad_scale):
         e = rate * u
         inside = bool(e.abs() < MAX_LOG_FACTOR)
         step = step0 * torch.exp(e.clamp(-MAX_LOG_FACTOR, MAX_LOG_FACTOR))
@@ -83,7 +83,7 @@ class _QuantizeLSQLog(torch.autograd.Function):
         return q
 
     @staticmethod
-    def backward(ctx, grad):  # noqa: D102
+    def backward(ctx, grad):
         grad_w, grad_s, _, _ = _QuantizeLSQ.backward(ctx, grad)
         grad_u = None
         if grad_s is not None:
