@@ -7,6 +7,8 @@
 * :mod:`.step_search`: :func:`l2_optimal_step`, the step that minimises the
   squared quantization error of a tensor globally (branch and bound).
 * :mod:`.ste`: straight-through estimators for retraining.
+* :mod:`.lsq`: learned step size (LSQ): :func:`to_learned` turns the steps of a
+  quantized model into trained parameters.
 * :mod:`.layers`: :func:`to_quantized` (float model -> model with quantized
   weights in the forward pass and float shadow weights), :func:`update_steps`,
   :func:`bake` and :func:`integer_codes` (the way back out, for evaluation and
@@ -26,11 +28,14 @@ from .layers import (
     to_quantized,
     update_steps,
 )
+from .lsq import LearnedQuantConv2d, LearnedQuantLinear, lsq_grad_scale, quantize_lsq, to_learned
 from .primitives import check_bits, dequantize, max_level, quantization_error, quantize, quantize_codes
 from .step_search import l2_optimal_step
 from .ste import quantize_ste
 
 __all__ = [
+    "LearnedQuantConv2d",
+    "LearnedQuantLinear",
     "QuantConv2d",
     "QuantLinear",
     "QuantizedTensor",
@@ -39,13 +44,16 @@ __all__ = [
     "dequantize",
     "integer_codes",
     "l2_optimal_step",
+    "lsq_grad_scale",
     "layer_bits_for",
     "max_level",
     "quantization_error",
     "quantize",
     "quantize_codes",
+    "quantize_lsq",
     "quantize_ste",
     "quantized_layers",
+    "to_learned",
     "to_quantized",
     "update_steps",
 ]

@@ -37,14 +37,19 @@ class _QuantWeight:
     def update_step(self) -> float:
         """Re-estimate the L2-optimal step from the current float weights."""
         value = l2_optimal_step(self.weight.detach().cpu(), self.bits)
-        self.step.fill_(value)
+        self.set_step(value)
         return value
+
+    @torch.no_grad()
+    def set_step(self, value: float) -> None:
+        """Set the step (a learned-step layer restarts its learning from it)."""
+        self.step.fill_(value)
 
     def quantized_weight(self) -> torch.Tensor:
         return quantize_ste(self.weight, self.bits, self.step)
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, bits={self.bits}, step={float(self.step):.6g}"
+        return f"{super().extra_repr()}, bits={self.bits}, step={float(self.step.detach()):.6g}"
 
 
 class QuantLinear(_QuantWeight, nn.Linear):
@@ -151,7 +156,7 @@ def update_steps(model: nn.Module) -> dict[str, float]:
     else:
         steps = [l2_optimal_step(w, b) for w, b in zip(weights, bits)]
     for (_, layer), step in zip(layers, steps):
-        layer.step.fill_(step)
+        layer.set_step(step)
     return {name: step for (name, _), step in zip(layers, steps)}
 
 
@@ -174,7 +179,7 @@ def integer_codes(model: nn.Module) -> dict[str, QuantizedTensor]:
     """
     out = {}
     for name, layer in quantized_layers(model):
-        step = float(layer.step)
+        step = float(layer.step.detach())
         with torch.no_grad():
             codes = quantize_codes(layer.weight.detach(), layer.bits, layer.step)
         dtype = torch.int8 if layer.bits <= 8 else torch.int16

@@ -1,0 +1,178 @@
+"""Learned step size (LSQ, Esser et al. 2019, arXiv 1902.08153): the step of
+each quantized layer is trained jointly with its float shadow weights.
+
+The forward values are the project's quantizer (:func:`quantize_codes` then
+:func:`dequantize`), so :func:`~qdesign.quantize.layers.integer_codes` and
+:func:`~qdesign.quantize.layers.bake` of a learned layer reproduce its forward
+pass exactly. Only the gradients differ from the fixed-step STE:
+
+* weights: straight-through inside the clip range ``|w| < K step``, zero for
+  clipped weights;
+* step: ``dq/ds = round(w/s) - w/s`` inside the range and ``±K`` outside (the
+  integer code minus ``w/s`` where not clipped), summed over the layer and
+  times the LSQ gradient scale ``g = 1 / sqrt(n_weights * K)``.
+
+The step is kept positive by its parametrisation ``step = step0 * exp(rate * u)``
+with a trainable ``u`` (0 at the start, so the initial step is exactly the
+L2-optimal ``step0``): no clamp, and no hook in the training loop. Under Adam the
+step then moves by about ``rate * lr`` relative per update, whatever its scale;
+weight decay on ``u`` pulls the step back towards ``step0``, not towards 0.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .layers import QuantConv2d, QuantLinear, _set_submodule, quantized_layers
+from .primitives import check_bits, dequantize, max_level, quantize_codes
+
+DEFAULT_RATE = 10.0
+"""Relative speed of the step against the weights (``rate`` of the
+parametrisation); chosen by measurement, see docs/methods.md."""
+MAX_LOG_FACTOR = 20.0
+"""The learned step stays within step0 * exp(±20) (positive and finite in float32)."""
+
+
+class _QuantizeLSQ(torch.autograd.Function):
+    """Quantize in the forward pass; LSQ gradients for the weights and the step.
+
+    Saves its output (codes = output / step); the backward pass is one buffer
+    (``w / step``, turned in place into a float 0/1 mask of the clip range and
+    then into the masked gradient) and two dot products."""
+
+    @staticmethod
+    def forward(ctx, w, step, bits, grad_scale):
+        q = dequantize(quantize_codes(w, bits, step), step, inplace=True)
+        ctx.save_for_backward(w, q, step)
+        ctx.bits, ctx.grad_scale = bits, grad_scale
+        return q
+
+    @staticmethod
+    def backward(ctx, grad):
+        w, q, step = ctx.saved_tensors
+        k = max_level(ctx.bits)
+        # one buffer: w / s -> 1.0 strictly inside the clip range, else 0.0 -> the masked gradient.
+        # Float arithmetic in place only: boolean masks, torch.where and fresh full-size
+        # allocations were measured several times slower per element on CPU.
+        grad_w = torch.div(w, step).abs_().neg_().add_(k).relu_().sign_().mul_(grad)
+        grad_s = None
+        if ctx.needs_input_grad[1]:
+            # sum grad * (codes - inside * w / s) = (<grad, q> - <grad * inside, w>) / s
+            total = torch.dot(grad.reshape(-1), q.reshape(-1))
+            if ctx.bits > 1:  # binary: q = s sign(w), dq/ds = sign(w) = codes
+                total = total - torch.dot(grad_w.reshape(-1), w.reshape(-1))
+            grad_s = (total / step * ctx.grad_scale).reshape(step.shape)
+        return grad_w if ctx.needs_input_grad[0] else None, grad_s, None, None
+
+
+class _QuantizeLSQLog(torch.autograd.Function):
+    """:class:`_QuantizeLSQ` with the step's parametrisation folded in
+    (``step = step0 * exp(clamp(rate * u, -M, M))``): one autograd node per
+    layer instead of four, which is most of the cost of small layers."""
+
+    @staticmethod
+    def forward(ctx, w, u, step0, rate, bits, grad_scale):
+        e = rate * u
+        inside = bool(e.abs() < MAX_LOG_FACTOR)
+        step = step0 * torch.exp(e.clamp(-MAX_LOG_FACTOR, MAX_LOG_FACTOR))
+        q = _QuantizeLSQ.forward(ctx, w, step, bits, grad_scale)
+        ctx.rate, ctx.e_inside = rate, inside
+        return q
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad_w, grad_s, _, _ = _QuantizeLSQ.backward(ctx, grad)
+        grad_u = None
+        if grad_s is not None:
+            step = ctx.saved_tensors[2]
+            grad_u = grad_s * step * ctx.rate if ctx.e_inside else torch.zeros_like(grad_s)
+        return grad_w, grad_u, None, None, None, None
+
+
+def lsq_grad_scale(n_weights: int, bits: int) -> float:
+    """LSQ's step-gradient scale g = 1 / sqrt(n_weights * K) (K = Q_P, the largest code)."""
+    return 1.0 / math.sqrt(n_weights * max_level(bits))
+
+
+def quantize_lsq(w: torch.Tensor, bits: int, step: torch.Tensor, grad_scale: float | None = None) -> torch.Tensor:
+    """``quantize(w, bits, step)`` with LSQ gradients w.r.t. ``w`` and the scalar
+    tensor ``step`` (see the module docstring). ``grad_scale`` defaults to
+    :func:`lsq_grad_scale` of ``w``."""
+    bits = check_bits(bits)
+    if grad_scale is None:
+        grad_scale = lsq_grad_scale(w.numel(), bits)
+    return _QuantizeLSQ.apply(w, step, bits, float(grad_scale))
+
+
+class _LearnedStep:
+    """Mixin over QuantLinear/QuantConv2d: ``step`` is ``step0 * exp(rate * log_step)``
+    with a trainable ``log_step``; ``step0`` (a buffer) is the L2-optimal start."""
+
+    rate: float = DEFAULT_RATE
+
+    def _init_quant(self, bits: int, init_step: bool) -> None:
+        self.bits = check_bits(bits)
+        self.register_buffer("step0", torch.ones((), dtype=self.weight.dtype, device=self.weight.device))
+        self.log_step = nn.Parameter(torch.zeros((), dtype=self.weight.dtype, device=self.weight.device))
+        if init_step:
+            self.update_step()
+
+    @property
+    def step(self) -> torch.Tensor:
+        # the exponent is bounded so that the step can neither underflow to 0 nor overflow
+        return self.step0 * torch.exp((self.rate * self.log_step).clamp(-MAX_LOG_FACTOR, MAX_LOG_FACTOR))
+
+    @torch.no_grad()
+    def set_step(self, value: float) -> None:
+        """Restart the learned step at ``value`` (``log_step`` back to 0)."""
+        self.step0.fill_(value)
+        self.log_step.zero_()
+
+    def quantized_weight(self) -> torch.Tensor:
+        return _QuantizeLSQLog.apply(self.weight, self.log_step, self.step0, self.rate, self.bits,
+                                     lsq_grad_scale(self.weight.numel(), self.bits))
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, learned step, rate={self.rate:g}"
+
+
+class LearnedQuantLinear(_LearnedStep, QuantLinear):
+    """:class:`QuantLinear` with a learned step (LSQ)."""
+
+
+class LearnedQuantConv2d(_LearnedStep, QuantConv2d):
+    """:class:`QuantConv2d` with a learned step (LSQ)."""
+
+
+def _learned_clone(layer, rate: float):
+    if isinstance(layer, nn.Linear):
+        new = LearnedQuantLinear(layer.in_features, layer.out_features, layer.bias is not None, bits=layer.bits,
+                                 init_step=False, device=layer.weight.device, dtype=layer.weight.dtype)
+    else:
+        new = LearnedQuantConv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
+                                 layer.padding, layer.dilation, layer.groups, layer.bias is not None,
+                                 layer.padding_mode, bits=layer.bits, init_step=False,
+                                 device=layer.weight.device, dtype=layer.weight.dtype)
+    new.rate = float(rate)
+    with torch.no_grad():
+        new.weight.copy_(layer.weight)
+        if layer.bias is not None:
+            new.bias.copy_(layer.bias)
+    new.set_step(float(layer.step))
+    return new
+
+
+def to_learned(qmodel: nn.Module, rate: float = DEFAULT_RATE) -> nn.Module:
+    """Give every quantized layer of ``qmodel`` (from :func:`to_quantized`) a
+    learned step that starts at its current step. In place; returns ``qmodel``."""
+    if rate <= 0:
+        raise ValueError(f"rate must be > 0, got {rate}")
+    for name, layer in quantized_layers(qmodel):
+        if isinstance(layer, _LearnedStep):
+            layer.rate = float(rate)
+        else:
+            _set_submodule(qmodel, name, _learned_clone(layer, rate))
+    return qmodel
