@@ -147,3 +147,24 @@ def test_corrupt_or_mismatched_checkpoint_is_reported(digits, tmp_path):
     with pytest.raises(CheckpointError, match="different training .*stale float network"):
         retrain(quant_spec(stale, "s", 8, 2, 0), digits, tmp_path / "f" / "model.pt", tmp_path / "q")
     assert not (tmp_path / "q").exists()
+
+
+def test_learned_cell_exports_exactly(digits, tmp_path):
+    """A cell of the learned method: its step moved, its codes stay in -K..K, and
+    the packed export reproduces its recorded test error and every prediction."""
+    from qdesign.export import export_cell  # noqa: PLC0415
+    from qdesign.export.verify import check_export  # noqa: PLC0415
+
+    cfg = make_cfg(retraining={"epochs": 2, "lr": 0.01, "methods": ["fixed", "learned"]})
+    train_float(float_spec(cfg, "s", 16, 0), digits, tmp_path / "f")
+    fixed = retrain(quant_spec(cfg, "s", 16, 2, 0, "fixed"), digits, tmp_path / "f" / "model.pt", tmp_path / "a")
+    learned = retrain(quant_spec(cfg, "s", 16, 2, 0, "learned"), digits, tmp_path / "f" / "model.pt", tmp_path / "b")
+    assert learned["method"] == "learned" and learned["direct_test_error"] == fixed["direct_test_error"]
+    if learned["best_epoch"] > 0:
+        assert learned["steps"] != fixed["steps"]
+    ckpt = load_checkpoint(tmp_path / "b" / "model.pt")
+    for layer in ckpt["codes"].values():
+        assert int(layer["codes"].abs().max()) <= max_level(2)
+    out = export_cell(tmp_path / "b", "packed", tmp_path / "b.qdpk")
+    check = check_export(tmp_path / "b", out, digits, "packed")
+    assert check.n_differ == 0 and check.export_error == learned["test_error"]

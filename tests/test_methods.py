@@ -213,3 +213,9 @@ def test_epoch_is_todays_per_epoch_update_bit_for_bit():
     assert calls == [1, 2]
     for k, v in ref_res.best_state.items():
         assert torch.equal(res.best_state[k], v), k
+
+
+def test_registry_names_match_the_implementations():
+    from qdesign import registry  # noqa: PLC0415
+
+    assert tuple(METHODS) == registry.METHODS

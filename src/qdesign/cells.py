@@ -28,7 +28,8 @@ from .ecr import network_memory_bits
 from .errors import CheckpointError
 from .io import parquet_write_atomic, torch_load_checked, torch_save_atomic
 from .models import build_model, weight_layers
-from .quantize import bake, integer_codes, quantized_layers, to_quantized, update_steps
+from .methods import get_method
+from .quantize import bake, integer_codes, quantized_layers, to_quantized
 from .specs import FloatSpec, QuantSpec
 from .train import chance_level, evaluate, fit, pick_device, use_channels_last
 
@@ -222,13 +223,9 @@ def retrain(spec: QuantSpec, data_path: str | Path, float_checkpoint: str | Path
     direct_test = clock.timed("evaluate", evaluate, qmodel, data.x_test, data.y_test)
     log(f"float test_err {float_test:.4f}; direct quantization test_err {direct_test:.4f} val_err {direct_val:.4f}")
 
-    epoch_start = None
-    if spec.method == "epoch":
-        def epoch_start(epoch: int) -> None:
-            if epoch > 1:  # epoch 1 starts from the steps of the float weights
-                update_steps(qmodel)
-    elif spec.method != "fixed":
-        raise CheckpointError(f"retraining method {spec.method!r} is not available in this version")
+    method = get_method(spec.method)
+    qmodel = method.prepare(qmodel)
+    epoch_start = method.hook(qmodel)
 
     torch.manual_seed(int(spec.seed))
     what = f"{spec.bits}-bit ({spec.method}) {spec.study} width {spec.width} seed {spec.seed}"

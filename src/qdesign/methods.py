@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from .registry import DEFAULT_METHOD  # noqa: F401 - re-exported
+
 from .quantize import to_learned, update_steps
 
 
@@ -67,7 +69,6 @@ METHODS: dict[str, RetrainMethod] = {
                       "clipped weights get no gradient", to_learned),
     )
 }
-DEFAULT_METHOD = "fixed"
 
 
 def get_method(name: str) -> RetrainMethod:
