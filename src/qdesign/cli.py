@@ -184,8 +184,17 @@ def _cmd_scaling(args) -> None:
     from .plots import primary_method_rows, read_tables  # noqa: PLC0415
     from .scaling import scaling_table  # noqa: PLC0415
 
+    import pandas as pd  # noqa: PLC0415
+
     summary = primary_method_rows(read_tables(args.summary, args.summary, args.summary)[0])
-    table = scaling_table(summary, n_boot=args.n_boot)
+    n_widths = summary["width"].nunique()
+    if n_widths < 4:
+        # too few widths to fit and cross-validate a law: say so in the table
+        # (figures show it) rather than fit something nobody should trust
+        table = pd.DataFrame([{"kind": "status", "name": "not fitted",
+                               "note": f"{n_widths} widths; the law needs at least 4 (leave-one-width-out CV)"}])
+    else:
+        table = scaling_table(summary, n_boot=args.n_boot)
     parquet_write_atomic(table, args.out)
     print(f"{len(table)} rows -> {args.out}", flush=True)
 

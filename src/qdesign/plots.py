@@ -629,7 +629,18 @@ def figures(summary: pd.DataFrame, ecr: pd.DataFrame, frontier: pd.DataFrame,
         "method_comparison": ("retraining methods",
                               lambda ax: plot_method_comparison(every_method, ax, styles)),
     }
-    if scaling is not None:
+    if scaling is not None and not (scaling["kind"] == "param").any():
+        note = scaling["note"].iloc[0] if "note" in scaling.columns and len(scaling) else "no fit"
+
+        def _not_fitted(ax, note=note):
+            ax.text(0.5, 0.5, f"scaling law not fitted:\n{note}", transform=ax.transAxes, ha="center",
+                    va="center", color="0.35")
+            ax.set_xticks([])
+            ax.set_yticks([])
+
+        drawers["scaling_fit"] = ("scaling law err(N, b)", _not_fitted)
+        drawers["ecr_bands"] = ("ECR read off and from the law", _not_fitted)
+    elif scaling is not None:
         from .scaling_plots import plot_ecr_bands, plot_scaling_fit  # noqa: PLC0415
 
         drawers["scaling_fit"] = ("scaling law err(N, b)", lambda ax: plot_scaling_fit(summary, scaling, ax, styles))
