@@ -1,6 +1,6 @@
 """Slow hostile cases of a real Snakemake run, run by hand (about a minute):
 
-1. ``kill -9`` of Snakemake during a long training cell: afterwards no qdesign
+1. ``kill -9`` of Snakemake (its main process only, as an OOM killer would) during a long training cell: afterwards no qdesign
    process of that run survives (the warm worker and its forked job end within
    seconds) and no file under ``results/`` changes for 20 s.
 2. Disk full (root only: a 1 MiB tmpfs mounted on the study's results dir): the
@@ -82,8 +82,8 @@ def kill_snakemake(base: Path) -> bool:
     work.mkdir()
     # a long cell: thousands of epochs of a small FCDNN
     smk = snakemake(work, {"studies": {"long": study(training={"epochs": 3000, "lr": 0.01, "batch_size": 64})}})
-    log = work / "results" / "logs"
-    ok = wait_for(lambda: any("epoch 2/" in p.read_text(errors="replace") for p in log.rglob("train_float/*.log")), 180)
+    log = work / "results" / "logs" / "train_float"
+    ok = wait_for(lambda: any("epoch 2/" in p.read_text(errors="replace") for p in log.rglob("*.log")), 300)
     if not ok:
         smk.kill()
         print("kill -9: FAILED: the long cell never started;", (work / "snakemake.out").read_text()[-2000:])
@@ -114,7 +114,7 @@ def disk_full(base: Path) -> bool | None:
         print("disk full: skipped (needs root to mount a tmpfs)")
         return None
     work = base / "full"
-    mnt = work / "results" / "big"
+    mnt = work / "results" / "big" / "float"  # not the study dir: Snakemake tries to remove empty output dirs
     mnt.mkdir(parents=True)
     res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True)
     if res.returncode != 0:
@@ -125,7 +125,7 @@ def disk_full(base: Path) -> bool | None:
         smk = snakemake(work, {"studies": {"big": study(model={"type": "fcdnn", "depth": 2, "widths": [1024]},
                                                         training={"epochs": 1, "lr": 0.01, "batch_size": 64})}})
         code = smk.wait(timeout=600)
-        logs = sorted((work / "results" / "logs").rglob("train_float/*.log"))
+        logs = sorted((work / "results" / "logs" / "train_float").rglob("*.log"))
         text = logs[0].read_text(errors="replace") if logs else ""
         errors = [ln for ln in text.splitlines() if ln.startswith("qdesign: error:") or "Error" in ln]
         files = {str(p.relative_to(mnt)): p.stat().st_size for p in mnt.rglob("*") if p.is_file()}

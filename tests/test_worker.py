@@ -240,3 +240,19 @@ def test_next_start_removes_dirs_of_killed_workers(tmp_path, monkeypatch):
         assert os.environ[worker.ENV_SOCKET] != sock
     finally:
         worker.stop(proc2)
+
+
+def test_stale_dir_clean_up_removes_only_dead_workers_dirs(tmp_path):
+    def mkdir(name, files):
+        d = tmp_path / name
+        d.mkdir(mode=0o700)
+        for f, text in files.items():
+            (d / f).write_text(text)
+        return d
+
+    dead = mkdir("qdesign-worker-dead", {worker.OWNER_FILE: "999999999\n", worker.WORKER_FILE: "999999998\n"})
+    live = mkdir("qdesign-worker-live", {worker.OWNER_FILE: f"{os.getpid()}\n"})
+    foreign = mkdir("qdesign-worker-mine", {worker.OWNER_FILE: "999999999\n", "notes.txt": "keep"})
+    other_name = mkdir("qdesign-hostile-x", {})
+    assert worker.remove_stale_dirs(str(tmp_path)) == [dead]
+    assert live.exists() and foreign.exists() and other_name.exists()

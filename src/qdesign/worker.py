@@ -62,7 +62,7 @@ from pathlib import Path
 
 ENV_SOCKET = "QDESIGN_WORKER_SOCKET"
 ENV_PID = "QDESIGN_WORKER_PID"  # the server's pid, checked by the client with SO_PEERCRED
-DIR_PREFIX = "qdesign-"
+DIR_PREFIX = "qdesign-worker-"
 OWNER_FILE = "owner.pid"  # pid of the process that called start(); the dir is stale once it and the worker are gone
 WORKER_FILE = "worker.pid"
 _HEADER = struct.Struct(">I")
@@ -396,6 +396,12 @@ def remove_stale_dirs(base: str | None = None, min_age: float = 60.0) -> list[Pa
             continue
         if not stat.S_ISDIR(st.st_mode) or stat.S_IMODE(st.st_mode) & 0o077:
             continue
+        try:
+            names = os.listdir(entry)
+        except OSError:
+            continue
+        if any(n not in (OWNER_FILE, WORKER_FILE) and not (n.startswith("w-") and n.endswith(".sock")) for n in names):
+            continue  # not one of ours: never delete what we did not make
         pids = [_read_pid(entry / name) for name in (OWNER_FILE, WORKER_FILE)]
         if pids[0] is None and time.time() - st.st_mtime < min_age:
             continue  # being set up by a start() right now
