@@ -112,10 +112,10 @@ def test_killed_client_process_group_stops_its_job(server, tmp_path):
     cfg = validate_config({"device": "cpu", "studies": {"s": tiny_study(training={"epochs": 2000})}})
     spec = spec_json(float_spec(cfg, "s", 64, 0))
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), worker.ENV_SOCKET: server}
-    log = open(tmp_path / "long.log", "wb")
-    shell = subprocess.Popen(["sh", "-c", f"{sys.executable} -m qdesign train-float --spec '{spec}' --data digits.pt "
-                              "--out-dir long; echo shell-survived"], cwd=tmp_path, env=env, stdout=log,
-                             stderr=subprocess.STDOUT, start_new_session=True)
+    job = f"{sys.executable} -m qdesign train-float --spec '{spec}' --data digits.pt --out-dir long; echo shell-survived"
+    with open(tmp_path / "long.log", "wb") as log:
+        shell = subprocess.Popen(["sh", "-c", job], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
     deadline = time.time() + 60
     while "epoch 1/" not in (tmp_path / "long.log").read_text():
         assert time.time() < deadline
@@ -139,7 +139,7 @@ def test_worker_module_imports_nothing_from_qdesign():
     tree = ast.parse((REPO / "src" / "qdesign" / "worker.py").read_text())
     imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
     imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
-    assert not [m for m in imported if m.startswith("qdesign") or m.startswith(".")]
+    assert not [m for m in imported if m.startswith(("qdesign", "."))]
 
 
 # ------------------------------------------------------------- process lifetime

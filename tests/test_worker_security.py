@@ -35,7 +35,7 @@ def other():
         if not shutil.which("useradd"):
             pytest.skip("useradd not available to create a second user")
         res = subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", OTHER_USER],
-                             capture_output=True, text=True)
+                             capture_output=True, text=True, check=False)
         if res.returncode != 0:
             pytest.skip(f"useradd failed: {res.stderr.strip()}")
         pw = pwd.getpwnam(OTHER_USER)
@@ -51,7 +51,7 @@ def other():
 
 def as_other(other, code, *args, **kw):
     uid, gid, python = other
-    return subprocess.run([python, "-c", code, *args], user=uid, group=gid, extra_groups=[], cwd="/",
+    return subprocess.run([python, "-c", code, *args], check=False, user=uid, group=gid, extra_groups=[], cwd="/",
                           capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, timeout=30, **kw)
 
 

@@ -107,7 +107,7 @@ def set_parent_death_signal(sig: int) -> bool:
     """Ask Linux to send ``sig`` to this process when its parent thread dies; False where unsupported."""
     if not sys.platform.startswith("linux"):
         return False
-    import ctypes  # noqa: PLC0415 - the server side only; keeps the client light
+    import ctypes  # the server side only: keeps the client light
 
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -226,7 +226,7 @@ def _child(conn: socket.socket, handler: Handler, client_pid: int) -> None:
         os.chdir(payload["cwd"])
         os.environ.clear()
         os.environ.update(payload["env"])
-        import threading  # noqa: PLC0415 - only the child needs a thread
+        import threading  # only the child needs a thread
 
         threading.Thread(target=_watch_client, args=(conn, client_pid), daemon=True).start()
         code = handler(payload["argv"])
@@ -306,8 +306,8 @@ def serve(socket_path: str, handler: str | Handler, parent_pid: int | None = Non
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, on_term)
-    if parent_pid and parent_pid == os.getppid():
-        set_parent_death_signal(signal.SIGTERM)
+    # the kernel's signal needs the real parent; --parent alone (e.g. started through a shell) is only polled
+    tied = bool(parent_pid and parent_pid == os.getppid() and set_parent_death_signal(signal.SIGTERM))
     if parent_pid and not _alive(parent_pid):
         return
     children: set[int] = set()
@@ -322,8 +322,8 @@ def serve(socket_path: str, handler: str | Handler, parent_pid: int | None = Non
         for mod in preload:
             importlib.import_module(mod)
         run = load_handler(handler) if isinstance(handler, str) else handler
-        print(f"qdesign worker {os.getpid()}: ready on {path} after {time.perf_counter() - t0:.2f}s of imports",
-              flush=True)
+        print(f"qdesign worker {os.getpid()}: ready on {path} after {time.perf_counter() - t0:.2f}s of imports"
+              f"{'; ends with its parent (PDEATHSIG)' if tied else ''}", flush=True)
         srv.settimeout(1.0)
         last_job = time.monotonic()
         while True:
@@ -435,7 +435,7 @@ def start(log_path: str | Path, handler: str, preload: Iterable[str] = (), wait:
     except OSError as exc:
         print(f"qdesign: warning: no warm worker: {exc}", file=sys.stderr)
         return None
-    import secrets  # noqa: PLC0415
+    import secrets
 
     path = sock_dir / f"w-{secrets.token_hex(8)}.sock"
     log_path = Path(log_path)
