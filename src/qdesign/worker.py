@@ -488,7 +488,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--idle-timeout", type=float, default=3600.0)
     args = ap.parse_args(argv)
     preload = [m for m in args.preload.split(",") if m]
-    serve(args.socket, args.handler, args.parent, args.idle_timeout, preload)
+    code = 0
+    try:
+        serve(args.socket, args.handler, args.parent, args.idle_timeout, preload)
+    except SystemExit as exc:
+        if isinstance(exc.code, int):
+            code = exc.code
+        else:
+            print(exc.code, file=sys.stderr)
+            code = 1
+    # serve() has cleaned up; skip the interpreter's teardown of torch & co. (~4 s), so the worker is gone at once
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
