@@ -8,6 +8,7 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -256,3 +257,20 @@ def test_stale_dir_clean_up_removes_only_dead_workers_dirs(tmp_path):
     other_name = mkdir("qdesign-hostile-x", {})
     assert worker.remove_stale_dirs(str(tmp_path)) == [dead]
     assert live.exists() and foreign.exists() and other_name.exists()
+
+
+def test_start_from_a_thread_is_not_tied_to_that_thread(tmp_path, monkeypatch):
+    # PDEATHSIG fires when the starting *thread* ends: a start() from a thread that then ends must leave the worker up
+    (tmp_path / "slowjob.py").write_text(HANDLER)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    box = {}
+    t = threading.Thread(target=lambda: box.update(proc=worker.start(tmp_path / "w.log", handler="slowjob:run")))
+    t.start()
+    t.join()
+    try:
+        time.sleep(0.5)
+        assert box["proc"].poll() is None
+        assert worker.submit([str(tmp_path / "m"), str(tmp_path / "r"), "0"]) == 0
+        assert "PDEATHSIG" not in (tmp_path / "w.log").read_text()
+    finally:
+        worker.stop(box["proc"])

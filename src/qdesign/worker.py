@@ -294,9 +294,10 @@ def _kill_children(children: set[int]) -> None:
 
 
 def serve(socket_path: str, handler: str | Handler, parent_pid: int | None = None, idle_timeout: float = 3600.0,
-          preload: Iterable[str] = ()) -> None:
+          preload: Iterable[str] = (), death_signal: bool = True) -> None:
     """Serve jobs until the parent is gone, SIGTERM, or ``idle_timeout`` seconds without jobs.
-    The socket's directory must be private (ours, mode 0700)."""
+    The socket's directory must be private (ours, mode 0700). ``death_signal``: also let the
+    kernel end us when the parent thread that started us dies (only right if that is its main thread)."""
     path = Path(socket_path)
     problem = private_dir_problem(path.parent)
     if problem is not None:
@@ -307,7 +308,7 @@ def serve(socket_path: str, handler: str | Handler, parent_pid: int | None = Non
 
     signal.signal(signal.SIGTERM, on_term)
     # the kernel's signal needs the real parent; --parent alone (e.g. started through a shell) is only polled
-    tied = bool(parent_pid and parent_pid == os.getppid() and set_parent_death_signal(signal.SIGTERM))
+    tied = bool(death_signal and parent_pid and parent_pid == os.getppid() and set_parent_death_signal(signal.SIGTERM))
     if parent_pid and not _alive(parent_pid):
         return
     children: set[int] = set()
@@ -445,6 +446,10 @@ def start(log_path: str | Path, handler: str, preload: Iterable[str] = (), wait:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
     cmd = [sys.executable, "-m", "qdesign.worker", "--socket", str(path), "--parent", str(os.getpid()),
            "--handler", handler, "--preload", ",".join(preload), "--idle-timeout", str(idle_timeout)]
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        cmd.append("--poll-parent-only")  # PDEATHSIG would fire when this thread ends, not the process
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True, env=env)
@@ -486,11 +491,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--preload", default="", help="comma-separated modules to import before serving")
     ap.add_argument("--parent", type=int, default=None, help="exit when this process is gone")
     ap.add_argument("--idle-timeout", type=float, default=3600.0)
+    ap.add_argument("--poll-parent-only", action="store_true", help="no PDEATHSIG (started from a non-main thread)")
     args = ap.parse_args(argv)
     preload = [m for m in args.preload.split(",") if m]
     code = 0
     try:
-        serve(args.socket, args.handler, args.parent, args.idle_timeout, preload)
+        serve(args.socket, args.handler, args.parent, args.idle_timeout, preload, not args.poll_parent_only)
     except SystemExit as exc:
         if isinstance(exc.code, int):
             code = exc.code
