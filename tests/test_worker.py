@@ -1,15 +1,21 @@
 """The warm worker: jobs forked from one torch-loaded process behave exactly like
 jobs run in their own process (output, exit status, numbers)."""
 
+import ast
+import json
 import os
+import signal
+import stat
 import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from qdesign import worker
+from qdesign import cli, worker
 from qdesign.config import validate_config
 from qdesign.specs import float_spec
 from qdesign.data import prepare_dataset, write_prepared
@@ -21,8 +27,9 @@ from .conftest import REPO, tiny_study
 def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("worker")
     sock = str(tmp / "w.sock")
-    proc = subprocess.Popen([sys.executable, "-m", "qdesign.worker", "--socket", sock, "--parent", str(os.getpid())],
-                            stdout=open(tmp / "worker.log", "wb"), stderr=subprocess.STDOUT,
+    cmd = [sys.executable, "-m", "qdesign.worker", "--socket", sock, "--parent", str(os.getpid()),
+           "--handler", cli.WORKER_HANDLER, "--preload", ",".join(cli.WORKER_PRELOAD)]
+    proc = subprocess.Popen(cmd, stdout=open(tmp / "worker.log", "wb"), stderr=subprocess.STDOUT,
                             env={**os.environ, "PYTHONPATH": str(REPO / "src")})
     deadline = time.time() + 30
     while not os.path.exists(sock):
@@ -99,3 +106,172 @@ def test_killed_client_stops_its_job(server, tmp_path):
     time.sleep(1.5)
     assert (tmp_path / "long.log").stat().st_size == size
     assert not (tmp_path / "long" / "metrics.parquet").exists()
+
+
+def test_killed_client_process_group_stops_its_job(server, tmp_path):
+    # Snakemake cancels a job by killing the job's shell with its process group
+    write_prepared(prepare_dataset("digits"), tmp_path / "digits.pt")
+    cfg = validate_config({"device": "cpu", "studies": {"s": tiny_study(training={"epochs": 2000})}})
+    spec = float_spec(cfg, "s", 64, 0).to_json()
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), worker.ENV_SOCKET: server}
+    job = f"{sys.executable} -m qdesign train-float --spec '{spec}' --data digits.pt --out-dir long; echo shell-survived"
+    with open(tmp_path / "long.log", "wb") as log:
+        shell = subprocess.Popen(["sh", "-c", job], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
+    deadline = time.time() + 60
+    while "epoch 1/" not in (tmp_path / "long.log").read_text():
+        assert time.time() < deadline
+        time.sleep(0.1)
+    os.killpg(shell.pid, signal.SIGKILL)
+    shell.wait()
+    time.sleep(1.0)
+    size = (tmp_path / "long.log").stat().st_size
+    time.sleep(1.5)
+    assert (tmp_path / "long.log").stat().st_size == size
+    assert not (tmp_path / "long" / "metrics.parquet").exists()
+    assert "shell-survived" not in (tmp_path / "long.log").read_text()
+
+
+def test_worker_module_imports_nothing_from_qdesign():
+    code = ("import sys, qdesign.worker; "
+            "print(sorted(m for m in sys.modules if m.startswith('qdesign.') and m != 'qdesign.worker'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO / "src")}).stdout
+    assert out.strip() == "[]"
+    tree = ast.parse((REPO / "src" / "qdesign" / "worker.py").read_text())
+    imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    assert not [m for m in imported if m.startswith(("qdesign", "."))]
+
+
+# ------------------------------------------------------------- process lifetime
+
+HANDLER = '''
+import os, time
+def run(argv):
+    marker, result, delay = argv
+    open(marker, "w").write(str(os.getpid()))
+    time.sleep(float(delay))
+    open(result, "w").write("stale")
+    return 0
+'''
+
+FAKE_SNAKEMAKE = '''
+import json, os, sys, time
+from qdesign import worker
+proc = worker.start(sys.argv[1], handler="slowjob:run", idle_timeout=60)
+print(json.dumps({"pid": proc.pid, "socket": os.environ[worker.ENV_SOCKET]}), flush=True)
+time.sleep(600)
+'''
+
+CLIENT = '''
+import sys
+from qdesign import worker
+code = worker.submit(sys.argv[1:])
+sys.exit(99 if code is None else code)
+'''
+
+
+def _gone_within(pids, seconds):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if not [p for p in pids if worker._alive(p)]:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_kill_9_of_snakemake_ends_worker_and_jobs(tmp_path):
+    (tmp_path / "slowjob.py").write_text(HANDLER)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(tmp_path)])}
+    env.pop(worker.ENV_SOCKET, None)
+    parent = subprocess.Popen([sys.executable, "-c", FAKE_SNAKEMAKE, str(tmp_path / "worker.log")], env=env,
+                              stdout=subprocess.PIPE, text=True)
+    info = json.loads(parent.stdout.readline())
+    client_env = {**env, worker.ENV_SOCKET: info["socket"], worker.ENV_PID: str(info["pid"])}
+    marker, result = tmp_path / "job.pid", tmp_path / "result.txt"
+    client = subprocess.Popen([sys.executable, "-c", CLIENT, str(marker), str(result), "4"], env=client_env,
+                              stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 30
+    while not marker.exists() or not marker.read_text():
+        assert time.time() < deadline and client.poll() is None, (tmp_path / "worker.log").read_text()
+        time.sleep(0.05)
+    job = int(marker.read_text())
+    assert job != client.pid  # the job really ran in the worker
+    parent.kill()
+    parent.wait()
+    assert _gone_within([info["pid"], job], 5.0), "worker or job survived its Snakemake"
+    assert client.wait(timeout=10) == 1
+    assert "worker process died" in client.stderr.read()
+    time.sleep(5.0)  # past the job's own 4 s: it must never write its result
+    assert not result.exists()
+    assert not os.path.exists(os.path.dirname(info["socket"]))  # the worker removed its directory
+
+
+def test_start_and_stop_leave_nothing_behind(tmp_path, monkeypatch):
+    (tmp_path / "slowjob.py").write_text(HANDLER)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    proc = worker.start(tmp_path / "w.log", handler="slowjob:run")
+    try:
+        sock = os.environ[worker.ENV_SOCKET]
+        assert worker.private_dir_problem(os.path.dirname(sock)) is None
+        assert os.stat(os.path.dirname(sock)).st_mode & 0o777 == 0o700
+        assert stat.S_ISSOCK(os.lstat(sock).st_mode) and os.lstat(sock).st_mode & 0o077 == 0
+        code = worker.submit([str(tmp_path / "m"), str(tmp_path / "r"), "0"])
+        assert code == 0 and (tmp_path / "r").read_text() == "stale"
+    finally:
+        worker.stop(proc)
+    assert worker.ENV_SOCKET not in os.environ
+    assert not os.path.exists(os.path.dirname(sock))
+
+
+def test_next_start_removes_dirs_of_killed_workers(tmp_path, monkeypatch):
+    (tmp_path / "slowjob.py").write_text(HANDLER)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    proc = worker.start(tmp_path / "w.log", handler="slowjob:run")
+    sock = os.environ[worker.ENV_SOCKET]
+    # kill -9 of the worker: nobody removes the directory ...
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert os.path.exists(sock)
+    # ... until a later start() by a process whose owner pid is gone; here the owner (us) lives, so fake its death
+    (Path(sock).parent / worker.OWNER_FILE).write_text("999999999\n")
+    proc2 = worker.start(tmp_path / "w.log", handler="slowjob:run")
+    try:
+        assert not os.path.exists(os.path.dirname(sock))
+        assert os.environ[worker.ENV_SOCKET] != sock
+    finally:
+        worker.stop(proc2)
+
+
+def test_stale_dir_clean_up_removes_only_dead_workers_dirs(tmp_path):
+    def mkdir(name, files):
+        d = tmp_path / name
+        d.mkdir(mode=0o700)
+        for f, text in files.items():
+            (d / f).write_text(text)
+        return d
+
+    dead = mkdir("qdesign-worker-dead", {worker.OWNER_FILE: "999999999\n", worker.WORKER_FILE: "999999998\n"})
+    live = mkdir("qdesign-worker-live", {worker.OWNER_FILE: f"{os.getpid()}\n"})
+    foreign = mkdir("qdesign-worker-mine", {worker.OWNER_FILE: "999999999\n", "notes.txt": "keep"})
+    other_name = mkdir("qdesign-hostile-x", {})
+    assert worker.remove_stale_dirs(str(tmp_path)) == [dead]
+    assert live.exists() and foreign.exists() and other_name.exists()
+
+
+def test_start_from_a_thread_is_not_tied_to_that_thread(tmp_path, monkeypatch):
+    # PDEATHSIG fires when the starting *thread* ends: a start() from a thread that then ends must leave the worker up
+    (tmp_path / "slowjob.py").write_text(HANDLER)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    box = {}
+    t = threading.Thread(target=lambda: box.update(proc=worker.start(tmp_path / "w.log", handler="slowjob:run")))
+    t.start()
+    t.join()
+    try:
+        time.sleep(0.5)
+        assert box["proc"].poll() is None
+        assert worker.submit([str(tmp_path / "m"), str(tmp_path / "r"), "0"]) == 0
+        assert "PDEATHSIG" not in (tmp_path / "w.log").read_text()
+    finally:
+        worker.stop(box["proc"])

@@ -24,6 +24,11 @@ from pathlib import Path
 from .errors import UserError
 
 WORKER_COMMANDS = {"train-float", "retrain"}
+# what the warm worker serves and imports up front (torch.optim imports torch._dynamo, ~2.5 s, when the first
+# optimizer is built: preload it too, or every job pays it again)
+WORKER_HANDLER = "qdesign.cli:run"
+WORKER_PRELOAD = ("torch", "torch._dynamo", "numpy", "pandas", "pyarrow.parquet", "qdesign.cells", "qdesign.quantize",
+                  "qdesign.train", "qdesign.data", "qdesign.cli")
 
 
 def _positive_int(text: str) -> int:

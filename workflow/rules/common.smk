@@ -157,7 +157,11 @@ onstart:
         and workflow.is_main_process
         and os.environ.get("QDESIGN_WORKER", "1") != "0"
     ):
-        _worker["proc"] = qworker.start("results/logs/worker.log")
+        from qdesign import cli as qcli
+
+        # from Snakemake's main thread: the worker dies with the thread that started it
+        _worker["proc"] = qworker.start("results/logs/worker.log", handler=qcli.WORKER_HANDLER,
+                                        preload=qcli.WORKER_PRELOAD)
 
 
 onsuccess:
