@@ -95,6 +95,7 @@ def measure(*args) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", [
     # FCDNN, MNIST-shaped random data, the paper's widest network
     ("--dataset", "mnist", "--model", "fcdnn", "--width", "1024", "--n-train", "1024", "--n-test", "2048"),
