@@ -109,6 +109,13 @@ def epoch_times(d: Path) -> str:
     return "\n".join(lines)
 
 
+def worker_line(d: Path) -> str:
+    """What the warm worker logged: that it served the cells (else they ran as fresh processes)."""
+    log = d / "results" / "logs" / "worker.log"
+    served = re.findall(r"served (\d+) jobs", log.read_text()) if log.exists() else []
+    return f"warm worker: served {served[-1]} jobs" if served else "warm worker: NOT used"
+
+
 def compare(a: pd.DataFrame, b: pd.DataFrame, tol: float) -> tuple[bool, float]:
     a = a[COLS].sort_values(["width", "bits", "seed"]).reset_index(drop=True)
     b = b[COLS].sort_values(["width", "bits", "seed"]).reset_index(drop=True)
@@ -141,6 +148,7 @@ def main() -> None:
     cfg = make_config(args.device, args.epochs, args.train_subset, 1, data_dir)
     a, wall_a, gpu_a = run("A-serial", work, cfg, 1, args.timeout)
     print(f"\nA: one cell at a time on {args.device}: {len(a)} cells in {wall_a:.1f} s\n{gpu_a.report()}")
+    print(worker_line(work / "A-serial"))
     print(epoch_times(work / "A-serial"), flush=True)
 
     b, wall_b, gpu_b = run("B-parallel", work, cfg, args.parallel, args.timeout)
@@ -148,6 +156,7 @@ def main() -> None:
     ok &= same
     print(f"\nB: {args.parallel} cells at once on {args.device}: {len(b)} cells in {wall_b:.1f} s "
           f"({wall_a / wall_b:.2f}x A)\n{gpu_b.report()}")
+    print(worker_line(work / "B-parallel"))
     print(epoch_times(work / "B-parallel"))
     print(f"B equals A: {'yes' if same else f'NO (max |diff| {diff:.4g})'}", flush=True)
 
