@@ -46,8 +46,8 @@ PARAM_COPIES = 7  # weights, grads, 2 Adam moments, best snapshot, quantized cop
 CONV_WORKSPACE_MB = 300  # oneDNN buffers and allocator caching of convolutions (CNN width 32: ~300 MB)
 MEM_MARGIN = 1.25  # on the job's own estimated peak
 # RSS of the two Snakemake processes (sbatch script -> snakemake -> job shell)
-# that wrap every cluster job (~0.4 GB measured); ~0 under the local warm worker
-CLUSTER_WRAPPER_MB = 450
+# that wrap every cluster job (measured: 0.35-0.55 GB, the larger for array tasks); ~0 under the local warm worker
+CLUSTER_WRAPPER_MB = 600
 
 # Sustained training throughput per CPU thread, by model type. Measured on 2
 # shared cores: FCDNN 6-8 GFLOP/s per thread under load (~15 quiet); CNN width
