@@ -1,13 +1,69 @@
-"""Cluster resource estimates grow with the network and the data, and with retries."""
+"""Cluster resource estimates: one architecture description, estimates that grow
+with the network, the data and retries, and requests close to measured peaks."""
 
+import inspect
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from qdesign import resources
+from qdesign.architecture import forward_macs, layer_specs, n_params, weight_specs
 from qdesign.config import validate_config
-from qdesign.resources import mem_mb, runtime_min
+from qdesign.models import build_model, weight_layers
+from qdesign.resources import MIN_RUNTIME_MIN, job_peak_mb, mem_mb, runtime_min
+from qdesign.train import evaluate
 
-from .conftest import tiny_study
+from .conftest import REPO, tiny_study
+
+CNN = {"type": "cnn", "channel_multipliers": [1, 2, 4], "convs_per_block": 2, "kernel_size": 3, "pool": "max",
+       "fc_units": 0, "dropout": 0.0}
+MODELS = [
+    ({"type": "fcdnn", "depth": 3, "dropout": 0.2}, 64, (1, 28, 28)),
+    (CNN, 8, (3, 32, 32)),
+    ({"type": "cnn", "channel_multipliers": [1, 2], "convs_per_block": 1, "kernel_size": 5, "pool": "avg",
+      "fc_units": 32, "dropout": 0.5}, 4, (1, 28, 28)),
+]
 
 
 def study(**kw):
     return validate_config({"studies": {"s": tiny_study(**kw)}})["studies"]["s"]
+
+
+@pytest.mark.parametrize("cfg, width, shape", MODELS)
+def test_architecture_description_is_what_build_model_builds(cfg, width, shape):
+    specs = layer_specs(cfg, width, shape, 10)
+    model = build_model(cfg, width, shape, 10).eval()
+    assert len(specs) == len(model)
+    assert [(w, b) for _, w, b in weight_layers(model)] == [(s.n_weights, s.n_biases) for s in weight_specs(specs)]
+    assert n_params(specs) == sum(p.numel() for p in model.parameters())
+    x = torch.zeros(2, *shape)
+    macs = 0
+    for spec, module in zip(specs, model):
+        y = module(x)
+        assert tuple(y.shape[1:]) == spec.out_shape, (spec, module)
+        if isinstance(module, torch.nn.Conv2d):
+            macs += module.weight.numel() * y.shape[2] * y.shape[3]
+        elif isinstance(module, torch.nn.Linear):
+            macs += module.weight.numel()
+        x = y
+    assert forward_macs(specs) == macs
+
+
+def test_paper_cnn_is_sized_by_parameters_not_macs():
+    cfg = validate_config(yaml.safe_load((REPO / "config" / "paper.yaml").read_text()))["studies"]["cifar10-cnn"]
+    specs = layer_specs(cfg["model"], 128, (3, 32, 32), 10)
+    assert 4.6e6 < n_params(specs) < 4.8e6 and forward_macs(specs) > 100 * n_params(specs)
+    # dataset (1.5 GB as float) + the evaluation batch's feature maps, not 24 bytes per MAC (~23.5 GB)
+    assert 3000 < mem_mb(cfg, 128) < 8000
+
+
+def test_eval_batch_matches_the_trainer():
+    assert inspect.signature(evaluate).parameters["batch_size"].default == resources.EVAL_BATCH
 
 
 def test_wider_networks_and_bigger_data_get_more():
@@ -25,7 +81,35 @@ def test_retries_ask_for_more():
 
 
 def test_estimates_are_whole_and_positive():
-    s = study(dataset="cifar10", model={"type": "cnn", "widths": [128], "channel_multipliers": [1, 2, 4]})
+    s = study(dataset="cifar10", model={**CNN, "widths": [128]})
     m, t = mem_mb(s, 128), runtime_min(s, 128, "float", "cuda", 2)
-    assert isinstance(m, int) and m % 100 == 0 and m >= 800
-    assert isinstance(t, int) and t >= 5
+    assert isinstance(m, int) and m % 100 == 0 and m >= resources.BASE_MB["cpu"]
+    assert isinstance(t, int) and t >= MIN_RUNTIME_MIN
+
+
+def measure(*args) -> dict:
+    """One float cell as a fresh process (what a job is): benchmarks/measure_cell.py."""
+    res = subprocess.run([sys.executable, str(REPO / "benchmarks" / "measure_cell.py"), *args, "--threads", "2"],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    assert res.returncode == 0, res.stderr[-2000:]
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args", [
+    # FCDNN, MNIST-shaped random data, the paper's widest network
+    ("--dataset", "mnist", "--model", "fcdnn", "--width", "1024", "--n-train", "1024", "--n-test", "2048"),
+    # the paper's CNN at width 128 on a few CIFAR-shaped random images
+    ("--dataset", "cifar10", "--model", "cnn", "--width", "128", "--n-train", "48", "--n-test", "16"),
+], ids=["fcdnn-1024", "cnn-128"])
+def test_requested_memory_is_within_a_small_factor_of_the_measured_peak(args):
+    m = measure(*args, "--epochs", "1")
+    cfg = {"type": m["model"], "widths": [m["width"]], **(CNN if m["model"] == "cnn" else {"depth": 2})}
+    s = validate_config({"studies": {"s": {**tiny_study(dataset=m["dataset"], model=cfg),
+                                            "training": {"epochs": 1, "batch_size": 128, "lr": 0.01},
+                                            "retraining": {"epochs": 1, "batch_size": 128, "lr": 0.01}}}})
+    s = s["studies"]["s"]
+    n = int(args[args.index("--n-train") + 1]) + int(args[args.index("--n-test") + 1])
+    peak, requested = job_peak_mb(s, m["width"], n_examples=n), mem_mb(s, m["width"], n_examples=n)
+    assert 0.8 <= peak / m["max_rss_mb"] <= 2.0, (peak, m)
+    assert 1.0 <= requested / m["max_rss_mb"] <= 4.0, (requested, m)

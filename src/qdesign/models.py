@@ -1,9 +1,6 @@
-"""The two model families of the study, built from (config, width).
-
-* FCDNN: ``depth`` hidden layers of ``width`` ReLU units.
-* CNN: blocks of ``convs_per_block`` same-padded convolutions with
-  ``width * channel_multipliers[i]`` feature maps, each block followed by 2x2
-  pooling; then an optional hidden fully-connected layer and the classifier.
+"""The two model families of the study as torch modules, built from the one
+torch-free description in :mod:`qdesign.architecture` (see there for the
+families; resources are sized from the same description).
 
 Every weight layer is an ``nn.Linear`` or ``nn.Conv2d`` (with bias), which is
 what :mod:`qdesign.quantize` converts.
@@ -15,48 +12,31 @@ from collections.abc import Mapping
 
 from torch import nn
 
+from .architecture import LayerSpec, layer_specs
+
 
 def build_model(model_cfg: Mapping, width: int, input_shape: tuple[int, ...], n_classes: int) -> nn.Sequential:
     """Build the float network of one width. ``input_shape`` is (C, H, W)."""
-    kind = model_cfg["type"]
-    dropout = float(model_cfg.get("dropout", 0.0))
+    return nn.Sequential(*(_module(s) for s in layer_specs(model_cfg, width, input_shape, n_classes)))
 
-    def act():
-        return [nn.ReLU()] + ([nn.Dropout(dropout)] if dropout > 0 else [])
 
-    layers: list[nn.Module] = []
-    if kind == "fcdnn":
-        n_in = 1
-        for d in input_shape:
-            n_in *= d
-        layers.append(nn.Flatten())
-        for _ in range(int(model_cfg["depth"])):
-            layers += [nn.Linear(n_in, width), *act()]
-            n_in = width
-        layers.append(nn.Linear(n_in, n_classes))
-    elif kind == "cnn":
-        c, h, w = input_shape
-        k = int(model_cfg["kernel_size"])
-        pool = nn.MaxPool2d if model_cfg["pool"] == "max" else nn.AvgPool2d
-        for mult in model_cfg["channel_multipliers"]:
-            out = width * int(mult)
-            for _ in range(int(model_cfg["convs_per_block"])):
-                layers += [nn.Conv2d(c, out, k, padding=k // 2), nn.ReLU()]
-                c = out
-            layers.append(pool(2))
-            h, w = h // 2, w // 2
-            if h < 1 or w < 1:
-                raise ValueError(f"too many pooling stages for input {input_shape}")
-        layers.append(nn.Flatten())
-        n_in = c * h * w
-        fc = int(model_cfg.get("fc_units", 0))
-        if fc > 0:
-            layers += [nn.Linear(n_in, fc), *act()]
-            n_in = fc
-        layers.append(nn.Linear(n_in, n_classes))
-    else:
-        raise ValueError(f"unknown model type {kind!r}")
-    return nn.Sequential(*layers)
+def _module(spec: LayerSpec) -> nn.Module:
+    """The torch module of one entry of :func:`qdesign.architecture.layer_specs`."""
+    if spec.kind == "linear":
+        return nn.Linear(spec.n_in, spec.n_out)
+    if spec.kind == "conv":
+        return nn.Conv2d(spec.n_in, spec.n_out, spec.kernel, padding=spec.padding)
+    if spec.kind == "relu":
+        return nn.ReLU()
+    if spec.kind == "dropout":
+        return nn.Dropout(spec.p)
+    if spec.kind == "maxpool":
+        return nn.MaxPool2d(spec.kernel)
+    if spec.kind == "avgpool":
+        return nn.AvgPool2d(spec.kernel)
+    if spec.kind == "flatten":
+        return nn.Flatten()
+    raise ValueError(f"unknown layer kind {spec.kind!r}")
 
 
 def weight_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
