@@ -129,28 +129,11 @@ _TRAIN_COPIES = 8  # float32 copies per parameter: weights, grads, 2 moments, be
 
 
 def _n_params_estimate(model: Mapping, width: int, input_shape: tuple[int, ...], n_classes: int = 10) -> int:
-    """Weights and biases of a model, from its config (no torch): fcdnn
-    ~ depth x width^2, cnn ~ sum of k^2 x c_in x c_out plus the dense layers."""
-    c, h, w = input_shape
-    if model["type"] == "fcdnn":
-        n, prev = 0, c * h * w
-        for _ in range(int(model.get("depth", 3))):
-            n += (prev + 1) * width
-            prev = width
-        return n + (prev + 1) * n_classes
-    k = int(model.get("kernel_size", 3))
-    n = 0
-    for mult in model.get("channel_multipliers", [1, 2]):
-        out = width * int(mult)
-        for _ in range(int(model.get("convs_per_block", 1))):
-            n += (k * k * c + 1) * out
-            c = out
-        h, w = max(1, h // 2), max(1, w // 2)
-    n_in, fc = c * h * w, int(model.get("fc_units", 0))
-    if fc:
-        n += (n_in + 1) * fc
-        n_in = fc
-    return n + (n_in + 1) * n_classes
+    """Weights and biases of a model, from its (defaults-filled) config, by the
+    one architecture description (:mod:`qdesign.architecture`, no torch)."""
+    from .architecture import layer_specs, n_params  # noqa: PLC0415
+
+    return n_params(layer_specs(model, width, input_shape, n_classes))
 
 
 def _physical_memory() -> int | None:

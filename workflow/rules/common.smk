@@ -124,7 +124,9 @@ def job_device(wildcards):
 
 
 def job_mem_mb(wildcards, attempt):
-    return qres.mem_mb(study_cfg(wildcards.study), int(wildcards.width), attempt)
+    return qres.mem_mb(
+        study_cfg(wildcards.study), int(wildcards.width), attempt, device=job_device(wildcards)
+    )
 
 
 def job_runtime(phase):
