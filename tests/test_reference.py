@@ -36,6 +36,9 @@ def study_tables(tmp_path):
     results.mkdir(parents=True)
     for name, df in (("summary", summary), ("ecr", ecr), ("frontier", frontier)):
         df.to_parquet(results / f"{name}.parquet")
+    # three widths: the scaling rule records that no law was fitted
+    pd.DataFrame([{"kind": "status", "name": "not fitted", "note": "3 widths"}]).to_parquet(
+        results / "scaling.parquet")
     config = tmp_path / "cfg.yaml"
     config.write_text(yaml.safe_dump({"studies": {"s": {"dataset": "digits", "model": {"type": "fcdnn", "widths": [8, 16, 32]}}}}))
     return tmp_path, config
@@ -45,7 +48,7 @@ def test_export_reference(study_tables):
     tmp, config = study_tables
     out = tmp / "reference" / "demo"
     export_reference(config, tmp / "results", out, wall_seconds=12.5, note="test")
-    assert sorted(p.name for p in (out / "s").iterdir()) == ["ecr.parquet", "frontier.parquet", "summary.parquet"]
+    assert sorted(p.name for p in (out / "s").iterdir()) == ["ecr.parquet", "frontier.parquet", "scaling.parquet", "summary.parquet"]
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["wall_seconds"] == 12.5 and prov["studies"]["s"]["cells"] == 12
     assert (out / "config.yaml").read_bytes() == config.read_bytes()
