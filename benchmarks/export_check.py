@@ -23,11 +23,11 @@ from pathlib import Path
 
 from qdesign.cells import retrain, train_float
 from qdesign.config import validate_config
-from qdesign.specs import float_spec, quant_spec
 from qdesign.data import prepare_dataset, write_prepared
 from qdesign.export import export_cell
 from qdesign.export.cell import load_cell
 from qdesign.export.verify import cell_test_data, torch_logits, verify_export
+from qdesign.specs import float_spec, quant_spec
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,18 +44,27 @@ def main(argv=None) -> int:
 
     out = args.out or Path(tempfile.mkdtemp(prefix="qdesign-export-"))
     out.mkdir(parents=True, exist_ok=True)
-    study = {"dataset": "mnist", "model": {"type": "fcdnn", "depth": 3, "widths": [args.width]},
-             "bits": [args.bits], "seeds": [0],
-             "training": {"epochs": args.epochs, "lr": 0.001, "batch_size": 128},
-             "retraining": {"epochs": 1, "lr": 0.0001, "batch_size": 128}}
+    study = {
+        "dataset": "mnist",
+        "model": {"type": "fcdnn", "depth": 3, "widths": [args.width]},
+        "bits": [args.bits],
+        "seeds": [0],
+        "training": {"epochs": args.epochs, "lr": 0.001, "batch_size": 128},
+        "retraining": {"epochs": 1, "lr": 0.0001, "batch_size": 128},
+    }
     cfg = validate_config({"device": "cpu", "studies": {"mnist-fcdnn": study}})
     data = out / "mnist.pt"
     t0 = time.perf_counter()
     write_prepared(prepare_dataset("mnist", args.data_dir, download=False), data)
     train_float(float_spec(cfg, "mnist-fcdnn", args.width, 0), data, out / "float", threads=args.threads)
     qdir = out / f"q{args.bits}"
-    retrain(quant_spec(cfg, "mnist-fcdnn", args.width, args.bits, 0), data, out / "float" / "model.pt",
-                  qdir, threads=args.threads)
+    retrain(
+        quant_spec(cfg, "mnist-fcdnn", args.width, args.bits, 0),
+        data,
+        out / "float" / "model.pt",
+        qdir,
+        threads=args.threads,
+    )
     t_train = time.perf_counter() - t0
 
     cell = load_cell(qdir)
@@ -77,23 +86,33 @@ def main(argv=None) -> int:
         results[f"float_{fmt}"] = verify_export(out / "float", path, data, fmt, cell=fcell, torch_out=fref).as_dict()
 
     m = cell.metrics
-    print(f"\nMNIST FCDNN 3x{args.width}, {args.bits} bits ({args.epochs} float epochs + 1 retraining epoch, "
-          f"{t_train:.0f}s to train), {m['n_weights']} weights, {m['n_biases']} biases")
-    print(f"memory model: memory_bits_total = {m['memory_bits_total']} bits = {m['memory_bits_total'] / 8:.0f} bytes "
-          f"(weights only {m['memory_bits_weights'] / 8:.0f} bytes)")
+    print(
+        f"\nMNIST FCDNN 3x{args.width}, {args.bits} bits ({args.epochs} float epochs + 1 retraining epoch, "
+        f"{t_train:.0f}s to train), {m['n_weights']} weights, {m['n_biases']} biases"
+    )
+    print(
+        f"memory model: memory_bits_total = {m['memory_bits_total']} bits = {m['memory_bits_total'] / 8:.0f} bytes "
+        f"(weights only {m['memory_bits_weights'] / 8:.0f} bytes)"
+    )
     p, o = results["packed"], results["onnx"]
-    print(f"packed file : {p['file_bytes']} bytes (expected {p['expected_bytes']}: per-layer ceil(bits/8) + "
-          f"{p['expected_bytes'] - sum(-(-b // 8) for b in _layer_bits(cell))} bytes header/records/CRC)")
+    print(
+        f"packed file : {p['file_bytes']} bytes (expected {p['expected_bytes']}: per-layer ceil(bits/8) + "
+        f"{p['expected_bytes'] - sum(-(-b // 8) for b in _layer_bits(cell))} bytes header/records/CRC)"
+    )
     print(f"onnx file   : {o['file_bytes']} bytes (int8 codes, one byte per weight, + protobuf)")
     fp, fo = results["float_packed"], results["float_onnx"]
-    print(f"float cell  : memory model {fp['memory_bits_total'] / 8:.0f} bytes; packed {fp['file_bytes']} bytes "
-          f"(expected {fp['expected_bytes']}), onnx {fo['file_bytes']} bytes")
+    print(
+        f"float cell  : memory model {fp['memory_bits_total'] / 8:.0f} bytes; packed {fp['file_bytes']} bytes "
+        f"(expected {fp['expected_bytes']}), onnx {fo['file_bytes']} bytes"
+    )
     print(f"{'':12s} {'test error':>10s} {'differ':>7s} {'max|dlogit|':>12s}")
     print(f"{'recorded':12s} {m['test_error']:10.4f}")
     print(f"{'torch now':12s} {p['torch_error']:10.4f}")
     for name, r in (("packed", p), ("onnx", o), ("float packed", fp), ("float onnx", fo)):
-        print(f"{name:12s} {r['export_error']:10.4f} {r['n_differ']:7d} {r['max_abs_logit_diff']:12.3g}"
-              f"  ({'ok' if r['ok'] else 'MISMATCH'}, recorded {r['recorded_error']:.4f})")
+        print(
+            f"{name:12s} {r['export_error']:10.4f} {r['n_differ']:7d} {r['max_abs_logit_diff']:12.3g}"
+            f"  ({'ok' if r['ok'] else 'MISMATCH'}, recorded {r['recorded_error']:.4f})"
+        )
     (out / "export_check.json").write_text(json.dumps(results, indent=2))
     print(f"outputs in {out}")
     return 0 if all(r["ok"] for r in results.values()) else 1
@@ -104,8 +123,11 @@ def _layer_bits(cell) -> list[int]:
     from qdesign.export import packed
     from qdesign.export.cell import cell_ops
 
-    return [layer_memory_bits(op.n_weights, op.shape[0], op.bits)[1] for op in cell_ops(cell)
-            if op.kind in (packed.LINEAR, packed.CONV2D)]
+    return [
+        layer_memory_bits(op.n_weights, op.shape[0], op.bits)[1]
+        for op in cell_ops(cell)
+        if op.kind in (packed.LINEAR, packed.CONV2D)
+    ]
 
 
 if __name__ == "__main__":

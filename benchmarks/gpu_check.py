@@ -36,13 +36,25 @@ COLS = ["width", "bits", "seed", "test_error", "val_error", "direct_test_error"]
 def make_config(device: str, epochs: int, subset: int, threads: int, data_dir: Path) -> dict:
     paper = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
     study = dict(paper["studies"][STUDY])
-    study.update(model={**study["model"], "widths": [256, 1024]}, bits=[2], seeds=[0], threads=threads,
-                 training={**study["training"], "epochs": epochs},
-                 retraining={**study["retraining"], "epochs": epochs})
+    study.update(
+        model={**study["model"], "widths": [256, 1024]},
+        bits=[2],
+        seeds=[0],
+        threads=threads,
+        training={**study["training"], "epochs": epochs},
+        retraining={**study["retraining"], "epochs": epochs},
+    )
     if subset:
         study["train_subset"] = subset
-    return {"data_dir": str(data_dir), "download": False, "device": device, "split_seed": paper["split_seed"],
-            "worker": True, "plots": {"formats": ["png"]}, "studies": {STUDY: study}}
+    return {
+        "data_dir": str(data_dir),
+        "download": False,
+        "device": device,
+        "split_seed": paper["split_seed"],
+        "worker": True,
+        "plots": {"formats": ["png"]},
+        "studies": {STUDY: study},
+    }
 
 
 class GpuSampler:
@@ -56,8 +68,11 @@ class GpuSampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            res = subprocess.run(["nvidia-smi", "--query-gpu=memory.used,utilization.gpu",
-                                  "--format=csv,noheader,nounits"], capture_output=True, text=True)
+            res = subprocess.run(
+                ["nvidia-smi", "--query-gpu=memory.used,utilization.gpu", "--format=csv,noheader,nounits"],
+                capture_output=True,
+                text=True,
+            )
             if res.returncode == 0 and res.stdout.strip():
                 mem, util = res.stdout.strip().splitlines()[0].split(",")
                 self.samples.append((float(mem), float(util)))
@@ -78,16 +93,30 @@ class GpuSampler:
             return "GPU: no nvidia-smi samples" if self.available else "GPU: nvidia-smi not found (no GPU)"
         mem = [m for m, _ in self.samples]
         util = [u for _, u in self.samples]
-        return (f"GPU: peak memory used {max(mem):.0f} MiB, utilisation mean {sum(util) / len(util):.0f}% "
-                f"max {max(util):.0f}% ({len(self.samples)} samples)")
+        return (
+            f"GPU: peak memory used {max(mem):.0f} MiB, utilisation mean {sum(util) / len(util):.0f}% "
+            f"max {max(util):.0f}% ({len(self.samples)} samples)"
+        )
 
 
 def run(name: str, work: Path, config: dict, cores: int, timeout: int) -> tuple[pd.DataFrame, float, GpuSampler]:
     d = work / name
     d.mkdir(parents=True, exist_ok=True)
     (d / "config.yaml").write_text(yaml.safe_dump(config))
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(d),
-           "--configfile", str(d / "config.yaml"), "--cores", str(cores), f"results/{STUDY}/summary.parquet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(d),
+        "--configfile",
+        str(d / "config.yaml"),
+        "--cores",
+        str(cores),
+        f"results/{STUDY}/summary.parquet",
+    ]
     t0 = time.perf_counter()
     with GpuSampler() as gpu:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -141,8 +170,11 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)
     data_dir = Path(args.data_dir).resolve()
     ncpu = os.cpu_count() or 1
-    print(f"[gpu_check] device {args.device}, {args.epochs} epochs, train_subset {args.train_subset or 'all'}, "
-          f"data {data_dir}, {ncpu} CPUs", flush=True)
+    print(
+        f"[gpu_check] device {args.device}, {args.epochs} epochs, train_subset {args.train_subset or 'all'}, "
+        f"data {data_dir}, {ncpu} CPUs",
+        flush=True,
+    )
     ok = True
 
     cfg = make_config(args.device, args.epochs, args.train_subset, 1, data_dir)
@@ -154,19 +186,24 @@ def main() -> None:
     b, wall_b, gpu_b = run("B-parallel", work, cfg, args.parallel, args.timeout)
     same, diff = compare(a, b, 0.0)
     ok &= same
-    print(f"\nB: {args.parallel} cells at once on {args.device}: {len(b)} cells in {wall_b:.1f} s "
-          f"({wall_a / wall_b:.2f}x A)\n{gpu_b.report()}")
+    print(
+        f"\nB: {args.parallel} cells at once on {args.device}: {len(b)} cells in {wall_b:.1f} s "
+        f"({wall_a / wall_b:.2f}x A)\n{gpu_b.report()}"
+    )
     print(worker_line(work / "B-parallel"))
     print(epoch_times(work / "B-parallel"))
     print(f"B equals A: {'yes' if same else f'NO (max |diff| {diff:.4g})'}", flush=True)
 
     if args.device == "cpu":
-        print("\nC: skipped (the device is the CPU: A is the CPU run). The GPU run is pending: "
-              "run `benchmarks/gpu_check.sh` on a machine with a GPU.")
+        print(
+            "\nC: skipped (the device is the CPU: A is the CPU run). The GPU run is pending: "
+            "run `benchmarks/gpu_check.sh` on a machine with a GPU."
+        )
     else:
         threads = max(1, ncpu // 2)
-        c, wall_c, _ = run("C-cpu", work, make_config("cpu", args.epochs, args.train_subset, threads, data_dir),
-                           2, args.timeout)
+        c, wall_c, _ = run(
+            "C-cpu", work, make_config("cpu", args.epochs, args.train_subset, threads, data_dir), 2, args.timeout
+        )
         match, diff = compare(a, c, args.tol)
         ok &= match
         print(f"\nC: CPU reference ({threads} threads per cell, 2 cells at once): {len(c)} cells in {wall_c:.1f} s")

@@ -1,6 +1,7 @@
 """Slow hostile cases of a real Snakemake run, run by hand (about a minute):
 
-1. ``kill -9`` of Snakemake (its main process only, as an OOM killer would) during a long training cell: afterwards no qdesign
+1. ``kill -9`` of Snakemake (its main process only, as an OOM killer would) during a long training cell:
+   afterwards no qdesign
    process of that run survives (the warm worker and its forked job end within
    seconds) and no file under ``results/`` changes for 20 s.
 2. Disk full (root only: a 1 MiB tmpfs mounted on the study's results dir): the
@@ -27,9 +28,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def study(**overrides) -> dict:
-    s = {"dataset": "digits", "model": {"type": "fcdnn", "depth": 2, "widths": [64]}, "bits": [2], "seeds": [0],
-         "training": {"epochs": 3, "lr": 0.01, "batch_size": 64},
-         "retraining": {"epochs": 1, "lr": 0.001, "batch_size": 64}}
+    s = {
+        "dataset": "digits",
+        "model": {"type": "fcdnn", "depth": 2, "widths": [64]},
+        "bits": [2],
+        "seeds": [0],
+        "training": {"epochs": 3, "lr": 0.01, "batch_size": 64},
+        "retraining": {"epochs": 1, "lr": 0.001, "batch_size": 64},
+    }
     s.update(overrides)
     return s
 
@@ -38,9 +44,25 @@ def snakemake(work: Path, cfg: dict, **kw) -> subprocess.Popen:
     path = work / "config.yaml"
     path.write_text(yaml.safe_dump({"device": "cpu", **cfg}))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))}
-    return subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "2", "-s", str(REPO / "Snakefile"),
-                             "--directory", str(work), "--configfile", str(path)], env=env,
-                            stdout=open(work / "snakemake.out", "wb"), stderr=subprocess.STDOUT, **kw)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--cores",
+            "2",
+            "-s",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(work),
+            "--configfile",
+            str(path),
+        ],
+        env=env,
+        stdout=open(work / "snakemake.out", "wb"),
+        stderr=subprocess.STDOUT,
+        **kw,
+    )
 
 
 def our_processes(work: Path) -> dict[int, str]:
@@ -110,13 +132,18 @@ def kill_snakemake(base: Path) -> bool:
         print(f"    {pid} ended after {t:.2f}s: {before[pid][:60]}")
     snap = snapshot(work / "results")
     time.sleep(20)
-    changed = sorted(k for k in set(snap) | set(snapshot(work / "results")) if snap.get(k) != snapshot(
-        work / "results").get(k))
+    changed = sorted(
+        k for k in set(snap) | set(snapshot(work / "results")) if snap.get(k) != snapshot(work / "results").get(k)
+    )
     left = our_processes(work)
     float_dir = work / "results" / "long" / "float"
-    outputs = sorted(str(p.relative_to(work)) for p in float_dir.rglob("*") if p.is_file()) if float_dir.exists() else []
-    print(f"kill -9: files changed in the 20 s after: {changed or 'none'}; processes left: {left or 'none'}; "
-          f"cell outputs: {outputs or 'none'}")
+    outputs = (
+        sorted(str(p.relative_to(work)) for p in float_dir.rglob("*") if p.is_file()) if float_dir.exists() else []
+    )
+    print(
+        f"kill -9: files changed in the 20 s after: {changed or 'none'}; processes left: {left or 'none'}; "
+        f"cell outputs: {outputs or 'none'}"
+    )
     return gone and not changed and not left
 
 
@@ -127,14 +154,25 @@ def disk_full(base: Path) -> bool | None:
     work = base / "full"
     mnt = work / "results" / "big" / "float"  # not the study dir: Snakemake tries to remove empty output dirs
     mnt.mkdir(parents=True)
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True, check=False)
+    res = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True, check=False
+    )
     if res.returncode != 0:
         print(f"disk full: skipped (mount failed: {res.stderr.strip()})")
         return None
     try:
         # width 1024: ~1.1 M weights, a 4+ MiB checkpoint that cannot fit in 1 MiB
-        smk = snakemake(work, {"studies": {"big": study(model={"type": "fcdnn", "depth": 2, "widths": [1024]},
-                                                        training={"epochs": 1, "lr": 0.01, "batch_size": 64})}})
+        smk = snakemake(
+            work,
+            {
+                "studies": {
+                    "big": study(
+                        model={"type": "fcdnn", "depth": 2, "widths": [1024]},
+                        training={"epochs": 1, "lr": 0.01, "batch_size": 64},
+                    )
+                }
+            },
+        )
         code = smk.wait(timeout=600)
         logs = sorted((work / "results" / "logs" / "train_float").rglob("*.log"))
         text = logs[0].read_text(errors="replace") if logs else ""

@@ -28,20 +28,34 @@ from qdesign.resources import DATASET_SHAPES, job_peak_mb
 
 MODELS = {
     "fcdnn": {"type": "fcdnn", "depth": 2, "widths": [8], "dropout": 0.0},
-    "cnn": {"type": "cnn", "widths": [8], "channel_multipliers": [1, 2, 4], "convs_per_block": 2, "kernel_size": 3,
-            "pool": "max", "fc_units": 0, "dropout": 0.0},
+    "cnn": {
+        "type": "cnn",
+        "widths": [8],
+        "channel_multipliers": [1, 2, 4],
+        "convs_per_block": 2,
+        "kernel_size": 3,
+        "pool": "max",
+        "fc_units": 0,
+        "dropout": 0.0,
+    },
 }
 
 
 def fake_payload(dataset: str, n_train: int, n_test: int) -> dict:
     _, shape = DATASET_SHAPES[dataset]
     g = torch.Generator().manual_seed(0)
-    return {"format_version": 1, "name": dataset, "source": "random", "n_classes": 10,
-            "x_train": torch.randint(0, 256, (n_train, *shape), dtype=torch.uint8, generator=g),
-            "y_train": torch.randint(0, 10, (n_train,), generator=g),
-            "x_test": torch.randint(0, 256, (n_test, *shape), dtype=torch.uint8, generator=g),
-            "y_test": torch.randint(0, 10, (n_test,), generator=g),
-            "mean": [120.0] * shape[0], "std": [60.0] * shape[0]}
+    return {
+        "format_version": 1,
+        "name": dataset,
+        "source": "random",
+        "n_classes": 10,
+        "x_train": torch.randint(0, 256, (n_train, *shape), dtype=torch.uint8, generator=g),
+        "y_train": torch.randint(0, 10, (n_train,), generator=g),
+        "x_test": torch.randint(0, 256, (n_test, *shape), dtype=torch.uint8, generator=g),
+        "y_test": torch.randint(0, 10, (n_test,), generator=g),
+        "mean": [120.0] * shape[0],
+        "std": [60.0] * shape[0],
+    }
 
 
 def main() -> None:
@@ -62,10 +76,16 @@ def main() -> None:
     model = dict(MODELS[args.model], widths=[args.width])
     if args.model == "fcdnn":
         model["depth"] = args.depth
-    study = {"dataset": args.dataset, "model": model, "bits": [2], "seeds": [0], "val_fraction": 0.1,
-             "train_subset": args.train_subset or None,
-             "training": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": 0.01},
-             "retraining": {"epochs": 1, "batch_size": args.batch_size, "lr": 0.001}}
+    study = {
+        "dataset": args.dataset,
+        "model": model,
+        "bits": [2],
+        "seeds": [0],
+        "val_fraction": 0.1,
+        "train_subset": args.train_subset or None,
+        "training": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": 0.01},
+        "retraining": {"epochs": 1, "batch_size": args.batch_size, "lr": 0.001},
+    }
     cfg = validate_config({"device": args.device, "studies": {"s": study}})
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(args.data) if args.data else Path(tmp) / "data.pt"
@@ -78,15 +98,25 @@ def main() -> None:
         row = pd.read_parquet(Path(tmp) / "cell" / "metrics.parquet").iloc[0]
     shape = DATASET_SHAPES[args.dataset][1]
     flops = training_flops_per_example(model, args.width, shape) * int(row["n_train"]) * int(row["epochs_run"])
-    print(json.dumps({
-        "dataset": args.dataset, "model": args.model, "width": args.width, "threads": args.threads,
-        "n_train": int(row["n_train"]), "epochs": int(row["epochs_run"]),
-        "max_rss_mb": round(float(row["max_rss_mb"]), 1), "train_seconds": round(float(row["train_seconds"]), 2),
-        "job_seconds": round(float(row["job_seconds"]), 2),
-        "gflop_per_s": round(flops / float(row["train_seconds"]) / 1e9, 2),
-        "estimated_peak_mb": job_peak_mb(cfg["studies"]["s"], args.width, n_examples=n_pool),
-        "flops": math.floor(flops),
-    }), flush=True)
+    print(
+        json.dumps(
+            {
+                "dataset": args.dataset,
+                "model": args.model,
+                "width": args.width,
+                "threads": args.threads,
+                "n_train": int(row["n_train"]),
+                "epochs": int(row["epochs_run"]),
+                "max_rss_mb": round(float(row["max_rss_mb"]), 1),
+                "train_seconds": round(float(row["train_seconds"]), 2),
+                "job_seconds": round(float(row["job_seconds"]), 2),
+                "gflop_per_s": round(flops / float(row["train_seconds"]) / 1e9, 2),
+                "estimated_peak_mb": job_peak_mb(cfg["studies"]["s"], args.width, n_examples=n_pool),
+                "flops": math.floor(flops),
+            }
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

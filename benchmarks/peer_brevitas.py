@@ -53,6 +53,7 @@ def qdesign_contender(method: str, rate: float | None = None):
         if rate is not None:
             to_learned(qmodel, rate)
         return qmodel, m.hook(qmodel)
+
     return build
 
 
@@ -69,8 +70,9 @@ def brevitas_contender(mse: bool):
         layers: list[nn.Module] = []
         for mod in fmodel:
             if isinstance(mod, nn.Linear):
-                q = qnn.QuantLinear(mod.in_features, mod.out_features, bias=True, weight_quant=quant,
-                                    weight_bit_width=bits)
+                q = qnn.QuantLinear(
+                    mod.in_features, mod.out_features, bias=True, weight_quant=quant, weight_bit_width=bits
+                )
                 with torch.no_grad():
                     q.weight.copy_(mod.weight)
                     q.bias.copy_(mod.bias)
@@ -78,6 +80,7 @@ def brevitas_contender(mse: bool):
             else:
                 layers.append(type(mod)())
         return nn.Sequential(*layers), None
+
     return build
 
 
@@ -101,8 +104,7 @@ CONTENDERS = {
 
 
 def extra_rates(rates):
-    return {f"qdesign learned rate={r:g}": (qdesign_contender("learned", r), qdesign_levels, "qdesign")
-            for r in rates}
+    return {f"qdesign learned rate={r:g}": (qdesign_contender("learned", r), qdesign_levels, "qdesign") for r in rates}
 
 
 # ---------------------------------------------------------------- run
@@ -129,18 +131,36 @@ def run(args) -> dict:
                     model, hook = build(fmodel, bits)
                     direct = evaluate(model, data.x_test, data.y_test)
                     torch.manual_seed(seed)
-                    res = fit(model, data, {**RETRAIN_CFG, "epochs": args.epochs}, seed=seed, log=silent,
-                              epoch_start=hook, keep_start=True)
+                    res = fit(
+                        model,
+                        data,
+                        {**RETRAIN_CFG, "epochs": args.epochs},
+                        seed=seed,
+                        log=silent,
+                        epoch_start=hook,
+                        keep_start=True,
+                    )
                     model.load_state_dict(res.best_state)
-                    row = dict(width=width, bits=bits, seed=seed, contender=name, family=family,
-                               float_error=float_err, direct_error=direct,
-                               retrained_error=evaluate(model, data.x_test, data.y_test),
-                               best_epoch=res.best_epoch, levels=levels(model),
-                               seconds_per_epoch=res.seconds / max(1, res.epochs_run))
+                    row = dict(
+                        width=width,
+                        bits=bits,
+                        seed=seed,
+                        contender=name,
+                        family=family,
+                        float_error=float_err,
+                        direct_error=direct,
+                        retrained_error=evaluate(model, data.x_test, data.y_test),
+                        best_epoch=res.best_epoch,
+                        levels=levels(model),
+                        seconds_per_epoch=res.seconds / max(1, res.epochs_run),
+                    )
                     rows.append(row)
-                    print(f"  w{width} b{bits} s{seed} {name:<28} direct {100 * direct:6.2f}% "
-                          f"retrained {100 * row['retrained_error']:6.2f}% levels {row['levels']} "
-                          f"{row['seconds_per_epoch']:.2f}s/epoch", flush=True)
+                    print(
+                        f"  w{width} b{bits} s{seed} {name:<28} direct {100 * direct:6.2f}% "
+                        f"retrained {100 * row['retrained_error']:6.2f}% levels {row['levels']} "
+                        f"{row['seconds_per_epoch']:.2f}s/epoch",
+                        flush=True,
+                    )
     return {"rows": rows, "summary": summarise(rows), "setup": setup(args, data)}
 
 
@@ -169,6 +189,7 @@ def timing(args, data) -> list[dict]:
                         opt.zero_grad(set_to_none=True)
                         loss.backward()
                         opt.step()
+
                 fns[name] = burst
                 burst()  # warm-up (Brevitas initialises its MSE scale on the first call)
             times = {k: [] for k in fns}
@@ -181,8 +202,10 @@ def timing(args, data) -> list[dict]:
             fastest_b = min(v for k, v in ms.items() if CONTENDERS[k][2] == "brevitas")
             for k, v in ms.items():
                 out.append(dict(width=width, bits=bits, contender=k, ms_per_step=v, vs_fastest_brevitas=v / fastest_b))
-                print(f"  timing w{width} b{bits} {k:<24} {v:7.2f} ms/step  x{v / fastest_b:.2f} of the fastest Brevitas",
-                      flush=True)
+                print(
+                    f"  timing w{width} b{bits} {k:<24} {v:7.2f} ms/step  x{v / fastest_b:.2f} of the fastest Brevitas",
+                    flush=True,
+                )
     return out
 
 
@@ -198,7 +221,11 @@ def summarise(rows) -> list[dict]:
         for name, rs in by.items():
             errs = [100 * r["retrained_error"] for r in rs]
             stats[name] = dict(
-                contender=name, family=rs[0]["family"], width=width, bits=bits, n_seeds=len(rs),
+                contender=name,
+                family=rs[0]["family"],
+                width=width,
+                bits=bits,
+                n_seeds=len(rs),
                 direct_error=statistics.mean(100 * r["direct_error"] for r in rs),
                 retrained_error=statistics.mean(errs),
                 retrained_spread=(max(errs) - min(errs)) / 2,
@@ -206,8 +233,9 @@ def summarise(rows) -> list[dict]:
                 levels=max(r["levels"] for r in rs),
                 seconds_per_epoch=statistics.median(r["seconds_per_epoch"] for r in rs),
             )
-        best_b = min((s for s in stats.values() if s["family"] == "brevitas"), key=lambda s: s["retrained_error"],
-                     default=None)
+        best_b = min(
+            (s for s in stats.values() if s["family"] == "brevitas"), key=lambda s: s["retrained_error"], default=None
+        )
         for s in stats.values():
             if best_b is not None:
                 s["minus_best_brevitas"] = s["retrained_error"] - best_b["retrained_error"]
@@ -218,21 +246,39 @@ def summarise(rows) -> list[dict]:
 
 def setup(args, data) -> dict:
     import brevitas
-    return dict(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), machine=platform.machine(),
-                cpu_count=__import__("os").cpu_count(), torch=torch.__version__, brevitas=brevitas.__version__,
-                threads=1, widths=args.widths, bits=args.bits, seeds=args.seeds, float_epochs=args.float_epochs,
-                retrain_epochs=args.epochs, float_cfg=FLOAT_CFG, retrain_cfg=RETRAIN_CFG,
-                n_train=int(data.x_train.shape[0]), n_val=int(data.x_val.shape[0]), n_test=int(data.x_test.shape[0]))
+
+    return dict(
+        date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        machine=platform.machine(),
+        cpu_count=__import__("os").cpu_count(),
+        torch=torch.__version__,
+        brevitas=brevitas.__version__,
+        threads=1,
+        widths=args.widths,
+        bits=args.bits,
+        seeds=args.seeds,
+        float_epochs=args.float_epochs,
+        retrain_epochs=args.epochs,
+        float_cfg=FLOAT_CFG,
+        retrain_cfg=RETRAIN_CFG,
+        n_train=int(data.x_train.shape[0]),
+        n_val=int(data.x_val.shape[0]),
+        n_test=int(data.x_test.shape[0]),
+    )
 
 
 def print_table(summary) -> None:
-    print(f"\n{'width':>5} {'bits':>4} {'contender':<28} {'direct %':>9} {'retrained %':>16} {'levels':>6} "
-          f"{'s/epoch':>8} {'- best Brevitas':>16} {'time ratio':>10}")
+    print(
+        f"\n{'width':>5} {'bits':>4} {'contender':<28} {'direct %':>9} {'retrained %':>16} {'levels':>6} "
+        f"{'s/epoch':>8} {'- best Brevitas':>16} {'time ratio':>10}"
+    )
     for s in summary:
-        print(f"{s['width']:>5} {s['bits']:>4} {s['contender']:<28} {s['direct_error']:>9.2f} "
-              f"{s['retrained_error']:>9.2f} ± {s['retrained_spread']:<4.2f} {s['levels']:>6} "
-              f"{s['seconds_per_epoch']:>8.2f} {s.get('minus_best_brevitas', float('nan')):>+16.2f} "
-              f"{s.get('time_vs_best_brevitas', float('nan')):>10.2f}")
+        print(
+            f"{s['width']:>5} {s['bits']:>4} {s['contender']:<28} {s['direct_error']:>9.2f} "
+            f"{s['retrained_error']:>9.2f} ± {s['retrained_spread']:<4.2f} {s['levels']:>6} "
+            f"{s['seconds_per_epoch']:>8.2f} {s.get('minus_best_brevitas', float('nan')):>+16.2f} "
+            f"{s.get('time_vs_best_brevitas', float('nan')):>10.2f}"
+        )
 
 
 def main(argv=None) -> None:

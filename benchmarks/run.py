@@ -39,8 +39,15 @@ from qdesign.train import make_optimizer, train_epoch
 
 REPO = Path(__file__).resolve().parents[1]
 FC = {"type": "fcdnn", "depth": 3, "dropout": 0.0}
-CNN_PAPER = {"type": "cnn", "channel_multipliers": [1, 2, 4], "convs_per_block": 2, "kernel_size": 3,
-             "pool": "max", "fc_units": 0, "dropout": 0.0}
+CNN_PAPER = {
+    "type": "cnn",
+    "channel_multipliers": [1, 2, 4],
+    "convs_per_block": 2,
+    "kernel_size": 3,
+    "pool": "max",
+    "fc_units": 0,
+    "dropout": 0.0,
+}
 ADAM = {"optimizer": "adam", "lr": 1e-3, "momentum": 0.9, "weight_decay": 0.0}
 RESULTS: list[dict] = []
 
@@ -72,11 +79,15 @@ def mnist(data_dir: Path | None):
         except DatasetError:
             continue
     g = torch.Generator().manual_seed(0)
-    payload = {"x_train": torch.randint(0, 256, (60000, 1, 28, 28), dtype=torch.uint8, generator=g),
-               "y_train": torch.randint(0, 10, (60000,), generator=g),
-               "x_test": torch.randint(0, 256, (1000, 1, 28, 28), dtype=torch.uint8, generator=g),
-               "y_test": torch.randint(0, 10, (1000,), generator=g),
-               "mean": [33.3], "std": [78.6], "n_classes": 10}
+    payload = {
+        "x_train": torch.randint(0, 256, (60000, 1, 28, 28), dtype=torch.uint8, generator=g),
+        "y_train": torch.randint(0, 10, (60000,), generator=g),
+        "x_test": torch.randint(0, 256, (1000, 1, 28, 28), dtype=torch.uint8, generator=g),
+        "y_test": torch.randint(0, 10, (1000,), generator=g),
+        "mean": [33.3],
+        "std": [78.6],
+        "n_classes": 10,
+    }
     return make_splits(payload, 0.1, 0), "random data of MNIST's shape (no MNIST found)"
 
 
@@ -121,8 +132,16 @@ def item1_trainer_vs_dataloader(data, bs, n_steps, repeats):
 
         ours(), plain()  # warm-up
         t = interleaved({"ours": ours, "plain": plain}, repeats)
-        record("1", f"float step: qdesign trainer / DataLoader loop (3x{width})", t["ours"] / t["plain"], "ratio",
-               "", None, ours_ms=1e3 * t["ours"] / n_steps, plain_ms=1e3 * t["plain"] / n_steps)
+        record(
+            "1",
+            f"float step: qdesign trainer / DataLoader loop (3x{width})",
+            t["ours"] / t["plain"],
+            "ratio",
+            "",
+            None,
+            ours_ms=1e3 * t["ours"] / n_steps,
+            plain_ms=1e3 * t["plain"] / n_steps,
+        )
 
 
 def matmul_flops(threads: int) -> float:
@@ -152,8 +171,15 @@ def item2_flops_fraction(data, bs, n_steps, repeats, peak):
         frac = achieved / peak
         out[width] = sec
         target = ">= 0.5" if width == 1024 else ""
-        record("2", f"training FLOP/s / matmul peak, width {width} ({achieved / 1e9:.0f} GFLOP/s)", frac, "fraction",
-               target, frac >= 0.5 if width == 1024 else None, step_ms=1e3 * sec)
+        record(
+            "2",
+            f"training FLOP/s / matmul peak, width {width} ({achieved / 1e9:.0f} GFLOP/s)",
+            frac,
+            "fraction",
+            target,
+            frac >= 0.5 if width == 1024 else None,
+            step_ms=1e3 * sec,
+        )
     return out
 
 
@@ -185,8 +211,15 @@ def item4_vs_brevitas(data, bs, n_steps, repeats, bits=2):
     try:
         bmodel = brevitas_fcdnn(1024, bits)
     except ImportError:
-        record("4", "retraining step / Brevitas QuantLinear step", float("nan"), "ratio", "<= 0.75", None,
-               note="brevitas not installed: pip install -r benchmarks/requirements.txt")
+        record(
+            "4",
+            "retraining step / Brevitas QuantLinear step",
+            float("nan"),
+            "ratio",
+            "<= 0.75",
+            None,
+            note="brevitas not installed: pip install -r benchmarks/requirements.txt",
+        )
         return
     torch.manual_seed(0)
     qmodel = to_quantized(build_model(FC, 1024, (1, 28, 28), 10), bits)
@@ -195,8 +228,16 @@ def item4_vs_brevitas(data, bs, n_steps, repeats, bits=2):
     ours(), theirs()
     t = interleaved({"ours": ours, "brevitas": theirs}, repeats)
     ratio = t["ours"] / t["brevitas"]
-    record("4", f"retraining step / Brevitas QuantLinear step ({bits}-bit, 3x1024)", ratio, "ratio", "<= 0.75",
-           ratio <= 0.75, ours_ms=1e3 * t["ours"] / n_steps, brevitas_ms=1e3 * t["brevitas"] / n_steps)
+    record(
+        "4",
+        f"retraining step / Brevitas QuantLinear step ({bits}-bit, 3x1024)",
+        ratio,
+        "ratio",
+        "<= 0.75",
+        ratio <= 0.75,
+        ours_ms=1e3 * t["ours"] / n_steps,
+        brevitas_ms=1e3 * t["brevitas"] / n_steps,
+    )
 
 
 def item5_step_search_vs_epoch(data, bs, bits_list=(2, 8)):
@@ -208,8 +249,17 @@ def item5_step_search_vs_epoch(data, bs, bits_list=(2, 8)):
         gen = torch.Generator().manual_seed(0)
         epoch = _time(lambda: train_epoch(qmodel, opt, data.x_train, data.y_train, bs, gen))
         frac = search / epoch
-        record("5", f"l2_optimal_step, all 4 layers ({bits}-bit) / one retraining epoch", frac, "fraction", "< 0.01",
-               frac < 0.01, search_s=search, epoch_s=epoch, n_train=int(data.x_train.shape[0]))
+        record(
+            "5",
+            f"l2_optimal_step, all 4 layers ({bits}-bit) / one retraining epoch",
+            frac,
+            "fraction",
+            "< 0.01",
+            frac < 0.01,
+            search_s=search,
+            epoch_s=epoch,
+            n_train=int(data.x_train.shape[0]),
+        )
 
 
 def item7_cnn_flops(bs, repeats, peak, width=128):
@@ -230,15 +280,32 @@ def item7_cnn_flops(bs, repeats, peak, width=128):
     first = 3 * width * 9 * 32 * 32
     flops = (6 * macs - 2 * first + 6 * c * hw * hw * 10) * bs
     frac = flops / sec / peak
-    record("7", f"CNN (CIFAR-10 shape, width {width}) FLOP/s / matmul peak ({flops / sec / 1e9:.0f} GFLOP/s)",
-           frac, "fraction", "", None, step_s=sec, batch=bs)
+    record(
+        "7",
+        f"CNN (CIFAR-10 shape, width {width}) FLOP/s / matmul peak ({flops / sec / 1e9:.0f} GFLOP/s)",
+        frac,
+        "fraction",
+        "",
+        None,
+        step_s=sec,
+        batch=bs,
+    )
 
 
 # ------------------------------------------------------------------ orchestration
 
 
 def _smk(workdir, *args, env=None, timeout=900):
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        *args,
+    ]
     t0 = time.perf_counter()
     res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=timeout)
     if res.returncode != 0:
@@ -269,8 +336,11 @@ def item6_orchestration(quick: bool):
         config = tmp / "study.yaml"
         src = (REPO / "config" / "config.yaml").read_text()
         if quick:  # one seed, fewer epochs: the orchestration numbers stay meaningful
-            src = src.replace("seeds: [0, 1, 2]", "seeds: [0]").replace("epochs: 40", "epochs: 5").replace(
-                "epochs: 15", "epochs: 2")
+            src = (
+                src.replace("seeds: [0, 1, 2]", "seeds: [0]")
+                .replace("epochs: 40", "epochs: 5")
+                .replace("epochs: 15", "epochs: 2")
+            )
         config.write_text(src)
         study = tmp / "study"
         sec, _ = _smk(study, "--cores", str(os.cpu_count()), "--configfile", str(config))
@@ -279,11 +349,24 @@ def item6_orchestration(quick: bool):
         cells = pd.concat([pd.read_parquet(p) for p in study.glob("results/*/summary.parquet")])
         work = cells["job_seconds"].sum()
         n = len(cells)
-        record("6", f"{'quick ' if quick else ''}default study, whole run ({n} cells, {os.cpu_count()} cores)",
-               sec, "s", "<= 600" if not quick else "", sec <= 600 if not quick else None)
+        record(
+            "6",
+            f"{'quick ' if quick else ''}default study, whole run ({n} cells, {os.cpu_count()} cores)",
+            sec,
+            "s",
+            "<= 600" if not quick else "",
+            sec <= 600 if not quick else None,
+        )
         overhead = (sec * os.cpu_count() - work) / n
-        record("6", "orchestration overhead per cell job (core-s, incl. Snakemake)", overhead, "s", "", None,
-               job_seconds_total=work)
+        record(
+            "6",
+            "orchestration overhead per cell job (core-s, incl. Snakemake)",
+            overhead,
+            "s",
+            "",
+            None,
+            job_seconds_total=work,
+        )
         sec, res = _smk(study, "--cores", "2", "--configfile", str(config))
         assert "Nothing to be done" in res.stdout + res.stderr
         record("6", "no-op rerun of the finished default study", sec, "s", "<= 10", sec <= 10)
@@ -298,10 +381,15 @@ def item6_orchestration(quick: bool):
             record("6", "snakemake reference: figures of the shipped tables", sec, "s", "<= 15", sec <= 15)
 
         # one tiny cell (no epochs) started as a rule starts it: own process vs warm worker
-        spec_cmd = [sys.executable, "-c", (
-            "import json,sys; from qdesign.config import *; "
-            "c=validate_config({'device':'cpu','studies':{'s':{'dataset':'digits','model':{'type':'fcdnn','widths':[8]},"
-            "'training':{'epochs':0}}}}); print(float_spec(c,'s',8,0).to_json())")]
+        spec_cmd = [
+            sys.executable,
+            "-c",
+            (
+                "import json,sys; from qdesign.config import *; "
+                "c=validate_config({'device':'cpu','studies':{'s':{'dataset':'digits','model':{'type':'fcdnn','widths':[8]},"
+                "'training':{'epochs':0}}}}); print(float_spec(c,'s',8,0).to_json())"
+            ),
+        ]
         spec = subprocess.run(spec_cmd, capture_output=True, text=True, check=True).stdout.strip()
         data = study / "results" / "data" / "digits.pt"
         job = ["-m", "qdesign", "train-float", "--spec", spec, "--data", str(data), "--out-dir", str(tmp / "cell")]
@@ -309,8 +397,11 @@ def item6_orchestration(quick: bool):
         from qdesign import worker  # noqa: PLC0415
 
         sock = str(tmp / "w.sock")
-        proc = subprocess.Popen([sys.executable, "-m", "qdesign.worker", "--socket", sock], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "qdesign.worker", "--socket", sock],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             while not os.path.exists(sock):
                 time.sleep(0.05)
@@ -334,8 +425,9 @@ def main() -> None:
     t_start = time.perf_counter()
     data, data_note = mnist(args.data_dir)
     reps, n_steps = (3, 10) if args.quick else (7, 30)
-    print(f"qdesign benchmarks: torch {torch.__version__}, {args.threads} threads, batch {args.batch_size}, "
-          f"{data_note}\n")
+    print(
+        f"qdesign benchmarks: torch {torch.__version__}, {args.threads} threads, batch {args.batch_size}, {data_note}\n"
+    )
     print(f"{'#':>3}  {'measurement':<58} {'value':>10} {'unit':<9} {'target':<10}")
     item1_trainer_vs_dataloader(data, args.batch_size, n_steps, reps)
     peak = matmul_flops(args.threads)
@@ -348,9 +440,21 @@ def main() -> None:
     total = time.perf_counter() - t_start
     print(f"\ntotal {total:.0f} s")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(dict(torch=torch.__version__, threads=args.threads, batch_size=args.batch_size,
-                                        data=data_note, machine=platform.machine(), cpus=os.cpu_count(),
-                                        seconds=total, results=RESULTS), indent=1))
+    args.out.write_text(
+        json.dumps(
+            dict(
+                torch=torch.__version__,
+                threads=args.threads,
+                batch_size=args.batch_size,
+                data=data_note,
+                machine=platform.machine(),
+                cpus=os.cpu_count(),
+                seconds=total,
+                results=RESULTS,
+            ),
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

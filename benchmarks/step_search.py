@@ -79,11 +79,14 @@ def main() -> None:
                 print(f"{n:>9} {dist:>9} {bits:>4} {ratio:>9.6f} {ms:>8.1f}{flag}", flush=True)
     worst_ratio = max(r["ratio"] for r in rows)
     big = [r["ms"] for r in rows if r["n"] == max(args.sizes)]
-    print(f"worst ratio {worst_ratio:.6f} (target <= 1.001); "
-          f"slowest at n={max(args.sizes)}: {max(big):.1f} ms (target <= 250 ms)")
+    print(
+        f"worst ratio {worst_ratio:.6f} (target <= 1.001); "
+        f"slowest at n={max(args.sizes)}: {max(big):.1f} ms (target <= 250 ms)"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(dict(machine=platform.processor() or platform.machine(),
-                                        threads=args.threads, rows=rows), indent=1))
+    args.out.write_text(
+        json.dumps(dict(machine=platform.processor() or platform.machine(), threads=args.threads, rows=rows), indent=1)
+    )
 
 
 if __name__ == "__main__":

@@ -10,11 +10,23 @@ from qdesign.aggregate import aggregate, read_cells
 def cell(width, bits, seed, error, direct=np.nan, study="s"):
     n_w = 100 * width
     return {
-        "study": study, "dataset": "digits", "model": "fcdnn", "depth": 2, "width": width, "bits": bits,
-        "seed": seed, "n_weights": n_w, "n_biases": 2 * width + 10,
-        "memory_bits_weights": n_w * bits, "memory_bits_total": n_w * bits + 32 * (2 * width + 10),
-        "test_error": error, "val_error": error, "direct_test_error": direct, "direct_val_error": direct,
-        "steps": [] if bits == 32 else [0.1, 0.2], "job_seconds": 1.0,
+        "study": study,
+        "dataset": "digits",
+        "model": "fcdnn",
+        "depth": 2,
+        "width": width,
+        "bits": bits,
+        "seed": seed,
+        "n_weights": n_w,
+        "n_biases": 2 * width + 10,
+        "memory_bits_weights": n_w * bits,
+        "memory_bits_total": n_w * bits + 32 * (2 * width + 10),
+        "test_error": error,
+        "val_error": error,
+        "direct_test_error": direct,
+        "direct_val_error": direct,
+        "steps": [] if bits == 32 else [0.1, 0.2],
+        "job_seconds": 1.0,
     }
 
 

@@ -8,12 +8,12 @@ import torch
 
 from qdesign.cells import CheckpointError, load_checkpoint, retrain, train_float
 from qdesign.config import validate_config
-from qdesign.specs import float_spec, quant_spec
 from qdesign.data import prepare_dataset, write_prepared
 from qdesign.ecr import network_memory_bits
 from qdesign.models import build_model, count_weights, weight_layers
 from qdesign.quantize import max_level
 from qdesign.resources import training_flops_per_example
+from qdesign.specs import float_spec, quant_spec
 from qdesign.train import lr_factor
 
 from .conftest import tiny_study
@@ -42,8 +42,15 @@ def test_fcdnn_shape_and_weight_count():
 
 
 def test_cnn_shape_and_layers():
-    cfg = {"type": "cnn", "channel_multipliers": [1, 2], "convs_per_block": 2, "kernel_size": 3,
-           "pool": "max", "fc_units": 32, "dropout": 0.1}
+    cfg = {
+        "type": "cnn",
+        "channel_multipliers": [1, 2],
+        "convs_per_block": 2,
+        "kernel_size": 3,
+        "pool": "max",
+        "fc_units": 32,
+        "dropout": 0.1,
+    }
     m = build_model(cfg, 4, (3, 32, 32), 10)
     names = [n for n, _, _ in weight_layers(m)]
     assert len(names) == 6  # 4 convs + hidden fc + classifier

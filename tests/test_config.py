@@ -52,19 +52,30 @@ def test_input_is_not_modified():
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (lambda c: c["studies"]["s"]["training"].update(epoch=3),
-         "unknown key 'studies.s.training.epoch' (did you mean 'epochs'?)"),
+        (
+            lambda c: c["studies"]["s"]["training"].update(epoch=3),
+            "unknown key 'studies.s.training.epoch' (did you mean 'epochs'?)",
+        ),
         (lambda c: c.update(devise="cpu"), "unknown key 'devise' (did you mean 'device'?)"),
-        (lambda c: c["studies"]["s"]["training"].update(epochs="ten"), "studies.s.training.epochs: 'ten' is not of type"),
+        (
+            lambda c: c["studies"]["s"]["training"].update(epochs="ten"),
+            "studies.s.training.epochs: 'ten' is not of type",
+        ),
         (lambda c: c["studies"]["s"].update(bits=[2, 17]), "studies.s.bits.1: 17 is greater than the maximum of 16"),
         (lambda c: c["studies"]["s"].update(bits=[0]), "studies.s.bits.0: 0 is less than the minimum of 1"),
         (lambda c: c["studies"]["s"]["model"].update(widths=[]), "studies.s.model.widths: must not be empty"),
         (lambda c: c["studies"]["s"].update(dataset="imagenet"), "studies.s.dataset: 'imagenet' is not one of"),
-        (lambda c: c["studies"]["s"]["model"].update(kernel_size=3), "studies.s.model.kernel_size does not apply to fcdnn"),
+        (
+            lambda c: c["studies"]["s"]["model"].update(kernel_size=3),
+            "studies.s.model.kernel_size does not apply to fcdnn",
+        ),
         (lambda c: c["studies"]["s"].update(bits=[2, 32]), "studies.s.bits.1: 32 is greater than the maximum of 16"),
         (lambda c: c.update(studies={}), "studies: {} should be non-empty"),
         (lambda c: c["studies"]["s"].pop("model"), "studies.s: 'model' is a required property"),
-        (lambda c: c["studies"]["s"].update(val_fraction=1.5), "studies.s.val_fraction: 1.5 is greater than or equal to the maximum of 1"),
+        (
+            lambda c: c["studies"]["s"].update(val_fraction=1.5),
+            "studies.s.val_fraction: 1.5 is greater than or equal to the maximum of 1",
+        ),
     ],
 )
 def test_bad_config_gives_one_line_naming_the_key(edit, message):
@@ -172,7 +183,6 @@ def test_study_cells_grid():
     cells = study_cells(cfg, "s")
     assert len(cells) == 2 * 3 * 2  # widths x (float + 2 bits) x seeds
     assert sum(c.is_float for c in cells) == 4
-
 
 
 def _schema_keys(node, schema, prefix=""):

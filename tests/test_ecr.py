@@ -74,9 +74,7 @@ def test_pav_small_exact_cases():
     np.testing.assert_allclose(isotonic_nonincreasing([0, 1, 2], [1, 2, 3]), [2, 2, 2])
     np.testing.assert_allclose(isotonic_nonincreasing([0, 1, 2], [3, 2, 1]), [3, 2, 1])
     # Weighted pooling: (1*1 + 3*3) / 4 = 2.5
-    np.testing.assert_allclose(
-        isotonic_nonincreasing([0, 1], [1, 3], weights=[1, 3]), [2.5, 2.5]
-    )
+    np.testing.assert_allclose(isotonic_nonincreasing([0, 1], [1, 3], weights=[1, 3]), [2.5, 2.5])
     # A late violator pools back through several blocks: (3 + 2 + 7) / 3 = 4.
     np.testing.assert_allclose(isotonic_nonincreasing([0, 1, 2, 3], [5, 3, 2, 7]), [5, 4, 4, 4])
     assert isotonic_nonincreasing([], []).shape == (0,)
@@ -365,8 +363,7 @@ def _brute_force_front(mem, err):
     keep = []
     for i in range(len(mem)):
         dominated = any(
-            mem[j] <= mem[i] and err[j] <= err[i] and (mem[j] < mem[i] or err[j] < err[i])
-            for j in range(len(mem))
+            mem[j] <= mem[i] and err[j] <= err[i] and (mem[j] < mem[i] or err[j] < err[i]) for j in range(len(mem))
         )
         if not dominated:
             keep.append(i)
@@ -439,9 +436,7 @@ def test_best_under_budget_nothing_fits():
 
 @settings(max_examples=200, deadline=None)
 @given(
-    st.lists(
-        st.tuples(st.integers(1, 8), st.integers(0, 4), st.integers(2, 5)), min_size=0, max_size=25
-    ),
+    st.lists(st.tuples(st.integers(1, 8), st.integers(0, 4), st.integers(2, 5)), min_size=0, max_size=25),
     st.lists(st.integers(0, 9), min_size=1, max_size=6),
 )
 def test_best_under_budget_matches_brute_force(rows, budgets):

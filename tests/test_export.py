@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 
 from qdesign.cells import retrain, train_float
 from qdesign.config import validate_config
-from qdesign.specs import float_spec, quant_spec
 from qdesign.data import prepare_dataset, write_prepared
 from qdesign.ecr import network_memory_bits
 from qdesign.errors import CheckpointError, ExportError
@@ -22,11 +21,19 @@ from qdesign.export import export_cell, packed
 from qdesign.export.cell import cell_ops, load_cell
 from qdesign.export.verify import check_export, expected_packed_bytes, verify_export
 from qdesign.models import weight_layers
+from qdesign.specs import float_spec, quant_spec
 
 from .conftest import REPO, tiny_study
 
-CNN = {"type": "cnn", "channel_multipliers": [1, 2], "convs_per_block": 1, "kernel_size": 3, "pool": "max",
-       "fc_units": 16, "widths": [4]}
+CNN = {
+    "type": "cnn",
+    "channel_multipliers": [1, 2],
+    "convs_per_block": 1,
+    "kernel_size": 3,
+    "pool": "max",
+    "fc_units": 16,
+    "widths": [4],
+}
 AVG_CNN = {**CNN, "pool": "avg", "fc_units": 0}
 
 
@@ -41,10 +48,12 @@ def codes_and_bits(draw):
     if bits == 1:
         codes = draw(st.lists(st.sampled_from([-1, 1]), min_size=n, max_size=n))
     else:
-        codes = draw(st.one_of(
-            st.lists(st.integers(-k, k), min_size=n, max_size=n),
-            st.lists(st.sampled_from([-k, 0, k]), min_size=n, max_size=n),
-        ))
+        codes = draw(
+            st.one_of(
+                st.lists(st.integers(-k, k), min_size=n, max_size=n),
+                st.lists(st.sampled_from([-k, 0, k]), min_size=n, max_size=n),
+            )
+        )
     return np.array(codes, dtype=np.int64), bits
 
 
@@ -107,19 +116,18 @@ def cells(tmp_path_factory):
     write_prepared(prepare_dataset("digits"), data)
     out = {"data": data}
     for name, model, bits, retraining in (
-            ("fcdnn", None, (1, 2, 3, 8), {}),
-            ("cnn", CNN, (3,), {}),
-            ("avgcnn", AVG_CNN, (2,), {}),
-            ("mixed", None, (2,), {"epochs": 1, "float_first": True, "float_last": True})):
-        study = tiny_study(**({"model": model} if model else {}),
-                           **({"retraining": retraining} if retraining else {}))
+        ("fcdnn", None, (1, 2, 3, 8), {}),
+        ("cnn", CNN, (3,), {}),
+        ("avgcnn", AVG_CNN, (2,), {}),
+        ("mixed", None, (2,), {"epochs": 1, "float_first": True, "float_last": True}),
+    ):
+        study = tiny_study(**({"model": model} if model else {}), **({"retraining": retraining} if retraining else {}))
         cfg = validate_config({"device": "cpu", "studies": {"s": study}})
         width = study["model"]["widths"][0]
         train_float(float_spec(cfg, "s", width, 0), data, root / name / "f")
         out[f"{name}-float"] = root / name / "f"
         for b in bits:
-            retrain(quant_spec(cfg, "s", width, b, 0), data, root / name / "f" / "model.pt",
-                          root / name / f"q{b}")
+            retrain(quant_spec(cfg, "s", width, b, 0), data, root / name / "f" / "model.pt", root / name / f"q{b}")
             out[f"{name}-{b}"] = root / name / f"q{b}"
     return out
 
@@ -181,9 +189,11 @@ def test_onnx_runtime_agrees_with_pytorch(cells, tmp_path, name):
 
 def test_reader_runs_without_torch(cells, tmp_path):
     path = export_cell(cells["cnn-3"], "packed", tmp_path / "net.qdpk")
-    code = ("import sys, numpy as np; from qdesign.export.packed import read_packed; "
-            f"net = read_packed({str(path)!r}); p = net.predict(np.zeros((3, *net.input_shape), np.float32)); "
-            "assert p.shape == (3,); assert 'torch' not in sys.modules, 'torch was imported'; print('ok')")
+    code = (
+        "import sys, numpy as np; from qdesign.export.packed import read_packed; "
+        f"net = read_packed({str(path)!r}); p = net.predict(np.zeros((3, *net.input_shape), np.float32)); "
+        "assert p.shape == (3,); assert 'torch' not in sys.modules, 'torch was imported'; print('ok')"
+    )
     env = {"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"}
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr

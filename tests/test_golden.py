@@ -4,7 +4,8 @@ tests/golden/test_study.json holds the exact values (hex floats) its tables had
 when it was made; refactors must reproduce them exactly. Regenerate only for a
 deliberate change of numbers, and say why in the commit:
 
-    snakemake --cores 2 --directory .test && python tests/golden/regenerate.py .test/results tests/golden/test_study.json
+    snakemake --cores 2 --directory .test
+    python tests/golden/regenerate.py .test/results tests/golden/test_study.json
 """
 
 import json
@@ -25,8 +26,22 @@ GOLDEN = json.loads((REPO / "tests" / "golden" / "test_study.json").read_text())
 def test_study(tmp_path_factory):
     work = tmp_path_factory.mktemp("dottest")
     shutil.copytree(REPO / ".test" / "config", work / "config")
-    res = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-                          "--directory", str(work), "--cores", "2"], capture_output=True, text=True, timeout=900)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(work),
+            "--cores",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     return work / "results"
 
@@ -62,9 +77,22 @@ def test_report_holds_every_figure_table_and_provenance(test_study):
 
     work = test_study.parent
     out = work / "report.html"
-    res = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-                          "--directory", str(work), "--report", str(out)], capture_output=True, text=True,
-                         timeout=600)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(work),
+            "--report",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     text = out.read_text()
     for study in GOLDEN:

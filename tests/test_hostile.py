@@ -23,11 +23,11 @@ from qdesign import train as qtrain
 from qdesign.aggregate import aggregate, ecr_table, seed_means
 from qdesign.cells import CheckpointError, load_checkpoint, train_float
 from qdesign.config import _n_params_estimate, validate_config
-from qdesign.specs import float_spec
 from qdesign.data import prepare_dataset, write_prepared
 from qdesign.errors import ConfigError, DatasetError, DiskFullError, DivergedError, UserError
 from qdesign.models import build_model
 from qdesign.resources import DATASET_SHAPES
+from qdesign.specs import float_spec
 
 from .conftest import tiny_study
 from .test_data import fake_cifar10, fake_mnist, write_idx
@@ -52,11 +52,18 @@ def one_line_config_error(cfg, *needles):
 NAN, INF = float("nan"), float("inf")
 
 
-@pytest.mark.parametrize("section, key, value", [
-    ("training", "lr", NAN), ("training", "lr", INF), ("training", "momentum", NAN),
-    ("training", "weight_decay", INF), ("retraining", "lr", -INF), ("retraining", "momentum", NAN),
-    ("model", "dropout", NAN),
-])
+@pytest.mark.parametrize(
+    "section, key, value",
+    [
+        ("training", "lr", NAN),
+        ("training", "lr", INF),
+        ("training", "momentum", NAN),
+        ("training", "weight_decay", INF),
+        ("retraining", "lr", -INF),
+        ("retraining", "momentum", NAN),
+        ("model", "dropout", NAN),
+    ],
+)
 def test_non_finite_optimizer_and_model_numbers_are_rejected(section, key, value):
     study = tiny_study()
     study[section] = {**study[section], key: value}
@@ -72,8 +79,10 @@ def test_non_finite_yaml_spellings_are_rejected(tmp_path):
 
     for spelling in (".nan", ".inf", "-.inf", ".NaN"):
         p = tmp_path / "c.yaml"
-        p.write_text("studies:\n  s:\n    dataset: digits\n    model: {type: fcdnn, widths: [8]}\n"
-                     f"    training: {{lr: {spelling}}}\n")
+        p.write_text(
+            "studies:\n  s:\n    dataset: digits\n    model: {type: fcdnn, widths: [8]}\n"
+            f"    training: {{lr: {spelling}}}\n"
+        )
         with pytest.raises(ConfigError, match=r"studies\.s\.training\.lr: .* not a finite number"):
             load_config(p)
 
@@ -81,11 +90,20 @@ def test_non_finite_yaml_spellings_are_rejected(tmp_path):
 # ------------------------------------------------------------------ configs: integers
 
 
-@pytest.mark.parametrize("path, value", [
-    (("model", "widths"), [8.0]), (("bits",), [2.0]), (("seeds",), [0.0]), (("model", "depth"), 2.0),
-    (("training", "epochs"), 3.0), (("training", "batch_size"), 64.0), (("retraining", "epochs"), 1.0),
-    (("threads",), 1.0), (("train_subset",), 100.0),
-])
+@pytest.mark.parametrize(
+    "path, value",
+    [
+        (("model", "widths"), [8.0]),
+        (("bits",), [2.0]),
+        (("seeds",), [0.0]),
+        (("model", "depth"), 2.0),
+        (("training", "epochs"), 3.0),
+        (("training", "batch_size"), 64.0),
+        (("retraining", "epochs"), 1.0),
+        (("threads",), 1.0),
+        (("train_subset",), 100.0),
+    ],
+)
 def test_integral_floats_are_not_integers(path, value):
     study = tiny_study()
     node = study
@@ -100,11 +118,14 @@ def test_integral_float_split_seed_is_rejected():
     one_line_config_error({"split_seed": 0.0, "studies": {"s": tiny_study()}}, "split_seed", "not of type")
 
 
-@pytest.mark.parametrize("cfg, key", [
-    ({"studies": {"s": tiny_study(seeds=[2**63])}}, "studies.s.seeds.0"),
-    ({"studies": {"s": tiny_study(seeds=[2**64 + 1])}}, "studies.s.seeds.0"),
-    ({"split_seed": 2**32, "studies": {"s": tiny_study()}}, "split_seed"),
-])
+@pytest.mark.parametrize(
+    "cfg, key",
+    [
+        ({"studies": {"s": tiny_study(seeds=[2**63])}}, "studies.s.seeds.0"),
+        ({"studies": {"s": tiny_study(seeds=[2**64 + 1])}}, "studies.s.seeds.0"),
+        ({"split_seed": 2**32, "studies": {"s": tiny_study()}}, "split_seed"),
+    ],
+)
 def test_seeds_beyond_what_the_generators_take_are_rejected(cfg, key):
     one_line_config_error(cfg, key, "maximum")
 
@@ -124,10 +145,13 @@ def test_float_training_needs_at_least_one_epoch():
 # ------------------------------------------------------------------ configs: models that cannot fit
 
 
-@pytest.mark.parametrize("model", [
-    {"type": "fcdnn", "depth": 3, "widths": [10**6]},
-    {"type": "cnn", "widths": [10**5], "channel_multipliers": [1, 2]},
-])
+@pytest.mark.parametrize(
+    "model",
+    [
+        {"type": "fcdnn", "depth": 3, "widths": [10**6]},
+        {"type": "cnn", "widths": [10**5], "channel_multipliers": [1, 2]},
+    ],
+)
 def test_models_larger_than_the_machine_are_rejected_before_allocating(model):
     msg = one_line_config_error(cfg_with(model=model), "studies.s.model.widths.0", "GiB", "memory")
     assert f"width {model['widths'][0]}" in msg
@@ -137,14 +161,37 @@ def test_large_but_feasible_widths_stay_valid():
     validate_config(cfg_with(model={"type": "fcdnn", "depth": 3, "widths": [8, 4096]}))
 
 
-@pytest.mark.parametrize("model_cfg, dataset", [
-    ({"type": "fcdnn", "depth": 3, "dropout": 0.0}, "mnist"),
-    ({"type": "fcdnn", "depth": 1, "dropout": 0.0}, "digits"),
-    ({"type": "cnn", "channel_multipliers": [1, 2], "convs_per_block": 2, "kernel_size": 3, "pool": "max",
-      "fc_units": 32, "dropout": 0.0}, "cifar10"),
-    ({"type": "cnn", "channel_multipliers": [1, 2, 4], "convs_per_block": 1, "kernel_size": 5, "pool": "avg",
-      "fc_units": 0, "dropout": 0.0}, "mnist"),
-])
+@pytest.mark.parametrize(
+    "model_cfg, dataset",
+    [
+        ({"type": "fcdnn", "depth": 3, "dropout": 0.0}, "mnist"),
+        ({"type": "fcdnn", "depth": 1, "dropout": 0.0}, "digits"),
+        (
+            {
+                "type": "cnn",
+                "channel_multipliers": [1, 2],
+                "convs_per_block": 2,
+                "kernel_size": 3,
+                "pool": "max",
+                "fc_units": 32,
+                "dropout": 0.0,
+            },
+            "cifar10",
+        ),
+        (
+            {
+                "type": "cnn",
+                "channel_multipliers": [1, 2, 4],
+                "convs_per_block": 1,
+                "kernel_size": 5,
+                "pool": "avg",
+                "fc_units": 0,
+                "dropout": 0.0,
+            },
+            "mnist",
+        ),
+    ],
+)
 def test_parameter_estimate_matches_the_built_model(model_cfg, dataset):
     shape = DATASET_SHAPES[dataset][1]
     for width in (3, 16):
@@ -245,9 +292,16 @@ def test_real_t10k_images_in_the_train_slot_are_refused(shared_data, tmp_path):
 
 
 def test_real_swapped_train_and_test_are_refused(shared_data, tmp_path):
-    _link_real(shared_data, tmp_path, {
-        "train-images-idx3-ubyte": "t10k-images-idx3-ubyte", "train-labels-idx1-ubyte": "t10k-labels-idx1-ubyte",
-        "t10k-images-idx3-ubyte": "train-images-idx3-ubyte", "t10k-labels-idx1-ubyte": "train-labels-idx1-ubyte"})
+    _link_real(
+        shared_data,
+        tmp_path,
+        {
+            "train-images-idx3-ubyte": "t10k-images-idx3-ubyte",
+            "train-labels-idx1-ubyte": "t10k-labels-idx1-ubyte",
+            "t10k-images-idx3-ubyte": "train-images-idx3-ubyte",
+            "t10k-labels-idx1-ubyte": "train-labels-idx1-ubyte",
+        },
+    )
     with pytest.raises(DatasetError, match="holds 10000 images, no more than the test file .* \\(60000\\)"):
         prepare_dataset("mnist", tmp_path, download=False)
 
@@ -280,8 +334,16 @@ def test_legitimate_cifar_batches_load_with_every_pickle_protocol(tmp_path, prot
     folder = tmp_path / "cifar-10-batches-py"
     for name, (data, labels) in expected.items():  # rewrite as the real files hold them
         with open(folder / name, "wb") as f:
-            pickle.dump({b"batch_label": name.encode(), b"labels": labels, b"data": data,
-                         b"filenames": [b"a.png"] * len(labels)}, f, protocol=protocol)
+            pickle.dump(
+                {
+                    b"batch_label": name.encode(),
+                    b"labels": labels,
+                    b"data": data,
+                    b"filenames": [b"a.png"] * len(labels),
+                },
+                f,
+                protocol=protocol,
+            )
     p = prepare_dataset("cifar10", tmp_path, download=False)
     assert torch.equal(p["x_test"], torch.from_numpy(expected["test_batch"][0].reshape(-1, 3, 32, 32)))
 
@@ -344,8 +406,10 @@ def test_pyarrow_style_full_disk_error_is_one_line(tmp_path, monkeypatch):
 
 def test_torch_stream_error_on_a_full_disk_is_one_line(tmp_path, monkeypatch):
     def stream_error(path):
-        raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file "
-                           "data/0: file write failed\nbasic_ios::clear: iostream error")
+        raise RuntimeError(
+            "[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file "
+            "data/0: file write failed\nbasic_ios::clear: iostream error"
+        )
 
     Usage = namedtuple("Usage", "total used free")
     monkeypatch.setattr(qio.shutil, "disk_usage", lambda p: Usage(10**9, 10**9, 0))
@@ -389,8 +453,14 @@ def float_cell(**training):
     return float_spec(cfg, "s", 8, 0)
 
 
-@pytest.mark.parametrize("training", [{"lr": 1e30}, {"optimizer": "sgd", "lr": 1e30, "momentum": 0.9},
-                                      {"optimizer": "sgd", "lr": 0.1, "weight_decay": 1e30}])
+@pytest.mark.parametrize(
+    "training",
+    [
+        {"lr": 1e30},
+        {"optimizer": "sgd", "lr": 1e30, "momentum": 0.9},
+        {"optimizer": "sgd", "lr": 0.1, "weight_decay": 1e30},
+    ],
+)
 def test_diverged_training_raises_and_writes_nothing(digits, tmp_path, training):
     out = tmp_path / "cell"
     with pytest.raises(DivergedError) as err:
@@ -411,8 +481,7 @@ def test_non_finite_weights_with_a_finite_loss_raise(digits, monkeypatch):
 
     data = make_splits(load_prepared(digits), 0.1, 0)
     model = build_model({"type": "fcdnn", "depth": 1, "dropout": 0.0}, 8, data.input_shape, 10)
-    cfg = {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "schedule": "constant", "epochs": 3,
-           "batch_size": 64}
+    cfg = {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "schedule": "constant", "epochs": 3, "batch_size": 64}
     with pytest.raises(DivergedError, match="cell X diverged in epoch 1/3 \\(weights are not finite\\)"):
         qtrain.fit(model, data, cfg, seed=0, log=lambda m: None, label="cell X")
 

@@ -39,7 +39,7 @@ def toy_data(n=256, seed=0) -> Splits:
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 1, 4, 4, generator=g)
     y = (x.flatten(1)[:, :3].argmax(dim=1)).long()
-    return Splits(x[: n // 2], y[: n // 2], x[n // 2:], y[n // 2:], x[n // 2:], y[n // 2:], 3)
+    return Splits(x[: n // 2], y[: n // 2], x[n // 2 :], y[n // 2 :], x[n // 2 :], y[n // 2 :], 3)
 
 
 def float_model(seed=0, width=16):
@@ -50,14 +50,23 @@ def float_model(seed=0, width=16):
 # ----------------------------------------------------------------- LSQ gradients
 
 
-@pytest.mark.parametrize("case", [
-    # bits, weights, step, upstream gradient, expected d/dw, expected sum(grad * dq/ds) before the scale
-    # b=2 (K=1): w/s = .25, -1.3, 2, -3.5, .6 -> inside, clipped, clipped, clipped, inside
-    (2, [0.05, -0.26, 0.4, -0.7, 0.12], 0.2, [1.0, 2.0, 3.0, 4.0, 5.0], [1.0, 0.0, 0.0, 0.0, 5.0],
-     1 * (0 - 0.25) + 2 * (-1) + 3 * 1 + 4 * (-1) + 5 * (1 - 0.6)),
-    # b=3 (K=3): w/s = 2.5 (rounds to 2, half to even), -4.5 (clipped to -3), 0.1
-    (3, [0.5, -0.9, 0.02], 0.2, [2.0, -1.0, 0.5], [2.0, 0.0, 0.5], 2 * (2 - 2.5) + (-1) * (-3) + 0.5 * (0 - 0.1)),
-])
+@pytest.mark.parametrize(
+    "case",
+    [
+        # bits, weights, step, upstream gradient, expected d/dw, expected sum(grad * dq/ds) before the scale
+        # b=2 (K=1): w/s = .25, -1.3, 2, -3.5, .6 -> inside, clipped, clipped, clipped, inside
+        (
+            2,
+            [0.05, -0.26, 0.4, -0.7, 0.12],
+            0.2,
+            [1.0, 2.0, 3.0, 4.0, 5.0],
+            [1.0, 0.0, 0.0, 0.0, 5.0],
+            1 * (0 - 0.25) + 2 * (-1) + 3 * 1 + 4 * (-1) + 5 * (1 - 0.6),
+        ),
+        # b=3 (K=3): w/s = 2.5 (rounds to 2, half to even), -4.5 (clipped to -3), 0.1
+        (3, [0.5, -0.9, 0.02], 0.2, [2.0, -1.0, 0.5], [2.0, 0.0, 0.5], 2 * (2 - 2.5) + (-1) * (-3) + 0.5 * (0 - 0.1)),
+    ],
+)
 def test_lsq_gradients_match_hand_computed_values(case):
     bits, w, step, up, want_w, want_s = case
     w = torch.tensor(w, dtype=torch.float64, requires_grad=True)
@@ -85,7 +94,10 @@ def test_lsq_gradients_match_the_papers_pseudo_code(bits):
     w = torch.randn(40, 7, dtype=torch.float64, generator=g)
     up = torch.randn(40, 7, dtype=torch.float64, generator=g)
     grads = []
-    for fn in (lambda w, s: quantize_lsq(w, bits, s), lambda w, s: lsq_reference(w, s, bits, lsq_grad_scale(280, bits))):
+    for fn in (
+        lambda w, s: quantize_lsq(w, bits, s),
+        lambda w, s: lsq_reference(w, s, bits, lsq_grad_scale(280, bits)),
+    ):
         wl = w.clone().requires_grad_(True)
         s = torch.tensor(1.5 / max_level(bits), dtype=torch.float64, requires_grad=True)  # clip at |w| > 1.5
         (fn(wl, s) * up).sum().backward()
@@ -150,7 +162,7 @@ def test_learned_layers_export_exactly(bits):
         k = max_level(bits)
         for name, qt in integer_codes(q).items():
             layer = q.get_submodule(name)
-            assert int(qt.codes.abs().max()) <= k and torch.unique(qt.codes).numel() <= 2 ** bits - 1
+            assert int(qt.codes.abs().max()) <= k and torch.unique(qt.codes).numel() <= 2**bits - 1
             assert qt.step == float(layer.step)
             assert torch.equal(qt.dequantize(), layer.quantized_weight())
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.figure import Figure
 
 from qdesign import plots
-from qdesign.registry import FIGURES
 from qdesign.plots import (
     figures,
     plot_ecr_vs_width,
@@ -19,7 +18,7 @@ from qdesign.plots import (
     plot_error_vs_weights,
     plot_retrain_gap,
 )
-from matplotlib.figure import Figure
+from qdesign.registry import FIGURES
 
 WIDTHS = (8, 16, 32, 64, 128, 256)
 BITS = (2, 3, 4, 8, 32)
@@ -46,16 +45,39 @@ def synthetic_summary(widths=WIDTHS, bits=BITS, seeds=(0, 1), study="mnist_fcdnn
                     # 8 bits can beat float after retraining (regularisation), as in the paper.
                     err = e_float * (1 + 3.0 * 2.0**-b * (64 / w) ** 0.5 - (0.08 if b == 8 else 0)) * noise
                     direct = min(0.9, err + 0.9 * 2.0 ** (-1.5 * b) * (256 / w) ** 0.5)
-                rows.append(dict(
-                    study=study, dataset="mnist", model="fcdnn", depth=3, width=w, bits=b, seed=s,
-                    n_weights=n, n_biases=3 * w + 10, memory_bits_weights=n * b,
-                    memory_bits_total=n * b + (3 * w + 10) * 32 + (0 if b >= 32 else 4 * 32),
-                    test_error=err, val_error=err * 1.02, direct_test_error=direct,
-                    direct_val_error=direct, steps=[0.1, 0.05, 0.05, 0.2], quantized_layers=4,
-                    epochs_run=20, best_epoch=15, train_seconds=1.0, job_seconds=2.0,
-                    n_train=50000, n_val=10000, n_test=10000, device="cpu", threads=1,
-                    config_hash="abc", qdesign_version="0.1.0", torch_version="2.5",
-                ))
+                rows.append(
+                    dict(
+                        study=study,
+                        dataset="mnist",
+                        model="fcdnn",
+                        depth=3,
+                        width=w,
+                        bits=b,
+                        seed=s,
+                        n_weights=n,
+                        n_biases=3 * w + 10,
+                        memory_bits_weights=n * b,
+                        memory_bits_total=n * b + (3 * w + 10) * 32 + (0 if b >= 32 else 4 * 32),
+                        test_error=err,
+                        val_error=err * 1.02,
+                        direct_test_error=direct,
+                        direct_val_error=direct,
+                        steps=[0.1, 0.05, 0.05, 0.2],
+                        quantized_layers=4,
+                        epochs_run=20,
+                        best_epoch=15,
+                        train_seconds=1.0,
+                        job_seconds=2.0,
+                        n_train=50000,
+                        n_val=10000,
+                        n_test=10000,
+                        device="cpu",
+                        threads=1,
+                        config_hash="abc",
+                        qdesign_version="0.1.0",
+                        torch_version="2.5",
+                    )
+                )
     return pd.DataFrame(rows)
 
 
@@ -70,13 +92,17 @@ def synthetic_ecr(summary: pd.DataFrame) -> pd.DataFrame:
     few, bound = [], []
     for e, b, n in zip(t["error"], t["bits"], t["n_weights"]):
         if b >= 32:
-            few.append(float(n)); bound.append(None)
+            few.append(float(n))
+            bound.append(None)
         elif e > f_err[0]:
-            few.append(np.exp(log_n[0])); bound.append("upper")
+            few.append(np.exp(log_n[0]))
+            bound.append("upper")
         elif e < f_err[-1]:
-            few.append(np.exp(log_n[-1])); bound.append("lower")
+            few.append(np.exp(log_n[-1]))
+            bound.append("lower")
         else:
-            few.append(float(np.exp(np.interp(-e, -f_err, log_n)))); bound.append(None)
+            few.append(float(np.exp(np.interp(-e, -f_err, log_n))))
+            bound.append(None)
     t["float_equivalent_weights"] = few
     t["ecr"] = np.where(t["bits"] >= 32, 1.0, t["float_equivalent_weights"] * 32 / (t["n_weights"] * t["bits"]))
     t["ecr_bound"] = pd.Series(bound, dtype=object)
@@ -170,8 +196,7 @@ def test_no_pyplot_figures_leak(tables, tmp_path):
 
 
 def test_plots_module_imports_neither_torch_nor_pyplot():
-    code = ("import sys, qdesign.plots; "
-            "assert 'torch' not in sys.modules and 'matplotlib.pyplot' not in sys.modules")
+    code = "import sys, qdesign.plots; assert 'torch' not in sys.modules and 'matplotlib.pyplot' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -218,8 +243,15 @@ def test_error_vs_memory_axes(tables):
 def test_error_vs_memory_uses_total_when_frontier_does(tables):
     s, e, _ = tables
     cells = s.groupby(["width", "bits"])[["memory_bits_total", "test_error"]].mean().reset_index()
-    f = pd.DataFrame({"kind": "pareto", "width": cells["width"], "bits": cells["bits"],
-                      "memory_bits": cells["memory_bits_total"], "error": cells["test_error"]})
+    f = pd.DataFrame(
+        {
+            "kind": "pareto",
+            "width": cells["width"],
+            "bits": cells["bits"],
+            "memory_bits": cells["memory_bits_total"],
+            "error": cells["test_error"],
+        }
+    )
     ax = plot_error_vs_memory(s, f.head(3), _ax())
     assert ax.get_xlabel().startswith("Total memory")
 

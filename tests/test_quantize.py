@@ -213,9 +213,12 @@ def test_step_beats_dense_brute_force(dist, n, bits):
 
 
 @settings(max_examples=60, deadline=None)
-@given(arrays(np.float64, st.integers(1, 25),
-              elements=st.one_of(st.just(0.0), st.floats(1e-3, 10), st.floats(-10, -1e-3))),
-       st.integers(2, 5))
+@given(
+    arrays(
+        np.float64, st.integers(1, 25), elements=st.one_of(st.just(0.0), st.floats(1e-3, 10), st.floats(-10, -1e-3))
+    ),
+    st.integers(2, 5),
+)
 def test_step_is_global_optimum_on_small_tensors(w, bits):
     if not np.any(w):
         assert l2_optimal_step(torch.from_numpy(w), bits) == 1.0
@@ -264,8 +267,13 @@ def test_step_is_scale_equivariant():
 def small_cnn():
     torch.manual_seed(1)
     return nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(4 * 4 * 4, 16), nn.ReLU(), nn.Linear(16, 10),
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(4 * 4 * 4, 16),
+        nn.ReLU(),
+        nn.Linear(16, 10),
     )
 
 

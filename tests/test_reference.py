@@ -2,7 +2,6 @@
 tables alone, no dataset, no training), and the findings report."""
 
 import json
-import shutil
 import subprocess
 import sys
 
@@ -10,14 +9,14 @@ import pandas as pd
 import pytest
 import yaml
 
-from qdesign.findings import gap_table, report
+from qdesign.aggregate import aggregate
 from qdesign.errors import TableError
+from qdesign.findings import gap_table, report
 from qdesign.reference import export_reference
 from qdesign.registry import FIGURES
 
 from .conftest import REPO
 from .test_aggregate import cell, write
-from qdesign.aggregate import aggregate
 
 pytestmark = pytest.mark.slow
 
@@ -37,10 +36,11 @@ def study_tables(tmp_path):
     for name, df in (("summary", summary), ("ecr", ecr), ("frontier", frontier)):
         df.to_parquet(results / f"{name}.parquet")
     # three widths: the scaling rule records that no law was fitted
-    pd.DataFrame([{"kind": "status", "name": "not fitted", "note": "3 widths"}]).to_parquet(
-        results / "scaling.parquet")
+    pd.DataFrame([{"kind": "status", "name": "not fitted", "note": "3 widths"}]).to_parquet(results / "scaling.parquet")
     config = tmp_path / "cfg.yaml"
-    config.write_text(yaml.safe_dump({"studies": {"s": {"dataset": "digits", "model": {"type": "fcdnn", "widths": [8, 16, 32]}}}}))
+    config.write_text(
+        yaml.safe_dump({"studies": {"s": {"dataset": "digits", "model": {"type": "fcdnn", "widths": [8, 16, 32]}}}})
+    )
     return tmp_path, config
 
 
@@ -48,7 +48,12 @@ def test_export_reference(study_tables):
     tmp, config = study_tables
     out = tmp / "reference" / "demo"
     export_reference(config, tmp / "results", out, wall_seconds=12.5, note="test")
-    assert sorted(p.name for p in (out / "s").iterdir()) == ["ecr.parquet", "frontier.parquet", "scaling.parquet", "summary.parquet"]
+    assert sorted(p.name for p in (out / "s").iterdir()) == [
+        "ecr.parquet",
+        "frontier.parquet",
+        "scaling.parquet",
+        "summary.parquet",
+    ]
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["wall_seconds"] == 12.5 and prov["studies"]["s"]["cells"] == 12
     assert (out / "config.yaml").read_bytes() == config.read_bytes()
@@ -61,12 +66,26 @@ def test_reference_target_draws_figures_from_tables_alone(study_tables, tmp_path
     tmp, config = study_tables
     export_reference(config, tmp / "results", tmp / "work" / "reference" / "demo")
     work = tmp / "work"  # no results/, no data/: only the shipped tables
-    res = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
-                          str(work), "--cores", "2", "reference"], capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(work),
+            "--cores",
+            "2",
+            "reference",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     figs = sorted(p.name for p in (work / "results" / "reference" / "demo" / "s" / "figures").iterdir())
-    assert figs == sorted(f"{n}.{e}" for n in FIGURES
-                          for e in ("pdf", "png"))
+    assert figs == sorted(f"{n}.{e}" for n in FIGURES for e in ("pdf", "png"))
     assert not (work / "results" / "data").exists()  # nothing was prepared or trained
     assert "train_float" not in res.stdout + res.stderr
 
@@ -79,8 +98,11 @@ def test_shipped_reference_is_complete():
             for table in ("summary", "ecr", "frontier"):
                 assert (profile / study / f"{table}.parquet").is_file()
             summary = pd.read_parquet(profile / study / "summary.parquet")
-            n_cells = len(cfg["studies"][study]["model"]["widths"]) * (len(cfg["studies"][study]["bits"]) + 1) \
+            n_cells = (
+                len(cfg["studies"][study]["model"]["widths"])
+                * (len(cfg["studies"][study]["bits"]) + 1)
                 * len(cfg["studies"][study]["seeds"])
+            )
             assert len(summary) == n_cells
         assert json.loads((profile / "provenance.json").read_text())["config_sha256"]
 
@@ -103,8 +125,8 @@ def test_a_reference_cell_reproduces(shared_data, tmp_path):
 
     from qdesign.cells import train_float  # noqa: PLC0415
     from qdesign.config import load_config
-    from qdesign.specs import float_spec  # noqa: PLC0415
     from qdesign.data import prepare_dataset, write_prepared  # noqa: PLC0415
+    from qdesign.specs import float_spec  # noqa: PLC0415
 
     cfg = load_config(REPO / "reference" / "cpu" / "config.yaml")
     write_prepared(prepare_dataset("mnist", shared_data, download=False), tmp_path / "mnist.pt")

@@ -20,13 +20,31 @@ from qdesign.train import evaluate
 
 from .conftest import REPO, tiny_study
 
-CNN = {"type": "cnn", "channel_multipliers": [1, 2, 4], "convs_per_block": 2, "kernel_size": 3, "pool": "max",
-       "fc_units": 0, "dropout": 0.0}
+CNN = {
+    "type": "cnn",
+    "channel_multipliers": [1, 2, 4],
+    "convs_per_block": 2,
+    "kernel_size": 3,
+    "pool": "max",
+    "fc_units": 0,
+    "dropout": 0.0,
+}
 MODELS = [
     ({"type": "fcdnn", "depth": 3, "dropout": 0.2}, 64, (1, 28, 28)),
     (CNN, 8, (3, 32, 32)),
-    ({"type": "cnn", "channel_multipliers": [1, 2], "convs_per_block": 1, "kernel_size": 5, "pool": "avg",
-      "fc_units": 32, "dropout": 0.5}, 4, (1, 28, 28)),
+    (
+        {
+            "type": "cnn",
+            "channel_multipliers": [1, 2],
+            "convs_per_block": 1,
+            "kernel_size": 5,
+            "pool": "avg",
+            "fc_units": 32,
+            "dropout": 0.5,
+        },
+        4,
+        (1, 28, 28),
+    ),
 ]
 
 
@@ -89,25 +107,42 @@ def test_estimates_are_whole_and_positive():
 
 def measure(*args) -> dict:
     """One float cell as a fresh process (what a job is): benchmarks/measure_cell.py."""
-    res = subprocess.run([sys.executable, str(REPO / "benchmarks" / "measure_cell.py"), *args, "--threads", "2"],
-                         capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    res = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "measure_cell.py"), *args, "--threads", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("args", [
-    # FCDNN, MNIST-shaped random data, the paper's widest network
-    ("--dataset", "mnist", "--model", "fcdnn", "--width", "1024", "--n-train", "1024", "--n-test", "2048"),
-    # the paper's CNN at width 128 on a few CIFAR-shaped random images
-    ("--dataset", "cifar10", "--model", "cnn", "--width", "128", "--n-train", "48", "--n-test", "16"),
-], ids=["fcdnn-1024", "cnn-128"])
+@pytest.mark.parametrize(
+    "args",
+    [
+        # FCDNN, MNIST-shaped random data, the paper's widest network
+        ("--dataset", "mnist", "--model", "fcdnn", "--width", "1024", "--n-train", "1024", "--n-test", "2048"),
+        # the paper's CNN at width 128 on a few CIFAR-shaped random images
+        ("--dataset", "cifar10", "--model", "cnn", "--width", "128", "--n-train", "48", "--n-test", "16"),
+    ],
+    ids=["fcdnn-1024", "cnn-128"],
+)
 def test_requested_memory_is_within_a_small_factor_of_the_measured_peak(args):
     m = measure(*args, "--epochs", "1")
     cfg = {"type": m["model"], "widths": [m["width"]], **(CNN if m["model"] == "cnn" else {"depth": 2})}
-    s = validate_config({"studies": {"s": {**tiny_study(dataset=m["dataset"], model=cfg),
-                                            "training": {"epochs": 1, "batch_size": 128, "lr": 0.01},
-                                            "retraining": {"epochs": 1, "batch_size": 128, "lr": 0.01}}}})
+    s = validate_config(
+        {
+            "studies": {
+                "s": {
+                    **tiny_study(dataset=m["dataset"], model=cfg),
+                    "training": {"epochs": 1, "batch_size": 128, "lr": 0.01},
+                    "retraining": {"epochs": 1, "batch_size": 128, "lr": 0.01},
+                }
+            }
+        }
+    )
     s = s["studies"]["s"]
     n = int(args[args.index("--n-train") + 1]) + int(args[args.index("--n-test") + 1])
     peak, requested = job_peak_mb(s, m["width"], n_examples=n), mem_mb(s, m["width"], n_examples=n)

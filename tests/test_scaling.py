@@ -37,11 +37,22 @@ def synthetic(noise=0.0, n_seeds=1, rng=None, g=G_TRUE, widths=WIDTHS):
             for s in range(n_seeds):
                 n = int(n_weights_of(w))
                 e = float(true_error(n, b, g)) + (rng.normal(0, noise) if noise else 0.0)
-                rows.append({"study": "syn", "model": "fcdnn", "depth": 1, "width": w, "bits": b, "seed": s,
-                             "n_weights": n,
-                                 "n_biases": w + 10, "quantized_layers": 2, "test_error": e,
-                                 "memory_bits_weights": n * b, "memory_bits_total": n * b + 32 * (w + 10)
-                                 + (64 if b < 32 else 0)})
+                rows.append(
+                    {
+                        "study": "syn",
+                        "model": "fcdnn",
+                        "depth": 1,
+                        "width": w,
+                        "bits": b,
+                        "seed": s,
+                        "n_weights": n,
+                        "n_biases": w + 10,
+                        "quantized_layers": 2,
+                        "test_error": e,
+                        "memory_bits_weights": n * b,
+                        "memory_bits_total": n * b + 32 * (w + 10) + (64 if b < 32 else 0),
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -52,9 +63,9 @@ def synthetic(noise=0.0, n_seeds=1, rng=None, g=G_TRUE, widths=WIDTHS):
 
 def test_exact_recovery_without_noise():
     law = S.fit(synthetic(), weights="uniform")
-    assert law.E == pytest.approx(E_TRUE, rel=1e-6)
+    assert pytest.approx(E_TRUE, rel=1e-6) == law.E
     assert law.alpha == pytest.approx(ALPHA_TRUE, rel=1e-6)
-    assert law.A == pytest.approx(A_TRUE, rel=1e-5)
+    assert pytest.approx(A_TRUE, rel=1e-5) == law.A
     for b, g in G_TRUE.items():
         assert law.g_trained[b] == pytest.approx(g, rel=1e-6)
     n = np.geomspace(1e3, 1e6, 7)
@@ -190,9 +201,21 @@ def test_scaling_does_not_import_torch():
 # --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text,bits", [("65536", 65536), (65536, 65536), ("64KiB", 524288), ("1.5 MB", 12_000_000),
-                                       ("2e5 bits", 200_000), ("1B", 8), ("3 b", 3), ("1Mibit", 2**20),
-                                       ("2kbit", 2000), ("1 GiB", 8 * 2**30)])
+@pytest.mark.parametrize(
+    "text,bits",
+    [
+        ("65536", 65536),
+        (65536, 65536),
+        ("64KiB", 524288),
+        ("1.5 MB", 12_000_000),
+        ("2e5 bits", 200_000),
+        ("1B", 8),
+        ("3 b", 3),
+        ("1Mibit", 2**20),
+        ("2kbit", 2000),
+        ("1 GiB", 8 * 2**30),
+    ],
+)
 def test_parse_budget_good(text, bits):
     assert parse_budget(text) == bits
 
@@ -210,8 +233,15 @@ def test_format_bits():
 
 def test_size_model_exact_polynomial():
     ws = (8, 16, 32, 64)
-    df = pd.DataFrame({"depth": 2, "width": list(ws), "n_weights": [3 * w * w + 5 * w + 7 for w in ws],
-                       "n_biases": [2 * w + 10 for w in ws], "quantized_layers": 3})
+    df = pd.DataFrame(
+        {
+            "depth": 2,
+            "width": list(ws),
+            "n_weights": [3 * w * w + 5 * w + 7 for w in ws],
+            "n_biases": [2 * w + 10 for w in ws],
+            "quantized_layers": 3,
+        }
+    )
     sm = size_model(df)[2]
     assert sm.n_weights(100) == pytest.approx(3 * 100**2 + 5 * 100 + 7)
     assert sm.memory_bits(10, 2, "total") == pytest.approx((300 + 50 + 7) * 2 + 32 * 30 + 32 * 3)
@@ -254,8 +284,9 @@ def test_plots_draw():
     tab = S.scaling_table(df, n_boot=8, cv="none")
     from qdesign.ecr import effective_compression_ratio
 
-    ecr = effective_compression_ratio(df.assign(error=df.test_error)[["study", "width", "n_weights", "bits", "seed",
-                                                                      "error"]])
+    ecr = effective_compression_ratio(
+        df.assign(error=df.test_error)[["study", "width", "n_weights", "bits", "seed", "error"]]
+    )
     ecr = ecr.merge(S.readoff_ecr_intervals(df, n_boot=8), on=["width", "bits"])
     fig = Figure()
     ax1, ax2 = fig.subplots(1, 2)

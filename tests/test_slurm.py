@@ -27,8 +27,10 @@ ACCOUNT = os.environ.get("QDESIGN_SLURM_ACCOUNT", "ci")
 PARTITION = os.environ.get("QDESIGN_SLURM_PARTITION", "debug")
 COMPARED = ["width", "bits", "seed", "n_weights", "test_error", "val_error", "direct_test_error", "config_hash"]
 SUBMITTED = re.compile(r"submitted with SLURM jobid (\d+) \(log: \S*/slurm_logs/(rule_\w+|group_\w+)/")
-ARRAY = re.compile(r"Submitted array job with Snakemake IDs \S+ and SLURM job ID (\d+)\. "
-                   r"The individual task IDs are (\d+)-(\d+)")
+ARRAY = re.compile(
+    r"Submitted array job with Snakemake IDs \S+ and SLURM job ID (\d+)\. "
+    r"The individual task IDs are (\d+)-(\d+)"
+)
 
 
 def cluster_up() -> bool:
@@ -47,17 +49,41 @@ def cluster():
 
 
 def snakemake_cmd(workdir, config, *args, timeout):
-    return ["timeout", "-k", "30", str(timeout), sys.executable, "-m", "snakemake",
-            "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), "--configfile", str(config), *args]
+    return [
+        "timeout",
+        "-k",
+        "30",
+        str(timeout),
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(config),
+        *args,
+    ]
 
 
 def snakemake(workdir, config, *args, timeout):
     return subprocess.run(snakemake_cmd(workdir, config, *args, timeout=timeout), capture_output=True, text=True)
 
 
-SLURM_ARGS = ["--workflow-profile", str(REPO / "profiles" / "slurm"),
-              "--default-resources", f"slurm_account={ACCOUNT}", f"slurm_partition={PARTITION}",
-              "mem_mb=1000", "runtime=10", "--slurm-init-seconds-before-status-checks", "2", "--retries", "0"]
+SLURM_ARGS = [
+    "--workflow-profile",
+    str(REPO / "profiles" / "slurm"),
+    "--default-resources",
+    f"slurm_account={ACCOUNT}",
+    f"slurm_partition={PARTITION}",
+    "mem_mb=1000",
+    "runtime=10",
+    "--slurm-init-seconds-before-status-checks",
+    "2",
+    "--retries",
+    "0",
+]
 
 
 def on_slurm(workdir, config, *args, timeout=300):
@@ -94,11 +120,13 @@ def sacct(job_ids) -> pd.DataFrame:
     fields = "JobID,JobName,State,Account,Partition,Elapsed,Timelimit,ReqMem,MaxRSS"
     parents = sorted({j.split("_")[0] for j in job_ids})
     for _ in range(30):  # accounting lags a few seconds behind
-        res = subprocess.run(["sacct", "-n", "-P", "-j", ",".join(parents), "-o", fields],
-                             capture_output=True, text=True, timeout=30)
+        res = subprocess.run(
+            ["sacct", "-n", "-P", "-j", ",".join(parents), "-o", fields], capture_output=True, text=True, timeout=30
+        )
         assert res.returncode == 0, res.stderr
-        rows = pd.DataFrame([line.split("|") for line in res.stdout.splitlines() if line.strip()],
-                            columns=fields.split(","))
+        rows = pd.DataFrame(
+            [line.split("|") for line in res.stdout.splitlines() if line.strip()], columns=fields.split(",")
+        )
         rows["job"] = rows["JobID"].str.split(".").str[0]
         jobs = rows[rows["JobID"] == rows["job"]]
         steps = rows[(rows["JobID"] != rows["job"]) & (rows["MaxRSS"] != "")]
@@ -115,8 +143,9 @@ def sacct(job_ids) -> pd.DataFrame:
 
 
 def tiny_config(path, **study):
-    path.write_text(yaml.safe_dump({"device": "cpu", "plots": {"formats": ["png"]},
-                                    "studies": {"s": tiny_study(**study)}}))
+    path.write_text(
+        yaml.safe_dump({"device": "cpu", "plots": {"formats": ["png"]}, "studies": {"s": tiny_study(**study)}})
+    )
     return path
 
 
@@ -161,7 +190,7 @@ def test_requested_resources_fit_what_jobs_used(runs):
     least the elapsed time, at most 3x of it or the floor."""
     jobs = sacct(list(runs["jobs"]))
     ok = (jobs["peak_mb"] <= jobs["req_mb"]) & (jobs["req_mb"] <= 4 * jobs["peak_mb"])
-    ok &= (jobs["elapsed_min"] <= jobs["limit_min"])
+    ok &= jobs["elapsed_min"] <= jobs["limit_min"]
     ok &= jobs["limit_min"] <= (3 * jobs["elapsed_min"]).clip(lower=MIN_RUNTIME_MIN)
     assert ok.all(), jobs[["Elapsed", "Timelimit", "ReqMem", "MaxRSS", "peak_mb", "req_mb"]].to_string()
 
@@ -183,20 +212,29 @@ def test_failing_job_is_reported_as_failed(runs):
 def test_scancel_of_a_running_job_ends_the_run_with_a_failure(cluster, tmp_path):
     """With the profile's squeue status command a cancelled job is reported
     failed within seconds (with sacct, plugin 2.8.0 waits forever)."""
-    config = tiny_config(tmp_path / "long.yaml", model={"type": "fcdnn", "depth": 2, "widths": [8]}, bits=[2],
-                         training={"epochs": 100000, "lr": 0.01, "batch_size": 64})
+    config = tiny_config(
+        tmp_path / "long.yaml",
+        model={"type": "fcdnn", "depth": 2, "widths": [8]},
+        bits=[2],
+        training={"epochs": 100000, "lr": 0.01, "batch_size": 64},
+    )
     out = tmp_path / "snakemake.log"
     with out.open("w") as fh:
-        proc = subprocess.Popen(snakemake_cmd(tmp_path / "work", config, *SLURM_ARGS, timeout=240),
-                                stdout=fh, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            snakemake_cmd(tmp_path / "work", config, *SLURM_ARGS, timeout=240),
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     try:
         job, state = None, ""
         for _ in range(240):
             found = SUBMITTED.search(out.read_text())
             if found:
                 job = found.group(1)
-                state = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True,
-                                       text=True).stdout.strip()
+                state = subprocess.run(
+                    ["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True
+                ).stdout.strip()
                 if state == "RUNNING":
                     break
             time.sleep(0.5)
@@ -223,8 +261,7 @@ def test_grouped_cells_run_in_one_slurm_job(runs, tmp_path):
     work = tmp_path / "work"
     for part in ("data", "s/float"):
         shutil.copytree(runs["local"] / "results" / part, work / "results" / part)
-    res = on_slurm(work, runs["config"], "--groups", "retrain=cells", "--group-components", "cells=4",
-                   "--cores", "2")
+    res = on_slurm(work, runs["config"], "--groups", "retrain=cells", "--group-components", "cells=4", "--cores", "2")
     assert res.returncode == 0, (res.stdout[-3000:], res.stderr[-3000:])
     summary = pd.read_parquet(work / "results" / "s" / "summary.parquet")
     expected = pd.read_parquet(runs["local"] / "results" / "s" / "summary.parquet")

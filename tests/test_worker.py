@@ -17,8 +17,8 @@ import pytest
 
 from qdesign import cli, worker
 from qdesign.config import validate_config
-from qdesign.specs import float_spec
 from qdesign.data import prepare_dataset, write_prepared
+from qdesign.specs import float_spec
 
 from .conftest import REPO, tiny_study
 
@@ -27,10 +27,25 @@ from .conftest import REPO, tiny_study
 def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("worker")
     sock = str(tmp / "w.sock")
-    cmd = [sys.executable, "-m", "qdesign.worker", "--socket", sock, "--parent", str(os.getpid()),
-           "--handler", cli.WORKER_HANDLER, "--preload", ",".join(cli.WORKER_PRELOAD)]
-    proc = subprocess.Popen(cmd, stdout=open(tmp / "worker.log", "wb"), stderr=subprocess.STDOUT,
-                            env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    cmd = [
+        sys.executable,
+        "-m",
+        "qdesign.worker",
+        "--socket",
+        sock,
+        "--parent",
+        str(os.getpid()),
+        "--handler",
+        cli.WORKER_HANDLER,
+        "--preload",
+        ",".join(cli.WORKER_PRELOAD),
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        stdout=open(tmp / "worker.log", "wb"),
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+    )
     deadline = time.time() + 30
     while not os.path.exists(sock):
         assert proc.poll() is None and time.time() < deadline, (tmp / "worker.log").read_text()
@@ -49,8 +64,14 @@ def client(args, sock, cwd, stdout):
     else:
         env.pop(worker.ENV_SOCKET, None)
     with open(stdout, "wb") as out:
-        return subprocess.run([sys.executable, "-m", "qdesign", *args], cwd=cwd, env=env,
-                              stdout=out, stderr=subprocess.STDOUT, timeout=300).returncode
+        return subprocess.run(
+            [sys.executable, "-m", "qdesign", *args],
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=300,
+        ).returncode
 
 
 def test_worker_and_own_process_give_identical_cells(server, tmp_path):
@@ -75,7 +96,8 @@ def test_exit_status_and_errors_come_back_through_the_worker(server, tmp_path):
     args = ["train-float", "--spec", spec, "--data", "missing.pt", "--out-dir", "x"]
     assert client(args, server, tmp_path, tmp_path / "err.log") == 1
     assert (tmp_path / "err.log").read_text() == (
-        "qdesign: error: prepared dataset not found: missing.pt (run the prepare_data rule)\n")
+        "qdesign: error: prepared dataset not found: missing.pt (run the prepare_data rule)\n"
+    )
     assert not (tmp_path / "x").exists()
     args = ["train-float", "--spec", '{"dataset": "digits"}', "--data", "missing.pt", "--out-dir", "x"]
     assert client(args, server, tmp_path, tmp_path / "err2.log") == 1
@@ -92,8 +114,13 @@ def test_killed_client_stops_its_job(server, tmp_path):
     spec = float_spec(cfg, "s", 64, 0).to_json()
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), worker.ENV_SOCKET: server}
     log = open(tmp_path / "long.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "qdesign", "train-float", "--spec", spec, "--data", "digits.pt",
-                             "--out-dir", "long"], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qdesign", "train-float", "--spec", spec, "--data", "digits.pt", "--out-dir", "long"],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.time() + 60
     while "epoch 1/" not in (tmp_path / "long.log").read_text():
         assert time.time() < deadline
@@ -114,10 +141,13 @@ def test_killed_client_process_group_stops_its_job(server, tmp_path):
     cfg = validate_config({"device": "cpu", "studies": {"s": tiny_study(training={"epochs": 2000})}})
     spec = float_spec(cfg, "s", 64, 0).to_json()
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), worker.ENV_SOCKET: server}
-    job = f"{sys.executable} -m qdesign train-float --spec '{spec}' --data digits.pt --out-dir long; echo shell-survived"
+    job = (
+        f"{sys.executable} -m qdesign train-float --spec '{spec}' --data digits.pt --out-dir long; echo shell-survived"
+    )
     with open(tmp_path / "long.log", "wb") as log:
-        shell = subprocess.Popen(["sh", "-c", job], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                 start_new_session=True)
+        shell = subprocess.Popen(
+            ["sh", "-c", job], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     deadline = time.time() + 60
     while "epoch 1/" not in (tmp_path / "long.log").read_text():
         assert time.time() < deadline
@@ -133,10 +163,17 @@ def test_killed_client_process_group_stops_its_job(server, tmp_path):
 
 
 def test_worker_module_imports_nothing_from_qdesign():
-    code = ("import sys, qdesign.worker; "
-            "print(sorted(m for m in sys.modules if m.startswith('qdesign.') and m != 'qdesign.worker'))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONPATH": str(REPO / "src")}).stdout
+    code = (
+        "import sys, qdesign.worker; "
+        "print(sorted(m for m in sys.modules if m.startswith('qdesign.') and m != 'qdesign.worker'))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+    ).stdout
     assert out.strip() == "[]"
     tree = ast.parse((REPO / "src" / "qdesign" / "worker.py").read_text())
     imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
@@ -146,7 +183,7 @@ def test_worker_module_imports_nothing_from_qdesign():
 
 # ------------------------------------------------------------- process lifetime
 
-HANDLER = '''
+HANDLER = """
 import os, time
 def run(argv):
     marker, result, delay = argv
@@ -154,22 +191,22 @@ def run(argv):
     time.sleep(float(delay))
     open(result, "w").write("stale")
     return 0
-'''
+"""
 
-FAKE_SNAKEMAKE = '''
+FAKE_SNAKEMAKE = """
 import json, os, sys, time
 from qdesign import worker
 proc = worker.start(sys.argv[1], handler="slowjob:run", idle_timeout=60)
 print(json.dumps({"pid": proc.pid, "socket": os.environ[worker.ENV_SOCKET]}), flush=True)
 time.sleep(600)
-'''
+"""
 
-CLIENT = '''
+CLIENT = """
 import sys
 from qdesign import worker
 code = worker.submit(sys.argv[1:])
 sys.exit(99 if code is None else code)
-'''
+"""
 
 
 def _gone_within(pids, seconds):
@@ -185,13 +222,15 @@ def test_kill_9_of_snakemake_ends_worker_and_jobs(tmp_path):
     (tmp_path / "slowjob.py").write_text(HANDLER)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(tmp_path)])}
     env.pop(worker.ENV_SOCKET, None)
-    parent = subprocess.Popen([sys.executable, "-c", FAKE_SNAKEMAKE, str(tmp_path / "worker.log")], env=env,
-                              stdout=subprocess.PIPE, text=True)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", FAKE_SNAKEMAKE, str(tmp_path / "worker.log")], env=env, stdout=subprocess.PIPE, text=True
+    )
     info = json.loads(parent.stdout.readline())
     client_env = {**env, worker.ENV_SOCKET: info["socket"], worker.ENV_PID: str(info["pid"])}
     marker, result = tmp_path / "job.pid", tmp_path / "result.txt"
-    client = subprocess.Popen([sys.executable, "-c", CLIENT, str(marker), str(result), "4"], env=client_env,
-                              stderr=subprocess.PIPE, text=True)
+    client = subprocess.Popen(
+        [sys.executable, "-c", CLIENT, str(marker), str(result), "4"], env=client_env, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.time() + 30
     while not marker.exists() or not marker.read_text():
         assert time.time() < deadline and client.poll() is None, (tmp_path / "worker.log").read_text()

@@ -17,11 +17,11 @@ import pytest
 from qdesign import worker
 
 OTHER_USER = "qdesign-probe"
-HANDLER = '''
+HANDLER = """
 def run(argv):
     open(argv[0], "w").write("ran")
     return 0
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +34,12 @@ def other():
     except KeyError:
         if not shutil.which("useradd"):
             pytest.skip("useradd not available to create a second user")
-        res = subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", OTHER_USER],
-                             capture_output=True, text=True, check=False)
+        res = subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", OTHER_USER],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if res.returncode != 0:
             pytest.skip(f"useradd failed: {res.stderr.strip()}")
         pw = pwd.getpwnam(OTHER_USER)
@@ -51,8 +55,19 @@ def other():
 
 def as_other(other, code, *args, **kw):
     uid, gid, python = other
-    return subprocess.run([python, "-c", code, *args], check=False, user=uid, group=gid, extra_groups=[], cwd="/",
-                          capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, timeout=30, **kw)
+    return subprocess.run(
+        [python, "-c", code, *args],
+        check=False,
+        user=uid,
+        group=gid,
+        extra_groups=[],
+        cwd="/",
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin"},
+        timeout=30,
+        **kw,
+    )
 
 
 @pytest.fixture
@@ -66,7 +81,7 @@ def served(tmp_path, monkeypatch):
     worker.stop(proc)
 
 
-CONNECT = '''
+CONNECT = """
 import socket, sys
 s = socket.socket(socket.AF_UNIX)
 try:
@@ -75,7 +90,7 @@ except OSError as exc:
     print(type(exc).__name__)
 else:
     print("connected")
-'''
+"""
 
 
 def test_other_user_cannot_reach_the_socket(other, served):
@@ -85,7 +100,7 @@ def test_other_user_cannot_reach_the_socket(other, served):
     assert res.stdout.strip() == "PermissionError", res.stderr
 
 
-SEND_JOB = '''
+SEND_JOB = """
 import json, socket, struct, sys
 s = socket.socket(socket.AF_UNIX)
 s.connect(sys.argv[1])
@@ -96,7 +111,7 @@ try:
     print("status", s.recv(4))
 except OSError as exc:
     print(type(exc).__name__)
-'''
+"""
 
 
 def test_worker_refuses_a_client_of_another_uid(other, served):
@@ -116,7 +131,7 @@ def test_worker_refuses_a_client_of_another_uid(other, served):
     assert worker.submit([str(tmp / "we-ran")]) == 0 and (tmp / "we-ran").exists()
 
 
-IMPOSTOR = '''
+IMPOSTOR = """
 import os, socket, sys, tempfile
 d = tempfile.mkdtemp(prefix="qdesign-")
 path = os.path.join(d, "w-0.sock")
@@ -133,13 +148,21 @@ try:
     print("received", len(got), flush=True)
 except OSError:
     print("no connection", flush=True)
-'''
+"""
 
 
 def test_client_refuses_a_socket_in_another_users_directory(other, tmp_path, capfd):
     uid, gid, python = other
-    imp = subprocess.Popen([python, "-c", IMPOSTOR], user=uid, group=gid, extra_groups=[], cwd="/",
-                           stdout=subprocess.PIPE, text=True, env={"PATH": "/usr/bin:/bin"})
+    imp = subprocess.Popen(
+        [python, "-c", IMPOSTOR],
+        user=uid,
+        group=gid,
+        extra_groups=[],
+        cwd="/",
+        stdout=subprocess.PIPE,
+        text=True,
+        env={"PATH": "/usr/bin:/bin"},
+    )
     try:
         path = imp.stdout.readline().strip()
         assert Path(path).is_socket() and os.stat(os.path.dirname(path)).st_uid == uid

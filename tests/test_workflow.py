@@ -20,8 +20,9 @@ pytestmark = pytest.mark.slow
 
 def smk(workdir, *args, env=None, timeout=600):
     run_env = {**os.environ, **(env or {})}
-    return subprocess.run([*SNAKEMAKE, "--directory", str(workdir), *args], capture_output=True, text=True,
-                          env=run_env, timeout=timeout)
+    return subprocess.run(
+        [*SNAKEMAKE, "--directory", str(workdir), *args], capture_output=True, text=True, env=run_env, timeout=timeout
+    )
 
 
 def job_counts(output: str) -> dict[str, int]:
@@ -39,8 +40,16 @@ def test_default_config_dry_run_job_counts(tmp_path):
     assert res.returncode == 0, res.stderr
     counts = job_counts(res.stdout)
     # FCDNN 6 widths, CNN 5 widths, 3 seeds each; 6 bits values each
-    assert counts == {"prepare_data": 1, "train_float": 33, "retrain": 198, "aggregate": 2, "figures": 2,
-                      "report_tables": 2, "report_provenance": 1, "all": 1}
+    assert counts == {
+        "prepare_data": 1,
+        "train_float": 33,
+        "retrain": 198,
+        "aggregate": 2,
+        "figures": 2,
+        "report_tables": 2,
+        "report_provenance": 1,
+        "all": 1,
+    }
 
 
 def test_methods_share_the_float_networks(tmp_path):
@@ -95,7 +104,9 @@ def test_tiny_run_tables(tiny_run):
     assert len(summary) == 2 * 3 and sorted(summary["bits"].unique()) == [2, 4, 32]
     assert summary["test_error"].between(0, 1).all() and (summary["test_error"] < 0.7).all()
     q = summary[summary.bits < 32]
-    assert q["direct_test_error"].between(0, 1).all() and summary.loc[summary.bits == 32, "direct_test_error"].isna().all()
+    assert (
+        q["direct_test_error"].between(0, 1).all() and summary.loc[summary.bits == 32, "direct_test_error"].isna().all()
+    )
     assert (q["memory_bits_weights"] == q["n_weights"] * q["bits"]).all()
     assert len(ecr) == 6 and (ecr["ecr"] > 0).all() and (ecr.loc[ecr.bits == 32, "ecr"] == 1).all()
     assert set(frontier["kind"]) == {"pareto", "budget"}
@@ -132,8 +143,7 @@ def test_adding_bits_trains_no_float_model(tiny_run):
     edited = {**studies, "fc": {**studies["fc"], "bits": [2, 3, 4]}}
     cfg = write_config(work / "more-bits.yaml", edited, plots={"formats": ["png"]})
     counts = job_counts(smk(work, "-n", "--configfile", str(cfg)).stdout)
-    assert counts == {"retrain": 2, "aggregate": 1, "figures": 1, "report_tables": 1, "report_provenance": 1,
-                      "all": 1}
+    assert counts == {"retrain": 2, "aggregate": 1, "figures": 1, "report_tables": 1, "report_provenance": 1, "all": 1}
 
 
 def test_a_lost_cell_is_rebuilt(tiny_run):

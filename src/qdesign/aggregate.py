@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 
 from .constants import FLOAT_BITS
+from .ecr import best_under_budget, budget_grid, effective_compression_ratio, pareto_front
 from .errors import TableError
 from .registry import DEFAULT_METHOD
-from .ecr import best_under_budget, budget_grid, effective_compression_ratio, pareto_front
 
 CELL_KEYS = ["study", "model", "depth", "method", "width", "n_weights", "bits"]
 FLOAT_METHOD = "float"  # the ``method`` of float rows in the tables (they are not retrained)
@@ -81,8 +81,9 @@ def seed_means(summary: pd.DataFrame, memory: str = "weights") -> pd.DataFrame:
     return out
 
 
-def ecr_table(summary: pd.DataFrame, reference_bits: int = 32, memory: str = "weights",
-              n_boot: int = 200) -> pd.DataFrame:
+def ecr_table(
+    summary: pd.DataFrame, reference_bits: int = 32, memory: str = "weights", n_boot: int = 200
+) -> pd.DataFrame:
     """ECR per seed-averaged (width, bits, method) cell, with its memory, direct
     error and a bootstrap interval over seeds (``ecr_lo``, ``ecr_hi``; NaN with
     one seed), computed per method against the same float curve."""
@@ -122,9 +123,9 @@ def frontier_table(summary: pd.DataFrame, memory: str = "weights", n_budgets: in
     return out[["kind", "budget_bits", *cols, "memory"]]
 
 
-def aggregate(paths: Iterable[str | Path], reference_bits: int = 32, memory: str = "weights",
-              n_budgets: int = 25) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def aggregate(
+    paths: Iterable[str | Path], reference_bits: int = 32, memory: str = "weights", n_budgets: int = 25
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(summary, ecr, frontier) tables of one study from its cell metrics files."""
     summary = read_cells(paths)
-    return (summary, ecr_table(summary, reference_bits, memory),
-            frontier_table(summary, memory, n_budgets))
+    return (summary, ecr_table(summary, reference_bits, memory), frontier_table(summary, memory, n_budgets))

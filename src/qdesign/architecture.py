@@ -81,9 +81,20 @@ def layer_specs(model_cfg: Mapping, width: int, input_shape: tuple[int, ...], n_
             for _ in range(int(model_cfg["convs_per_block"])):
                 # same padding for odd kernels: the output keeps H x W
                 ho, wo = h + 2 * (k // 2) - k + 1, w + 2 * (k // 2) - k + 1
-                layers += [LayerSpec("conv", c, out, (out, ho, wo), kernel=k, padding=k // 2,
-                                     n_weights=c * out * k * k, n_biases=out, macs=c * out * k * k * ho * wo),
-                           elementwise("relu", (out, ho, wo))]
+                layers += [
+                    LayerSpec(
+                        "conv",
+                        c,
+                        out,
+                        (out, ho, wo),
+                        kernel=k,
+                        padding=k // 2,
+                        n_weights=c * out * k * k,
+                        n_biases=out,
+                        macs=c * out * k * k * ho * wo,
+                    ),
+                    elementwise("relu", (out, ho, wo)),
+                ]
                 c, h, w = out, ho, wo
             h, w = h // 2, w // 2
             if h < 1 or w < 1:
@@ -115,7 +126,8 @@ def forward_macs(specs: list[LayerSpec]) -> int:
     return sum(s.macs for s in specs)
 
 
-def training_flops_per_example(model_cfg: Mapping, width: int, input_shape: tuple[int, ...],
-                               n_classes: int = 10) -> float:
+def training_flops_per_example(
+    model_cfg: Mapping, width: int, input_shape: tuple[int, ...], n_classes: int = 10
+) -> float:
     """MACs x 2 FLOPs x 3 (forward + two backward matmuls) per example."""
     return 6.0 * forward_macs(layer_specs(model_cfg, width, input_shape, n_classes))

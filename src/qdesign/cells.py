@@ -27,13 +27,11 @@ from .data import load_prepared, make_splits
 from .ecr import network_memory_bits
 from .errors import CheckpointError
 from .io import parquet_write_atomic, torch_load_checked, torch_save_atomic
-from .models import build_model, weight_layers
 from .methods import get_method
+from .models import build_model, weight_layers
 from .quantize import bake, integer_codes, quantized_layers, to_quantized
 from .specs import FloatSpec, QuantSpec
 from .train import chance_level, evaluate, fit, pick_device, use_channels_last
-
-
 
 __all__ = ["CHECKPOINT_VERSION", "CheckpointError", "load_checkpoint", "retrain", "train_float"]
 
@@ -72,8 +70,17 @@ def _model_depth(model_cfg) -> int:
     return len(model_cfg["channel_multipliers"]) * int(model_cfg["convs_per_block"])
 
 
-def _base_row(spec: FloatSpec, key: str, model: torch.nn.Module, bits: int, method: str | None,
-              layer_bits: list[int | None], data, device: torch.device, threads: int) -> dict:
+def _base_row(
+    spec: FloatSpec,
+    key: str,
+    model: torch.nn.Module,
+    bits: int,
+    method: str | None,
+    layer_bits: list[int | None],
+    data,
+    device: torch.device,
+    threads: int,
+) -> dict:
     layers = weight_layers(model)
     mem_w, mem_t = network_memory_bits((w, b, lb) for (_, w, b), lb in zip(layers, layer_bits))
     return {
@@ -107,8 +114,10 @@ def _flag_chance(row: dict, data, log: Callable[[str], None], what: str) -> None
     is no better than guessing: such a cell is kept but must not pass unnoticed."""
     row["chance_level"] = chance_level(row["test_error"], data.y_test, data.n_classes)
     if row["chance_level"]:
-        log(f"WARNING: {what} test error {row['test_error']:.4f} is at chance level "
-            f"({data.n_classes} classes): the network learned nothing; check the training settings")
+        log(
+            f"WARNING: {what} test error {row['test_error']:.4f} is at chance level "
+            f"({data.n_classes} classes): the network learned nothing; check the training settings"
+        )
 
 
 def _write_cell(out_dir: str | Path, row: dict, res, clock: _Clock, data, checkpoint: dict) -> None:
@@ -116,21 +125,31 @@ def _write_cell(out_dir: str | Path, row: dict, res, clock: _Clock, data, checkp
     file Snakemake waits for), each atomically."""
     out_dir = Path(out_dir)
     t = time.perf_counter()
-    torch_save_atomic({"format_version": CHECKPOINT_VERSION, "input_shape": list(data.input_shape),
-                       "n_classes": data.n_classes, "history": res.history, **checkpoint}, out_dir / "model.pt")
+    torch_save_atomic(
+        {
+            "format_version": CHECKPOINT_VERSION,
+            "input_shape": list(data.input_shape),
+            "n_classes": data.n_classes,
+            "history": res.history,
+            **checkpoint,
+        },
+        out_dir / "model.pt",
+    )
     clock.seconds["write"] += time.perf_counter() - t
-    row.update({
-        "epochs_run": res.epochs_run,
-        "best_epoch": res.best_epoch,
-        "train_seconds": res.seconds,
-        "evaluate_seconds": clock.seconds["evaluate"],
-        "load_seconds": clock.seconds["load"],
-        "write_seconds": clock.seconds["write"],  # model.pt; the one-row parquet is negligible
-        "job_seconds": time.perf_counter() - clock.start,
-        # peak resident memory of this job's process (a job forked from the
-        # warm worker counts the torch pages it shares with it)
-        "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    })
+    row.update(
+        {
+            "epochs_run": res.epochs_run,
+            "best_epoch": res.best_epoch,
+            "train_seconds": res.seconds,
+            "evaluate_seconds": clock.seconds["evaluate"],
+            "load_seconds": clock.seconds["load"],
+            "write_seconds": clock.seconds["write"],  # model.pt; the one-row parquet is negligible
+            "job_seconds": time.perf_counter() - clock.start,
+            # peak resident memory of this job's process (a job forked from the
+            # warm worker counts the torch pages it shares with it)
+            "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }
+    )
     parquet_write_atomic(pd.DataFrame([row]), out_dir / "metrics.parquet")
 
 
@@ -152,9 +171,11 @@ def train_float(spec: FloatSpec, data_path: str | Path, out_dir: str | Path, thr
     torch.manual_seed(int(spec.seed))
     model = build_model(spec.model, spec.width, data.input_shape, data.n_classes).to(device)
     data = use_channels_last(model, data)
-    log(f"float {spec.study} width {spec.width} seed {spec.seed} on {device} "
+    log(
+        f"float {spec.study} width {spec.width} seed {spec.seed} on {device} "
         f"({threads} threads): {sum(p.numel() for p in model.parameters())} parameters, "
-        f"{data.x_train.shape[0]} train / {data.x_val.shape[0]} val / {data.x_test.shape[0]} test")
+        f"{data.x_train.shape[0]} train / {data.x_val.shape[0]} val / {data.x_test.shape[0]} test"
+    )
     what = f"float {spec.study} width {spec.width} seed {spec.seed}"
     res = fit(model, data, spec.training, seed=spec.seed, log=log, label=what)
     model.load_state_dict(res.best_state)
@@ -162,21 +183,32 @@ def train_float(spec: FloatSpec, data_path: str | Path, out_dir: str | Path, thr
     test_err = clock.timed("evaluate", evaluate, model, data.x_test, data.y_test)
     n_layers = len(weight_layers(model))
     row = _base_row(spec, spec.key, model, FLOAT_BITS, None, [None] * n_layers, data, device, threads)
-    row.update({
-        "test_error": test_err,
-        "val_error": val_err,
-        "direct_test_error": float("nan"),
-        "direct_val_error": float("nan"),
-        "steps": [],
-        "quantized_layers": 0,
-    })
+    row.update(
+        {
+            "test_error": test_err,
+            "val_error": val_err,
+            "direct_test_error": float("nan"),
+            "direct_val_error": float("nan"),
+            "steps": [],
+            "quantized_layers": 0,
+        }
+    )
     _flag_chance(row, data, log, what)
-    _write_cell(out_dir, row, res, clock, data, {
-        "kind": "float", "spec": spec.to_dict(), "test_error": test_err, "val_error": val_err,
-        "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
-    })
-    log(f"done: test_err {test_err:.4f} val_err {val_err:.4f} best epoch {res.best_epoch} "
-        f"train {res.seconds:.1f}s")
+    _write_cell(
+        out_dir,
+        row,
+        res,
+        clock,
+        data,
+        {
+            "kind": "float",
+            "spec": spec.to_dict(),
+            "test_error": test_err,
+            "val_error": val_err,
+            "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+        },
+    )
+    log(f"done: test_err {test_err:.4f} val_err {val_err:.4f} best epoch {res.best_epoch} train {res.seconds:.1f}s")
     return row
 
 
@@ -189,13 +221,16 @@ def _load_float(spec: QuantSpec, float_checkpoint: str | Path) -> dict:
     want = spec.float.to_dict()
     if ckpt["spec"] != want:
         diff = sorted(k for k in set(want) | set(ckpt["spec"]) if ckpt["spec"].get(k) != want.get(k))
-        raise CheckpointError(f"{float_checkpoint} was trained with a different {', '.join(diff)} than this cell "
-                              "needs (stale float network: rerun its train_float job)")
+        raise CheckpointError(
+            f"{float_checkpoint} was trained with a different {', '.join(diff)} than this cell "
+            "needs (stale float network: rerun its train_float job)"
+        )
     return ckpt
 
 
-def retrain(spec: QuantSpec, data_path: str | Path, float_checkpoint: str | Path,
-            out_dir: str | Path, threads: int = 1) -> dict:
+def retrain(
+    spec: QuantSpec, data_path: str | Path, float_checkpoint: str | Path, out_dir: str | Path, threads: int = 1
+) -> dict:
     """Quantize one float network (L2-optimal steps), record the
     direct-quantization error, retrain with the spec's method, record the result."""
     log = _logger()
@@ -207,8 +242,9 @@ def retrain(spec: QuantSpec, data_path: str | Path, float_checkpoint: str | Path
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as exc:
-        raise CheckpointError(f"checkpoint {float_checkpoint} does not fit its model: "
-                              f"{str(exc).splitlines()[0]}") from None
+        raise CheckpointError(
+            f"checkpoint {float_checkpoint} does not fit its model: {str(exc).splitlines()[0]}"
+        ) from None
     model.to(device)
     data = use_channels_last(model, data)
     float_test = ckpt["test_error"]
@@ -217,8 +253,10 @@ def retrain(spec: QuantSpec, data_path: str | Path, float_checkpoint: str | Path
     t_q = time.perf_counter()
     qmodel = to_quantized(model, spec.bits, float_first=rcfg["float_first"], float_last=rcfg["float_last"])
     steps0 = [float(layer.step) for _, layer in quantized_layers(qmodel)]
-    log(f"{spec.bits}-bit ({spec.method}) {spec.study} width {spec.width} seed {spec.seed} on {device}: "
-        f"steps {', '.join(f'{s:.4g}' for s in steps0)} ({time.perf_counter() - t_q:.2f}s)")
+    log(
+        f"{spec.bits}-bit ({spec.method}) {spec.study} width {spec.width} seed {spec.seed} on {device}: "
+        f"steps {', '.join(f'{s:.4g}' for s in steps0)} ({time.perf_counter() - t_q:.2f}s)"
+    )
     direct_val = clock.timed("evaluate", evaluate, qmodel, data.x_val, data.y_val)
     direct_test = clock.timed("evaluate", evaluate, qmodel, data.x_test, data.y_test)
     log(f"float test_err {float_test:.4f}; direct quantization test_err {direct_test:.4f} val_err {direct_val:.4f}")
@@ -229,34 +267,60 @@ def retrain(spec: QuantSpec, data_path: str | Path, float_checkpoint: str | Path
 
     torch.manual_seed(int(spec.seed))
     what = f"{spec.bits}-bit ({spec.method}) {spec.study} width {spec.width} seed {spec.seed}"
-    res = fit(qmodel, data, rcfg, seed=spec.seed, log=log, epoch_start=epoch_start, keep_start=True,
-              start_val_error=direct_val, label=what)
+    res = fit(
+        qmodel,
+        data,
+        rcfg,
+        seed=spec.seed,
+        log=log,
+        epoch_start=epoch_start,
+        keep_start=True,
+        start_val_error=direct_val,
+        label=what,
+    )
     qmodel.load_state_dict(res.best_state)
     val_err = res.best_val_error
-    test_err = direct_test if res.best_epoch == 0 else clock.timed("evaluate", evaluate, qmodel, data.x_test,
-                                                                     data.y_test)
+    test_err = (
+        direct_test if res.best_epoch == 0 else clock.timed("evaluate", evaluate, qmodel, data.x_test, data.y_test)
+    )
 
     qnames = {name for name, _ in quantized_layers(qmodel)}
-    layer_bits = [layer.bits if name in qnames else None
-                  for name, layer in ((n, qmodel.get_submodule(n)) for n, _, _ in weight_layers(qmodel))]
+    layer_bits = [
+        layer.bits if name in qnames else None
+        for name, layer in ((n, qmodel.get_submodule(n)) for n, _, _ in weight_layers(qmodel))
+    ]
     uniform = spec.bits if isinstance(spec.bits, int) else 0
     row = _base_row(spec.float, spec.key, qmodel, uniform, spec.method, layer_bits, data, device, threads)
     codes = integer_codes(qmodel)
-    row.update({
-        "test_error": test_err,
-        "val_error": val_err,
-        "direct_test_error": direct_test,
-        "direct_val_error": direct_val,
-        "steps": [codes[name].step for name, _ in quantized_layers(qmodel)],
-        "quantized_layers": len(codes),
-    })
+    row.update(
+        {
+            "test_error": test_err,
+            "val_error": val_err,
+            "direct_test_error": direct_test,
+            "direct_val_error": direct_val,
+            "steps": [codes[name].step for name, _ in quantized_layers(qmodel)],
+            "quantized_layers": len(codes),
+        }
+    )
     _flag_chance(row, data, log, what)
-    _write_cell(out_dir, row, res, clock, data, {
-        "kind": "quantized", "spec": spec.to_dict(), "float_spec": fspec.to_dict(), "bits": spec.bits,
-        "layer_bits": layer_bits,
-        "state_dict": {k: v.cpu() for k, v in bake(qmodel).state_dict().items()},
-        "codes": {name: {"codes": qt.codes, "step": qt.step, "bits": qt.bits} for name, qt in codes.items()},
-    })
-    log(f"done: test_err {test_err:.4f} (direct {direct_test:.4f}, float {float_test:.4f}) "
-        f"best epoch {res.best_epoch} train {res.seconds:.1f}s")
+    _write_cell(
+        out_dir,
+        row,
+        res,
+        clock,
+        data,
+        {
+            "kind": "quantized",
+            "spec": spec.to_dict(),
+            "float_spec": fspec.to_dict(),
+            "bits": spec.bits,
+            "layer_bits": layer_bits,
+            "state_dict": {k: v.cpu() for k, v in bake(qmodel).state_dict().items()},
+            "codes": {name: {"codes": qt.codes, "step": qt.step, "bits": qt.bits} for name, qt in codes.items()},
+        },
+    )
+    log(
+        f"done: test_err {test_err:.4f} (direct {direct_test:.4f}, float {float_test:.4f}) "
+        f"best epoch {res.best_epoch} train {res.seconds:.1f}s"
+    )
     return row

@@ -27,8 +27,18 @@ WORKER_COMMANDS = {"train-float", "retrain"}
 # what the warm worker serves and imports up front (torch.optim imports torch._dynamo, ~2.5 s, when the first
 # optimizer is built: preload it too, or every job pays it again)
 WORKER_HANDLER = "qdesign.cli:run"
-WORKER_PRELOAD = ("torch", "torch._dynamo", "numpy", "pandas", "pyarrow.parquet", "qdesign.cells", "qdesign.quantize",
-                  "qdesign.train", "qdesign.data", "qdesign.cli")
+WORKER_PRELOAD = (
+    "torch",
+    "torch._dynamo",
+    "numpy",
+    "pandas",
+    "pyarrow.parquet",
+    "qdesign.cells",
+    "qdesign.quantize",
+    "qdesign.train",
+    "qdesign.data",
+    "qdesign.cli",
+)
 
 
 def _positive_int(text: str) -> int:
@@ -68,8 +78,10 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument(f"--{name}", required=True, type=Path)
 
     cell_args(sub.add_parser("train-float", help="train one float network (one cell)"), float_checkpoint=False)
-    cell_args(sub.add_parser("retrain", help="quantize one float network to b bits and retrain it (one cell)"),
-              float_checkpoint=True)
+    cell_args(
+        sub.add_parser("retrain", help="quantize one float network to b bits and retrain it (one cell)"),
+        float_checkpoint=True,
+    )
 
     p = sub.add_parser("aggregate", help="summary, ECR and frontier tables of one study")
     p.add_argument("--cells", nargs="+", required=True, type=Path, help="per-cell metrics.parquet files")
@@ -95,9 +107,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("cell_dir", type=Path, help="a cell folder (model.pt + metrics.parquet)")
     p.add_argument("--format", required=True, choices=["packed", "onnx"])
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--verify", type=Path, default=None, metavar="DATA",
-                   help="prepared dataset (results/data/<dataset>.pt): rerun the test set on the exported file and "
-                        "fail unless it reproduces the cell's recorded test error and predictions")
+    p.add_argument(
+        "--verify",
+        type=Path,
+        default=None,
+        metavar="DATA",
+        help="prepared dataset (results/data/<dataset>.pt): rerun the test set on the exported file and "
+        "fail unless it reproduces the cell's recorded test error and predictions",
+    )
     p = sub.add_parser("export-frontier", help="export the Pareto-frontier cells of a study (packed and ONNX)")
     p.add_argument("study_dir", type=Path, help="results/<study>, holding frontier.parquet and the cells")
     p.add_argument("--data", required=True, type=Path, help="the study's prepared dataset, for verification")
@@ -148,8 +165,11 @@ def _cmd_export(args) -> None:
         except BaseException:
             path.unlink(missing_ok=True)  # never leave an export that failed its check
             raise
-        print(f"verified: test error {check.export_error:.4f} = recorded {check.recorded_error:.4f}, "
-              f"{check.n_differ} of {check.n_test} predictions differ from PyTorch", flush=True)
+        print(
+            f"verified: test error {check.export_error:.4f} = recorded {check.recorded_error:.4f}, "
+            f"{check.n_differ} of {check.n_test} predictions differ from PyTorch",
+            flush=True,
+        )
 
 
 def _cmd_export_frontier(args) -> None:
@@ -185,19 +205,26 @@ def _cmd_report_provenance(args) -> None:
 
 
 def _cmd_scaling(args) -> None:
+    import pandas as pd  # noqa: PLC0415
+
     from .io import parquet_write_atomic  # noqa: PLC0415
     from .plots import primary_method_rows, read_tables  # noqa: PLC0415
     from .scaling import scaling_table  # noqa: PLC0415
-
-    import pandas as pd  # noqa: PLC0415
 
     summary = primary_method_rows(read_tables(args.summary, args.summary, args.summary)[0])
     n_widths = summary["width"].nunique()
     if n_widths < 4:
         # too few widths to fit and cross-validate a law: say so in the table
         # (figures show it) rather than fit something nobody should trust
-        table = pd.DataFrame([{"kind": "status", "name": "not fitted",
-                               "note": f"{n_widths} widths; the law needs at least 4 (leave-one-width-out CV)"}])
+        table = pd.DataFrame(
+            [
+                {
+                    "kind": "status",
+                    "name": "not fitted",
+                    "note": f"{n_widths} widths; the law needs at least 4 (leave-one-width-out CV)",
+                }
+            ]
+        )
     else:
         table = scaling_table(summary, n_boot=args.n_boot)
     parquet_write_atomic(table, args.out)
@@ -226,9 +253,12 @@ def _cmd_prepare(args) -> None:
     t0 = time.perf_counter()
     payload = prepare_dataset(args.dataset, args.data_dir, args.download, args.split_seed)
     write_prepared(payload, args.out)
-    print(f"{args.dataset}: {payload['x_train'].shape[0]} train pool / {payload['x_test'].shape[0]} test, "
-          f"shape {tuple(payload['x_train'].shape[1:])}, from {payload['source']} "
-          f"({time.perf_counter() - t0:.1f}s)", flush=True)
+    print(
+        f"{args.dataset}: {payload['x_train'].shape[0]} train pool / {payload['x_test'].shape[0]} test, "
+        f"shape {tuple(payload['x_train'].shape[1:])}, from {payload['source']} "
+        f"({time.perf_counter() - t0:.1f}s)",
+        flush=True,
+    )
 
 
 def _spec_of(text: str, kind):
@@ -262,8 +292,11 @@ def _cmd_aggregate(args) -> None:
     parquet_write_atomic(summary, args.summary)
     parquet_write_atomic(ecr, args.ecr)
     parquet_write_atomic(frontier, args.frontier)
-    print(f"{len(summary)} cells -> {args.summary}, {len(ecr)} ECR rows -> {args.ecr}, "
-          f"{len(frontier)} frontier rows -> {args.frontier}", flush=True)
+    print(
+        f"{len(summary)} cells -> {args.summary}, {len(ecr)} ECR rows -> {args.ecr}, "
+        f"{len(frontier)} frontier rows -> {args.frontier}",
+        flush=True,
+    )
 
 
 def _cmd_figures(args) -> None:

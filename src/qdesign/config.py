@@ -2,8 +2,8 @@
 
 The schema (``workflow/schemas/config.schema.yaml``) is the single source of
 truth for keys, types and defaults (its dataset and method enums are tested
-against :mod:`qdesign.registry`). The cell grid and specs: :mod:`qdesign.specs`. Errors are reported as one line that names
-the offending key, before any job runs. No torch here: Snakemake imports this
+against :mod:`qdesign.registry`). The cell grid and specs: :mod:`qdesign.specs`.
+Errors are reported as one line that names the offending key, before any job runs. No torch here: Snakemake imports this
 module when it parses the workflow.
 """
 
@@ -29,6 +29,7 @@ _CNN_ONLY = {"channel_multipliers", "convs_per_block", "kernel_size", "pool", "f
 _FCDNN_ONLY = {"depth"}
 
 __all__ = ["ConfigError", "load_config", "load_schema", "validate_config"]
+
 
 def load_schema() -> dict:
     if not SCHEMA_PATH.is_file():
@@ -121,7 +122,8 @@ def _strict_validator(schema: dict):
     from jsonschema import Draft202012Validator, validators  # noqa: PLC0415
 
     checker = Draft202012Validator.TYPE_CHECKER.redefine(
-        "integer", lambda _checker, inst: isinstance(inst, int) and not isinstance(inst, bool))
+        "integer", lambda _checker, inst: isinstance(inst, int) and not isinstance(inst, bool)
+    )
     return validators.extend(Draft202012Validator, type_checker=checker)(schema)
 
 
@@ -157,7 +159,8 @@ def _check_model_sizes(cfg: Mapping) -> None:
             if need > phys:
                 raise ConfigError(
                     f"config: studies.{name}.model.widths.{i}: width {width} gives ~{n:.3g} parameters, "
-                    f"~{need / 2**30:.3g} GiB to train, more than this machine's {phys / 2**30:.3g} GiB of memory")
+                    f"~{need / 2**30:.3g} GiB to train, more than this machine's {phys / 2**30:.3g} GiB of memory"
+                )
 
 
 def validate_config(config: Mapping) -> dict:
@@ -169,8 +172,10 @@ def validate_config(config: Mapping) -> dict:
     cfg = copy.deepcopy(dict(config))
     for name, study in (cfg.get("studies") or {}).items():
         if isinstance(study, Mapping) and "step_update" in (study.get("retraining") or {}):
-            raise ConfigError(f"config: studies.{name}.retraining.step_update was replaced by retraining.methods "
-                              "(step_update: fixed -> methods: [fixed]; step_update: epoch -> methods: [epoch])")
+            raise ConfigError(
+                f"config: studies.{name}.retraining.step_update was replaced by retraining.methods "
+                "(step_update: fixed -> methods: [fixed]; step_update: epoch -> methods: [epoch])"
+            )
     _check_finite(cfg)
     validator = _strict_validator(schema)
     errors = list(validator.iter_errors(cfg))
@@ -179,7 +184,9 @@ def validate_config(config: Mapping) -> dict:
         raise ConfigError("config: " + _one_line(best_match(errors), schema))
     for name, study in cfg["studies"].items():
         if name in RESERVED:
-            raise ConfigError(f"config: studies.{name}: '{name}' is reserved for a folder of results/; rename the study")
+            raise ConfigError(
+                f"config: studies.{name}: '{name}' is reserved for a folder of results/; rename the study"
+            )
         model = study["model"]
         wrong = sorted(set(model) & (_CNN_ONLY if model["type"] == "fcdnn" else _FCDNN_ONLY))
         if wrong:

@@ -13,5 +13,7 @@ MIN_BITS, MAX_BITS = 1, 16
 def is_float_bits(bits) -> bool:
     """True for the float sentinel (``bits >= FLOAT_BITS``)."""
     return int(bits) >= FLOAT_BITS
+
+
 CHECKPOINT_VERSION = 2
 """Format of the model.pt files cells write (2: typed specs, float errors, history)."""

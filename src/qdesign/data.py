@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from .errors import DatasetError
-from .registry import DATASETS
 from .io import torch_load_checked, torch_save_atomic
+from .registry import DATASETS
 
 FORMAT_VERSION = 1
 
@@ -55,7 +55,7 @@ def _read_idx(path: Path, kind: str) -> np.ndarray:
         raise DatasetError(f"{path} is {what}, expected IDX {kind} (magic {want_magic:#010x})")
     if len(raw) < 4 + 4 * ndim:
         raise DatasetError(f"{path} is truncated (header of {len(raw)} bytes)")
-    dims = struct.unpack(">" + "I" * ndim, raw[4:4 + 4 * ndim])
+    dims = struct.unpack(">" + "I" * ndim, raw[4 : 4 + 4 * ndim])
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != math.prod(dims):  # python ints: no overflow on a crafted header
         raise DatasetError(f"{path} is truncated or padded: {data.size} bytes for shape {dims}")
@@ -96,9 +96,11 @@ def ensure_available(name: str, data_dir: str | Path, download: bool) -> Path:
     missing = _missing(name, data_dir)
     if not missing:
         return folder
-    how = (f"place {', '.join(missing)} (torchvision layout; .gz accepted for IDX files) in {folder}"
-           if src.reader != "cifar10" else
-           f"extract cifar-10-python.tar.gz into {data_dir} so that {folder}/ holds {', '.join(src.files)}")
+    how = (
+        f"place {', '.join(missing)} (torchvision layout; .gz accepted for IDX files) in {folder}"
+        if src.reader != "cifar10"
+        else f"extract cifar-10-python.tar.gz into {data_dir} so that {folder}/ holds {', '.join(src.files)}"
+    )
     if not download:
         raise DatasetError(f"dataset '{name}' not found at {folder} and download is off: {how}")
     try:
@@ -119,6 +121,7 @@ def _load_idx_dataset(folder: Path, image_size: tuple[int, int] = (28, 28)):
     of a split agree in count, images are ``image_size``, and the train split
     is larger than the test split (60000 vs 10000 for MNIST and
     Fashion-MNIST), so a t10k file in a train slot is refused."""
+
     def read(stem, kind):
         path = _find(folder, stem)
         return path, _read_idx(path, kind)
@@ -127,15 +130,16 @@ def _load_idx_dataset(folder: Path, image_size: tuple[int, int] = (28, 28)):
     for split, prefix in (("train", "train"), ("test", "t10k")):
         (pi, x), (pl, y) = read(f"{prefix}-images-idx3-ubyte", "images"), read(f"{prefix}-labels-idx1-ubyte", "labels")
         if tuple(x.shape[1:]) != image_size:
-            raise DatasetError(f"{pi} holds {x.shape[1]}x{x.shape[2]} images, expected "
-                               f"{image_size[0]}x{image_size[1]}")
+            raise DatasetError(f"{pi} holds {x.shape[1]}x{x.shape[2]} images, expected {image_size[0]}x{image_size[1]}")
         if x.shape[0] != y.shape[0]:
             raise DatasetError(f"{pi} holds {x.shape[0]} images but {pl} holds {y.shape[0]} labels")
         splits[split] = (pi, x, y)
     (p_tr, xtr, ytr), (p_te, xte, yte) = splits["train"], splits["test"]
     if xtr.shape[0] <= xte.shape[0]:
-        raise DatasetError(f"{p_tr} holds {xtr.shape[0]} images, no more than the test file {p_te} "
-                           f"({xte.shape[0]}): a test file in the train slot, or train and test swapped?")
+        raise DatasetError(
+            f"{p_tr} holds {xtr.shape[0]} images, no more than the test file {p_te} "
+            f"({xte.shape[0]}): a test file in the train slot, or train and test swapped?"
+        )
     return xtr[:, None], ytr, xte[:, None], yte
 
 
@@ -144,9 +148,13 @@ class _CifarUnpickler(pickle.Unpickler):
     ints and numpy arrays): a crafted file in data_dir cannot run code."""
 
     ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-        ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
         *(("builtins", n) for n in ("list", "dict", "tuple", "bytes", "bytearray", "str", "int", "float")),
         *(("__builtin__", n) for n in ("list", "dict", "tuple", "bytes", "bytearray", "str", "int", "float")),
     }
@@ -171,8 +179,6 @@ def _load_cifar10(folder: Path):
             raise DatasetError(f"{folder / fname} holds {data.shape[0]} images but {labels.size} labels")
         return data, labels
 
-
-
     parts = [read(f"data_batch_{i}") for i in range(1, 6)]
     xte, yte = read("test_batch")
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), xte, yte
@@ -192,8 +198,7 @@ def _load_digits(split_seed: int):
 # ------------------------------------------------------------------ prepare
 
 
-def prepare_dataset(name: str, data_dir: str | Path = "data", download: bool = True,
-                    split_seed: int = 0) -> dict:
+def prepare_dataset(name: str, data_dir: str | Path = "data", download: bool = True, split_seed: int = 0) -> dict:
     """Read a dataset into a dict of uint8 images, labels and normalisation stats.
 
     digits has no official test set: a stratified 20% test split seeded by
@@ -239,8 +244,9 @@ _KEYS = ("name", "n_classes", "x_train", "y_train", "x_test", "y_test", "mean", 
 
 def load_prepared(path: str | Path) -> dict:
     """Load a prepared dataset file; a one-line error if it is missing or corrupt."""
-    return torch_load_checked(path, "prepared dataset", DatasetError, _KEYS, FORMAT_VERSION,
-                              missing_hint=" (run the prepare_data rule)")
+    return torch_load_checked(
+        path, "prepared dataset", DatasetError, _KEYS, FORMAT_VERSION, missing_hint=" (run the prepare_data rule)"
+    )
 
 
 # ------------------------------------------------------------------ splits
@@ -262,9 +268,11 @@ class Splits:
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
 
-    def to(self, device) -> "Splits":
-        return Splits(*(t.to(device) for t in (self.x_train, self.y_train, self.x_val, self.y_val,
-                                                 self.x_test, self.y_test)), self.n_classes)
+    def to(self, device) -> Splits:
+        return Splits(
+            *(t.to(device) for t in (self.x_train, self.y_train, self.x_val, self.y_val, self.x_test, self.y_test)),
+            self.n_classes,
+        )
 
 
 def _normalise(x: torch.Tensor, mean, std) -> torch.Tensor:
@@ -273,8 +281,7 @@ def _normalise(x: torch.Tensor, mean, std) -> torch.Tensor:
     return ((x.to(torch.float32) - m) / s).contiguous()
 
 
-def make_splits(payload: dict, val_fraction: float, split_seed: int,
-                train_subset: int | None = None) -> Splits:
+def make_splits(payload: dict, val_fraction: float, split_seed: int, train_subset: int | None = None) -> Splits:
     """Split the training pool into train / validation with a fixed seed.
 
     The permutation depends on ``split_seed`` only, so every width, bits and
@@ -295,8 +302,11 @@ def make_splits(payload: dict, val_fraction: float, split_seed: int,
     x, y = payload["x_train"], payload["y_train"]
     mean, std = payload["mean"], payload["std"]
     return Splits(
-        _normalise(x[train_idx], mean, std), y[train_idx].clone(),
-        _normalise(x[val_idx], mean, std), y[val_idx].clone(),
-        _normalise(payload["x_test"], mean, std), payload["y_test"].clone(),
+        _normalise(x[train_idx], mean, std),
+        y[train_idx].clone(),
+        _normalise(x[val_idx], mean, std),
+        y[val_idx].clone(),
+        _normalise(payload["x_test"], mean, std),
+        payload["y_test"].clone(),
         int(payload["n_classes"]),
     )

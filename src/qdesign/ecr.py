@@ -280,9 +280,7 @@ def _memory_error(cells: pd.DataFrame, memory_col: str, error_col: str):
     return mem, err
 
 
-def pareto_front(
-    cells: pd.DataFrame, memory_col: str = "memory_bits", error_col: str = "error"
-) -> pd.DataFrame:
+def pareto_front(cells: pd.DataFrame, memory_col: str = "memory_bits", error_col: str = "error") -> pd.DataFrame:
     """Rows that no other row beats on both memory and error (ties are all kept).
 
     A dominates B iff A.memory <= B.memory, A.error <= B.error and one is

@@ -32,8 +32,12 @@ def gap_table(summary: pd.DataFrame) -> pd.DataFrame:
     """Per width and bits: mean float, direct and retrained test error over seeds,
     and the share of the direct-quantization loss that retraining recovers."""
     fl = summary[summary.bits >= 32].groupby("width")["test_error"].mean().rename("float_error")
-    q = summary[summary.bits < 32].groupby(["width", "bits"]).agg(
-        retrained=("test_error", "mean"), direct=("direct_test_error", "mean")).reset_index()
+    q = (
+        summary[summary.bits < 32]
+        .groupby(["width", "bits"])
+        .agg(retrained=("test_error", "mean"), direct=("direct_test_error", "mean"))
+        .reset_index()
+    )
     q = q.join(fl, on="width")
     q["gap"] = q["retrained"] - q["float_error"]
     loss = q["direct"] - q["float_error"]
@@ -54,25 +58,34 @@ def finding_a(summary: pd.DataFrame, bits: int = 2) -> str:
 
 def finding_b(ecr: pd.DataFrame) -> str:
     q = ecr[ecr.bits < 32]
-    lines = ["| bits | ECR median over widths | min | max | widths with ECR > 1 | bounds |",
-             "|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        "| bits | ECR median over widths | min | max | widths with ECR > 1 | bounds |",
+        "|---:|---:|---:|---:|---:|---|",
+    ]
     for b, g in q.groupby("bits"):
         bounds = g["ecr_bound"].dropna().value_counts().to_dict()
         btxt = ", ".join(f"{v} {k}" for k, v in sorted(bounds.items())) or "none"
-        lines.append(f"| {int(b)} | {g['ecr'].median():.2f} | {g['ecr'].min():.2f} | {g['ecr'].max():.2f} | "
-                     f"{int((g['ecr'] > 1).sum())} of {len(g)} | {btxt} |")
+        lines.append(
+            f"| {int(b)} | {g['ecr'].median():.2f} | {g['ecr'].min():.2f} | {g['ecr'].max():.2f} | "
+            f"{int((g['ecr'] > 1).sum())} of {len(g)} | {btxt} |"
+        )
     return "\n".join(lines)
 
 
 def finding_c(summary: pd.DataFrame) -> str:
     q = gap_table(summary)
-    lines = ["| bits | direct - float (points, median over widths) | retrained - float | "
-             "loss recovered (median over widths with >= 0.5 points of loss) |", "|---:|---:|---:|---:|"]
+    lines = [
+        "| bits | direct - float (points, median over widths) | retrained - float | "
+        "loss recovered (median over widths with >= 0.5 points of loss) |",
+        "|---:|---:|---:|---:|",
+    ]
     for b, g in q.groupby("bits"):
         rec = g["recovered"].dropna()
         rtxt = f"{_pct(rec.median())} ({len(rec)} widths)" if len(rec) else "no loss to recover"
-        lines.append(f"| {int(b)} | {100 * (g['direct'] - g['float_error']).median():+.2f} | "
-                     f"{100 * g['gap'].median():+.2f} | {rtxt} |")
+        lines.append(
+            f"| {int(b)} | {100 * (g['direct'] - g['float_error']).median():+.2f} | "
+            f"{100 * g['gap'].median():+.2f} | {rtxt} |"
+        )
     return "\n".join(lines)
 
 
@@ -95,14 +108,16 @@ def report(study_dir: str | Path) -> str:
     ecr = pd.read_parquet(d / "ecr.parquet")
     frontier = pd.read_parquet(d / "frontier.parquet")
     name = summary["study"].iloc[0]
-    return "\n\n".join([
-        f"### {name}",
-        "(a) float vs retrained 2-bit test error",
-        finding_a(summary),
-        "(b) effective compression ratio",
-        finding_b(ecr),
-        "(c) direct quantization vs retraining",
-        finding_c(summary),
-        "(d) best cell per weight-memory budget",
-        finding_d(frontier),
-    ])
+    return "\n\n".join(
+        [
+            f"### {name}",
+            "(a) float vs retrained 2-bit test error",
+            finding_a(summary),
+            "(b) effective compression ratio",
+            finding_b(ecr),
+            "(c) direct quantization vs retraining",
+            finding_c(summary),
+            "(d) best cell per weight-memory budget",
+            finding_d(frontier),
+        ]
+    )

@@ -84,8 +84,10 @@ def atomic_path(dest: str | Path):
         full = _is_disk_full(exc, dest.parent)  # decided before the temporary file frees its space
         Path(tmp).unlink(missing_ok=True)
         if full:
-            raise DiskFullError(f"disk full: cannot write {dest} (no space left on the device of "
-                                f"{dest.parent}); free some space and rerun") from None
+            raise DiskFullError(
+                f"disk full: cannot write {dest} (no space left on the device of "
+                f"{dest.parent}); free some space and rerun"
+            ) from None
         raise
 
 
@@ -109,8 +111,15 @@ def produced_by_pipeline(path: str | Path) -> bool:
     return any(p.name == "results" for p in list(Path(path).resolve().parents)[:4])
 
 
-def torch_load_checked(path: str | Path, what: str, error: type[Exception], keys: tuple[str, ...],
-                       version: int, missing_hint: str = "", produced: bool | None = None) -> dict:
+def torch_load_checked(
+    path: str | Path,
+    what: str,
+    error: type[Exception],
+    keys: tuple[str, ...],
+    version: int,
+    missing_hint: str = "",
+    produced: bool | None = None,
+) -> dict:
     """Load a torch file this project wrote. A missing, unreadable, incomplete
     or other-format file raises ``error`` with one line naming the file.
 

@@ -22,9 +22,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from .registry import DEFAULT_METHOD  # noqa: F401 - re-exported
-
 from .quantize import to_learned, update_steps
+from .registry import DEFAULT_METHOD  # noqa: F401 - re-exported
 
 
 @dataclass(frozen=True)
@@ -61,12 +60,18 @@ def _reestimate_after_first(qmodel: nn.Module, epoch: int) -> None:
 METHODS: dict[str, RetrainMethod] = {
     m.name: m
     for m in (
-        RetrainMethod("fixed", "L2-optimal steps of the float weights, kept fixed; identity STE (the paper's)",
-                      _keep),
-        RetrainMethod("epoch", "L2-optimal steps re-estimated from the shadow weights at each epoch start; "
-                      "identity STE", _keep, _reestimate_after_first),
-        RetrainMethod("learned", "LSQ: step trained with the weights from the L2-optimal start; "
-                      "clipped weights get no gradient", to_learned),
+        RetrainMethod("fixed", "L2-optimal steps of the float weights, kept fixed; identity STE (the paper's)", _keep),
+        RetrainMethod(
+            "epoch",
+            "L2-optimal steps re-estimated from the shadow weights at each epoch start; identity STE",
+            _keep,
+            _reestimate_after_first,
+        ),
+        RetrainMethod(
+            "learned",
+            "LSQ: step trained with the weights from the L2-optimal start; clipped weights get no gradient",
+            to_learned,
+        ),
     )
 }
 

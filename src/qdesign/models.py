@@ -54,4 +54,3 @@ def count_weights(model: nn.Module) -> tuple[int, int]:
     """(n_weights, n_biases) over all weight layers."""
     layers = weight_layers(model)
     return sum(w for _, w, _ in layers), sum(b for _, _, b in layers)
-

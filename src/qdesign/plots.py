@@ -163,7 +163,7 @@ def _width_axis(ax, widths) -> None:
     ax.set_xticks(widths, [str(w) for w in widths])
     ax.xaxis.set_minor_locator(NullLocator())
     lo, hi = widths[0], widths[-1]
-    pad = 2 ** 0.25  # a quarter octave, so end markers are not clipped
+    pad = 2**0.25  # a quarter octave, so end markers are not clipped
     ax.set_xlim(lo / pad, hi * pad)
 
 
@@ -206,8 +206,7 @@ def _maybe_log_y(ax, values, ratio: float = 10.0) -> bool:
 
 def _legend(ax, handles=None, **kw):
     """Legend outside the axes on the right: it can never hide data."""
-    kw = {"loc": "upper left", "bbox_to_anchor": (1.02, 1.0), "borderaxespad": 0.0,
-          "frameon": False, **kw}
+    kw = {"loc": "upper left", "bbox_to_anchor": (1.02, 1.0), "borderaxespad": 0.0, "frameon": False, **kw}
     if handles is None:
         return ax.legend(**kw)
     return ax.legend(handles=handles, **kw)
@@ -258,8 +257,7 @@ def plot_error_vs_weights(summary: pd.DataFrame, ax, styles: Mapping | None = No
         st = styles[b]
         x, y = s["x"].to_numpy(float), 100 * s["mean"].to_numpy(float)
         z = 3 if b >= FLOAT_BITS else 2
-        ax.plot(x, y, color=st["color"], marker=st["marker"], ms=4, lw=1.4, label=st["label"],
-                zorder=z)
+        ax.plot(x, y, color=st["color"], marker=st["marker"], ms=4, lw=1.4, label=st["label"], zorder=z)
         if spread:
             lo, hi = 100 * s["lo"].to_numpy(float), 100 * s["hi"].to_numpy(float)
             if len(x) > 1:
@@ -297,8 +295,9 @@ def _memory_column(cells: pd.DataFrame, pareto: pd.DataFrame) -> str:
     return "memory_bits_total" if err_t < err_w else "memory_bits_weights"
 
 
-def plot_error_vs_memory(summary: pd.DataFrame, frontier: pd.DataFrame, ax,
-                         styles: Mapping | None = None, n_annotate: int = 6):
+def plot_error_vs_memory(
+    summary: pd.DataFrame, frontier: pd.DataFrame, ax, styles: Mapping | None = None, n_annotate: int = 6
+):
     """Test error (%) vs memory, every seed-averaged cell, with the Pareto frontier.
 
     This is the paper's question in one picture: for any memory budget, the
@@ -322,8 +321,17 @@ def plot_error_vs_memory(summary: pd.DataFrame, frontier: pd.DataFrame, ax,
     for b in order:
         s = cells[cells["bits"] == b]
         st = styles[b]
-        ax.scatter(s[mem_col], 100 * s["test_error"], color=st["color"], marker=st["marker"],
-                   s=22, alpha=0.85, lw=0, label=st["label"], zorder=2)
+        ax.scatter(
+            s[mem_col],
+            100 * s["test_error"],
+            color=st["color"],
+            marker=st["marker"],
+            s=22,
+            alpha=0.85,
+            lw=0,
+            label=st["label"],
+            zorder=2,
+        )
 
     handles, _ = ax.get_legend_handles_labels()
     if "chance_level" in summary.columns:  # cells no better than guessing: a red x over the marker
@@ -331,19 +339,23 @@ def plot_error_vs_memory(summary: pd.DataFrame, frontier: pd.DataFrame, ax,
         bad = summary[flags].groupby(["bits", "width"]).size().index
         sel = cells.set_index(["bits", "width"]).index.isin(bad)
         if sel.any():
-            ax.scatter(cells.loc[sel, mem_col], 100 * cells.loc[sel, "test_error"], marker="x", color="red",
-                       s=50, lw=1.5, zorder=5)
-            handles.append(Line2D([], [], ls="none", marker="x", color="red", ms=7, mew=1.5,
-                                  label="chance level"))
+            ax.scatter(
+                cells.loc[sel, mem_col],
+                100 * cells.loc[sel, "test_error"],
+                marker="x",
+                color="red",
+                s=50,
+                lw=1.5,
+                zorder=5,
+            )
+            handles.append(Line2D([], [], ls="none", marker="x", color="red", ms=7, mew=1.5, label="chance level"))
     if not pareto.empty:
         x = pareto["memory_bits"].to_numpy(float)
         y = 100 * pareto["error"].to_numpy(float)
         # Best error with memory <= m is constant until the next frontier point.
-        (line,) = ax.step(x, y, where="post", color="crimson", lw=1.6, zorder=3,
-                          label="Pareto frontier")
+        (line,) = ax.step(x, y, where="post", color="crimson", lw=1.6, zorder=3, label="Pareto frontier")
         ax.scatter(x, y, s=60, facecolors="none", edgecolors="crimson", lw=1.2, zorder=4)
-        handles.append(Line2D([], [], color="crimson", lw=1.6, marker="o", mfc="none", ms=7,
-                              label="Pareto frontier"))
+        handles.append(Line2D([], [], color="crimson", lw=1.6, marker="o", mfc="none", ms=7, label="Pareto frontier"))
         _annotate_frontier(ax, pareto, n_annotate)
         if n_annotate > 0:
             handles.append(Line2D([], [], ls="none", label="labels: width, bits"))
@@ -374,9 +386,17 @@ def _annotate_frontier(ax, pareto: pd.DataFrame, n: int) -> None:
         tag = "float" if b >= FLOAT_BITS else f"{b}b"
         # Below-left of a Pareto point is empty by definition: no cell is both
         # smaller and better, and the step line leaves the point up and right.
-        ax.annotate(f"{int(r['width'])}, {tag}", (r["memory_bits"], 100 * r["error"]),
-                    xytext=(-5, -5), textcoords="offset points", ha="right", va="top",
-                    fontsize=7, color="crimson", zorder=5)
+        ax.annotate(
+            f"{int(r['width'])}, {tag}",
+            (r["memory_bits"], 100 * r["error"]),
+            xytext=(-5, -5),
+            textcoords="offset points",
+            ha="right",
+            va="top",
+            fontsize=7,
+            color="crimson",
+            zorder=5,
+        )
 
 
 def plot_ecr_vs_width(ecr: pd.DataFrame, ax, styles: Mapping | None = None):
@@ -404,14 +424,12 @@ def plot_ecr_vs_width(ecr: pd.DataFrame, ax, styles: Mapping | None = None):
         x, y = s["width"].to_numpy(float), s["ecr"].to_numpy(float)
         ax.plot(x, y, color=st["color"], lw=1.4, zorder=2)
         exact = (s["bound"] == "").to_numpy()
-        ax.plot(x[exact], y[exact], ls="none", color=st["color"], marker=st["marker"], ms=4.5,
-                zorder=3)
+        ax.plot(x[exact], y[exact], ls="none", color=st["color"], marker=st["marker"], ms=4.5, zorder=3)
         for kind, mk in (("upper", "v"), ("lower", "^")):
             sel = (s["bound"] == kind).to_numpy()
             if sel.any():
                 any_bound[kind] = True
-                ax.plot(x[sel], y[sel], ls="none", marker=mk, ms=7, mfc="white",
-                        mec=st["color"], mew=1.3, zorder=4)
+                ax.plot(x[sel], y[sel], ls="none", marker=mk, ms=7, mfc="white", mec=st["color"], mew=1.3, zorder=4)
 
     ax.axhline(1.0, color="black", ls="--", lw=1.0, zorder=1)
     _width_axis(ax, ecr["width"].dropna())
@@ -420,15 +438,37 @@ def plot_ecr_vs_width(ecr: pd.DataFrame, ax, styles: Mapping | None = None):
     ax.set_xlabel(_width_label(ecr))
     ax.set_ylabel("Effective compression ratio (×)")
 
-    handles = [Line2D([], [], color=styles[b]["color"], marker=styles[b]["marker"], ms=4.5,
-                      lw=1.4, label=styles[b]["label"]) for b in order]
+    handles = [
+        Line2D([], [], color=styles[b]["color"], marker=styles[b]["marker"], ms=4.5, lw=1.4, label=styles[b]["label"])
+        for b in order
+    ]
     handles.append(Line2D([], [], color="black", ls="--", lw=1.0, label="float (ECR = 1)"))
     if any_bound["upper"]:
-        handles.append(Line2D([], [], ls="none", marker="v", ms=7, mfc="white", mec="0.3",
-                              label="upper bound\n(worse than\nsmallest float)"))
+        handles.append(
+            Line2D(
+                [],
+                [],
+                ls="none",
+                marker="v",
+                ms=7,
+                mfc="white",
+                mec="0.3",
+                label="upper bound\n(worse than\nsmallest float)",
+            )
+        )
     if any_bound["lower"]:
-        handles.append(Line2D([], [], ls="none", marker="^", ms=7, mfc="white", mec="0.3",
-                              label="lower bound\n(better than\nlargest float)"))
+        handles.append(
+            Line2D(
+                [],
+                [],
+                ls="none",
+                marker="^",
+                ms=7,
+                mfc="white",
+                mec="0.3",
+                label="lower bound\n(better than\nlargest float)",
+            )
+        )
     _legend(ax, handles)
     return ax
 
@@ -443,15 +483,18 @@ def retrain_gaps(summary: pd.DataFrame) -> pd.DataFrame:
     _require(summary, _REQUIRED["retrain_gap"], "summary")
     keys = ["width", "seed", *[k for k in _PAIR_KEYS if k in summary.columns]]
     is_f = _is_float(summary["bits"])
-    ref = (summary.loc[is_f, keys + ["test_error"]]
-           .groupby(keys, dropna=False, sort=False)["test_error"].mean()
-           .rename("float_error").reset_index())
+    ref = (
+        summary.loc[is_f, keys + ["test_error"]]
+        .groupby(keys, dropna=False, sort=False)["test_error"]
+        .mean()
+        .rename("float_error")
+        .reset_index()
+    )
     q = summary.loc[~is_f, keys + ["bits", "test_error", "direct_test_error"]]
     m = q.merge(ref, on=keys, how="inner")
     m["direct"] = 100 * (m["direct_test_error"].astype(float) - m["float_error"])
     m["retrained"] = 100 * (m["test_error"].astype(float) - m["float_error"])
-    return (m.groupby(["bits", "width"], sort=True)[["direct", "retrained"]]
-            .mean().reset_index())
+    return m.groupby(["bits", "width"], sort=True)[["direct", "retrained"]].mean().reset_index()
 
 
 def plot_retrain_gap(summary: pd.DataFrame, ax, styles: Mapping | None = None):
@@ -474,12 +517,21 @@ def plot_retrain_gap(summary: pd.DataFrame, ax, styles: Mapping | None = None):
         x = s["width"].to_numpy(float)
         r, d = s["retrained"].to_numpy(float), s["direct"].to_numpy(float)
         ok = np.isfinite(r)
-        ax.plot(x[ok], r[ok], color=st["color"], marker=st["marker"], ms=4, lw=1.4,
-                gid=f"retrained-{b}", zorder=3)
+        ax.plot(x[ok], r[ok], color=st["color"], marker=st["marker"], ms=4, lw=1.4, gid=f"retrained-{b}", zorder=3)
         ok = np.isfinite(d)
         if ok.any():
-            ax.plot(x[ok], d[ok], color=st["color"], marker=st["marker"], ms=3, mfc="white",
-                    lw=1.1, ls="--", gid=f"direct-{b}", zorder=2)
+            ax.plot(
+                x[ok],
+                d[ok],
+                color=st["color"],
+                marker=st["marker"],
+                ms=3,
+                mfc="white",
+                lw=1.1,
+                ls="--",
+                gid=f"direct-{b}",
+                zorder=2,
+            )
 
     ax.axhline(0.0, color="black", lw=0.8, zorder=1)
     _width_axis(ax, summary["width"].dropna())
@@ -503,15 +555,24 @@ def plot_retrain_gap(summary: pd.DataFrame, ax, styles: Mapping | None = None):
     ax.set_xlabel(_width_label(summary))
     ax.set_ylabel("Error above float (percentage points" + (", symlog)" if symlog else ")"))
 
-    handles = [Line2D([], [], color=styles[b]["color"], marker=styles[b]["marker"], ms=4,
-                      lw=1.4, label=styles[b]["label"]) for b in order]
+    handles = [
+        Line2D([], [], color=styles[b]["color"], marker=styles[b]["marker"], ms=4, lw=1.4, label=styles[b]["label"])
+        for b in order
+    ]
     handles += [
         Line2D([], [], color="0.3", lw=1.4, label="after retraining"),
         Line2D([], [], color="0.3", lw=1.1, ls="--", label="direct (before\nretraining)"),
     ]
     if not order:
-        ax.text(0.5, 0.5, "no quantized cells with a float\nreference of the same width and seed",
-                transform=ax.transAxes, ha="center", va="center", color="0.4")
+        ax.text(
+            0.5,
+            0.5,
+            "no quantized cells with a float\nreference of the same width and seed",
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+            color="0.4",
+        )
     _legend(ax, handles)
     return ax
 
@@ -565,16 +626,27 @@ def plot_method_comparison(summary: pd.DataFrame, ax, styles: Mapping | None = N
             s = means[(means["bits"] == b) & (means["method"] == m)].sort_values("width")
             if s.empty:
                 continue
-            ax.plot(s["width"], 100 * s["test_error"], color=styles[b]["color"], marker=styles[b]["marker"],
-                    ms=3.5, lw=1.3, ls=_METHOD_LINES[i % len(_METHOD_LINES)] if b < FLOAT_BITS else "-")
+            ax.plot(
+                s["width"],
+                100 * s["test_error"],
+                color=styles[b]["color"],
+                marker=styles[b]["marker"],
+                ms=3.5,
+                lw=1.3,
+                ls=_METHOD_LINES[i % len(_METHOD_LINES)] if b < FLOAT_BITS else "-",
+            )
     _width_axis(ax, means["width"])
     _maybe_log_y(ax, 100 * means["test_error"])
     ax.set_xlabel(_width_label(summary))
     ax.set_ylabel("Test error after retraining (%)")
-    handles = [Line2D([], [], color=styles[b]["color"], marker=styles[b]["marker"], ms=4, lw=1.3,
-                      label=styles[b]["label"]) for b in order]
-    handles += [Line2D([], [], color="0.3", lw=1.3, ls=_METHOD_LINES[i % len(_METHOD_LINES)],
-                       label=f"method: {m}") for i, m in enumerate(methods)]
+    handles = [
+        Line2D([], [], color=styles[b]["color"], marker=styles[b]["marker"], ms=4, lw=1.3, label=styles[b]["label"])
+        for b in order
+    ]
+    handles += [
+        Line2D([], [], color="0.3", lw=1.3, ls=_METHOD_LINES[i % len(_METHOD_LINES)], label=f"method: {m}")
+        for i, m in enumerate(methods)
+    ]
     _legend(ax, handles)
     return ax
 
@@ -594,9 +666,16 @@ def _normalize_formats(formats: Sequence[str] | str) -> list[str]:
     return out
 
 
-def figures(summary: pd.DataFrame, ecr: pd.DataFrame, frontier: pd.DataFrame,
-                 out_dir, formats: Sequence[str] = ("png", "pdf"), dpi: int = 150,
-                 title: str | None = None, scaling: pd.DataFrame | None = None) -> list[Path]:
+def figures(
+    summary: pd.DataFrame,
+    ecr: pd.DataFrame,
+    frontier: pd.DataFrame,
+    out_dir,
+    formats: Sequence[str] = ("png", "pdf"),
+    dpi: int = 150,
+    title: str | None = None,
+    scaling: pd.DataFrame | None = None,
+) -> list[Path]:
     """Write the four figures as ``out_dir/<name>.<format>``; return the paths written.
 
     Titles start with ``title`` or else the study name(s) from the tables.
@@ -604,8 +683,7 @@ def figures(summary: pd.DataFrame, ecr: pd.DataFrame, frontier: pd.DataFrame,
     place, so an interrupted run never leaves a truncated figure behind.
     All inputs are checked before anything is drawn.
     """
-    for name, df in (("error_vs_weights", summary), ("error_vs_memory", summary),
-                     ("retrain_gap", summary)):
+    for name, df in (("error_vs_weights", summary), ("error_vs_memory", summary), ("retrain_gap", summary)):
         _require(df, _REQUIRED[name], "summary")
     _require(ecr, _REQUIRED["ecr"], "ecr")
     _require(frontier, _REQUIRED["frontier"], "frontier")
@@ -618,23 +696,28 @@ def figures(summary: pd.DataFrame, ecr: pd.DataFrame, frontier: pd.DataFrame,
     every_method = summary
     summary, ecr = primary_method_rows(summary), primary_method_rows(ecr)
     drawers = {
-        "error_vs_weights": ("test error vs network size",
-                             lambda ax: plot_error_vs_weights(summary, ax, styles)),
-        "error_vs_memory": ("test error vs weight memory",
-                            lambda ax: plot_error_vs_memory(summary, frontier, ax, styles)),
-        "ecr_vs_width": ("effective compression ratio",
-                         lambda ax: plot_ecr_vs_width(ecr, ax, styles)),
-        "retrain_gap": ("quantization loss before/after retraining",
-                        lambda ax: plot_retrain_gap(summary, ax, styles)),
-        "method_comparison": ("retraining methods",
-                              lambda ax: plot_method_comparison(every_method, ax, styles)),
+        "error_vs_weights": ("test error vs network size", lambda ax: plot_error_vs_weights(summary, ax, styles)),
+        "error_vs_memory": (
+            "test error vs weight memory",
+            lambda ax: plot_error_vs_memory(summary, frontier, ax, styles),
+        ),
+        "ecr_vs_width": ("effective compression ratio", lambda ax: plot_ecr_vs_width(ecr, ax, styles)),
+        "retrain_gap": ("quantization loss before/after retraining", lambda ax: plot_retrain_gap(summary, ax, styles)),
+        "method_comparison": ("retraining methods", lambda ax: plot_method_comparison(every_method, ax, styles)),
     }
     if scaling is not None and not (scaling["kind"] == "param").any():
         note = scaling["note"].iloc[0] if "note" in scaling.columns and len(scaling) else "no fit"
 
         def _not_fitted(ax, note=note):
-            ax.text(0.5, 0.5, f"scaling law not fitted:\n{note}", transform=ax.transAxes, ha="center",
-                    va="center", color="0.35")
+            ax.text(
+                0.5,
+                0.5,
+                f"scaling law not fitted:\n{note}",
+                transform=ax.transAxes,
+                ha="center",
+                va="center",
+                color="0.35",
+            )
             ax.set_xticks([])
             ax.set_yticks([])
 
@@ -644,8 +727,7 @@ def figures(summary: pd.DataFrame, ecr: pd.DataFrame, frontier: pd.DataFrame,
         from .scaling_plots import plot_ecr_bands, plot_scaling_fit  # noqa: PLC0415
 
         drawers["scaling_fit"] = ("scaling law err(N, b)", lambda ax: plot_scaling_fit(summary, scaling, ax, styles))
-        drawers["ecr_bands"] = ("ECR read off and from the law",
-                                lambda ax: plot_ecr_bands(ecr, scaling, ax, styles))
+        drawers["ecr_bands"] = ("ECR read off and from the law", lambda ax: plot_ecr_bands(ecr, scaling, ax, styles))
 
     paths: list[Path] = []
     with matplotlib.rc_context(_RC):

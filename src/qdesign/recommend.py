@@ -24,12 +24,25 @@ from .scaling import ScalingLaw, bootstrap, law_from_table
 __all__ = ["SizeModel", "design_table", "format_bits", "parse_budget", "recommend", "size_model"]
 
 _UNITS = {
-    "": 1, "b": 1, "bit": 1, "bits": 1,
-    "B": 8, "byte": 8, "bytes": 8,
-    "kbit": 10**3, "Mbit": 10**6, "Gbit": 10**9,
-    "Kibit": 2**10, "Mibit": 2**20, "Gibit": 2**30,
-    "kB": 8 * 10**3, "MB": 8 * 10**6, "GB": 8 * 10**9,
-    "KiB": 8 * 2**10, "MiB": 8 * 2**20, "GiB": 8 * 2**30,
+    "": 1,
+    "b": 1,
+    "bit": 1,
+    "bits": 1,
+    "B": 8,
+    "byte": 8,
+    "bytes": 8,
+    "kbit": 10**3,
+    "Mbit": 10**6,
+    "Gbit": 10**9,
+    "Kibit": 2**10,
+    "Mibit": 2**20,
+    "Gibit": 2**30,
+    "kB": 8 * 10**3,
+    "MB": 8 * 10**6,
+    "GB": 8 * 10**9,
+    "KiB": 8 * 2**10,
+    "MiB": 8 * 2**20,
+    "GiB": 8 * 2**30,
 }
 _BUDGET_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE]([+-]?[0-9]+))?\s*([A-Za-z]*)\s*$")
 
@@ -125,8 +138,13 @@ def size_model(summary: pd.DataFrame) -> dict:
     depth = summary["depth"] if "depth" in summary.columns else pd.Series(0, index=summary.index)
     out = {}
     for d, g in summary.groupby(depth, sort=True):
-        out[d] = SizeModel(d, g["width"], g["n_weights"], g["n_biases"] if "n_biases" in g.columns else None,
-                           g["quantized_layers"] if "quantized_layers" in g.columns else None)
+        out[d] = SizeModel(
+            d,
+            g["width"],
+            g["n_weights"],
+            g["n_biases"] if "n_biases" in g.columns else None,
+            g["quantized_layers"] if "quantized_layers" in g.columns else None,
+        )
     return out
 
 
@@ -151,8 +169,14 @@ def _load_law(study_dir: Path, summary: pd.DataFrame) -> ScalingLaw:
     return bootstrap(summary, n_boot=100, seed=0)
 
 
-def design_table(law: ScalingLaw, sizes: dict, budget_bits: float, memory: str = "weights",
-                 bits_values=range(1, 9), include_float: bool = True) -> pd.DataFrame:
+def design_table(
+    law: ScalingLaw,
+    sizes: dict,
+    budget_bits: float,
+    memory: str = "weights",
+    bits_values=range(1, 9),
+    include_float: bool = True,
+) -> pd.DataFrame:
     """Per depth and bits: the largest integer width that fits, its memory and predicted error (with interval)."""
     rows = []
     bits_all = list(bits_values) + ([FLOAT_BITS] if include_float else [])
@@ -162,9 +186,16 @@ def design_table(law: ScalingLaw, sizes: dict, budget_bits: float, memory: str =
             if w < 1:
                 continue
             n = float(sm.n_weights(w))
-            rows.append({"depth": depth, "bits": b, "width": w, "n_weights": n,
-                             "memory_bits": float(sm.memory_bits(w, b, memory)),
-                             "predicted": float(law.predict(n, b))})
+            rows.append(
+                {
+                    "depth": depth,
+                    "bits": b,
+                    "width": w,
+                    "n_weights": n,
+                    "memory_bits": float(sm.memory_bits(w, b, memory)),
+                    "predicted": float(law.predict(n, b)),
+                }
+            )
     df = pd.DataFrame(rows, columns=["depth", "bits", "width", "n_weights", "memory_bits", "predicted"])
     if len(df) and law.boot:
         lo, hi = law.predict_interval(df["n_weights"].to_numpy(), df["bits"].to_numpy())
@@ -202,17 +233,22 @@ def recommend(study_dir, budget_bits: int, memory: str = "weights", bits_values=
     lines = [f"Study {name}: budget {format_bits(budget_bits)} of {memory} memory."]
 
     keys = [c for c in ("depth", "width", "bits") if c in summary.columns]
-    cells = summary.groupby(keys, sort=True).agg(error=("test_error", "mean"), std=("test_error", "std"),
-                                                 n=("test_error", "count"), mem=(mem_col, "mean")).reset_index()
+    cells = (
+        summary.groupby(keys, sort=True)
+        .agg(error=("test_error", "mean"), std=("test_error", "std"), n=("test_error", "count"), mem=(mem_col, "mean"))
+        .reset_index()
+    )
     fits = cells[cells["mem"] <= budget_bits].sort_values(["error", "mem", "bits"], kind="stable")
     if fits.empty:
         lines.append(f"Trained: no trained cell fits (smallest needs {format_bits(cells['mem'].min())}).")
     else:
         c = fits.iloc[0]
         spread = f" ± {100 * c['std']:.2f}" if c["n"] > 1 and np.isfinite(c["std"]) else ""
-        lines.append(f"Trained: best cell that fits is width {int(c['width'])}, {_bits_name(c['bits'])}: "
-                     f"{100 * c['error']:.2f}%{spread} test error (mean{' ± std' if spread else ''} of "
-                     f"{int(c['n'])} seed(s)), {format_bits(c['mem'])}.")
+        lines.append(
+            f"Trained: best cell that fits is width {int(c['width'])}, {_bits_name(c['bits'])}: "
+            f"{100 * c['error']:.2f}%{spread} test error (mean{' ± std' if spread else ''} of "
+            f"{int(c['n'])} seed(s)), {format_bits(c['mem'])}."
+        )
 
     law = _load_law(study_dir, summary)
     table = design_table(law, size_model(summary), budget_bits, memory, bits_values)
@@ -223,16 +259,19 @@ def recommend(study_dir, budget_bits: int, memory: str = "weights", bits_values=
     w_lo, w_hi = int(summary["width"].min()), int(summary["width"].max())
     trained_bits = sorted({int(b) for b in summary["bits"]})
     level = round(100 * law.level)
-    iv = (f" ({level}% interval {100 * best['lo']:.2f}-{100 * best['hi']:.2f}%)"
-          if np.isfinite(best["lo"]) else "")
-    lines.append(f"Law: best design is width {int(best['width'])}, {_bits_name(best['bits'])}: predicted "
-                 f"{100 * best['predicted']:.2f}%{iv}, {format_bits(best['memory_bits'])}.")
+    iv = f" ({level}% interval {100 * best['lo']:.2f}-{100 * best['hi']:.2f}%)" if np.isfinite(best["lo"]) else ""
+    lines.append(
+        f"Law: best design is width {int(best['width'])}, {_bits_name(best['bits'])}: predicted "
+        f"{100 * best['predicted']:.2f}%{iv}, {format_bits(best['memory_bits'])}."
+    )
     notes = []
     if not w_lo <= best["width"] <= w_hi:
         notes.append(f"width {int(best['width'])} is outside the trained widths {w_lo}-{w_hi} (extrapolation)")
     if int(best["bits"]) not in trained_bits:
-        notes.append(f"{_bits_name(best['bits'])} was not trained: its g is {_g_note(best['bits'], trained_bits)} "
-                     f"({law.g_form} g; trained: {', '.join(_bits_name(b) for b in trained_bits)})")
+        notes.append(
+            f"{_bits_name(best['bits'])} was not trained: its g is {_g_note(best['bits'], trained_bits)} "
+            f"({law.g_form} g; trained: {', '.join(_bits_name(b) for b in trained_bits)})"
+        )
     if notes:
         lines.append("Caution: " + "; ".join(notes) + ".")
     lines.append("Per bits (largest width that fits):")

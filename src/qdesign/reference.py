@@ -25,8 +25,13 @@ def _git_commit(repo: Path) -> str | None:
     return out.stdout.strip() or None
 
 
-def export_reference(config_path: str | Path, results_dir: str | Path, out_dir: str | Path,
-                     wall_seconds: float | None = None, note: str | None = None) -> list[Path]:
+def export_reference(
+    config_path: str | Path,
+    results_dir: str | Path,
+    out_dir: str | Path,
+    wall_seconds: float | None = None,
+    note: str | None = None,
+) -> list[Path]:
     """Copy the tables of every study of ``config_path`` from ``results_dir``
     into ``out_dir`` with the config, its hash and provenance."""
     import pandas as pd  # noqa: PLC0415
@@ -36,8 +41,12 @@ def export_reference(config_path: str | Path, results_dir: str | Path, out_dir: 
 
     config_path, results_dir, out_dir = Path(config_path), Path(results_dir), Path(out_dir)
     cfg = load_config(config_path)
-    missing = [results_dir / s / f"{t}.parquet" for s in cfg["studies"] for t in TABLES
-               if not (results_dir / s / f"{t}.parquet").is_file()]
+    missing = [
+        results_dir / s / f"{t}.parquet"
+        for s in cfg["studies"]
+        for t in TABLES
+        if not (results_dir / s / f"{t}.parquet").is_file()
+    ]
     if missing:
         from .errors import TableError  # noqa: PLC0415
 

@@ -17,49 +17,77 @@ from pathlib import Path
 
 from . import __version__
 
-_CSS = ("body{font-family:sans-serif;max-width:70em;margin:1em auto;color:#222}"
-        "table{border-collapse:collapse;font-size:0.85em;margin:0.5em 0 1.5em}"
-        "th,td{border:1px solid #ccc;padding:2px 6px;text-align:right}th{background:#f0f0f0}"
-        "caption{text-align:left;font-weight:bold;padding:4px 0}pre{background:#f6f6f6;padding:8px}")
+_CSS = (
+    "body{font-family:sans-serif;max-width:70em;margin:1em auto;color:#222}"
+    "table{border-collapse:collapse;font-size:0.85em;margin:0.5em 0 1.5em}"
+    "th,td{border:1px solid #ccc;padding:2px 6px;text-align:right}th{background:#f0f0f0}"
+    "caption{text-align:left;font-weight:bold;padding:4px 0}pre{background:#f6f6f6;padding:8px}"
+)
 
 
 def _page(title: str, body: str) -> str:
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>\n")
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>\n"
+    )
 
 
 def _table(df, caption: str) -> str:
-    return f"<h3>{html.escape(caption)}</h3>" + df.to_html(index=False, float_format=lambda v: f"{v:.4g}",
-                                                            na_rep="", border=0)
+    return f"<h3>{html.escape(caption)}</h3>" + df.to_html(
+        index=False, float_format=lambda v: f"{v:.4g}", na_rep="", border=0
+    )
 
 
 def tables_html(summary, ecr, frontier, study: str) -> str:
     """The ECR and frontier tables of a study, and its seed-mean errors, as one page."""
     keys = [c for c in ("method", "width", "bits") if c in summary.columns]
-    means = (summary.groupby(keys, dropna=False)
-             .agg(n_weights=("n_weights", "first"), test_error=("test_error", "mean"),
-                  test_error_std=("test_error", "std"), direct_test_error=("direct_test_error", "mean"),
-                  seeds=("seed", "count"), memory_kib=("memory_bits_weights", lambda m: m.mean() / 8192))
-             .reset_index())
+    means = (
+        summary.groupby(keys, dropna=False)
+        .agg(
+            n_weights=("n_weights", "first"),
+            test_error=("test_error", "mean"),
+            test_error_std=("test_error", "std"),
+            direct_test_error=("direct_test_error", "mean"),
+            seeds=("seed", "count"),
+            memory_kib=("memory_bits_weights", lambda m: m.mean() / 8192),
+        )
+        .reset_index()
+    )
     pct = ["test_error", "test_error_std", "direct_test_error"]
     means[pct] = 100 * means[pct]
-    ecr_cols = [c for c in ("method", "width", "bits", "error", "error_std", "n_seeds", "float_equivalent_weights",
-                            "ecr", "ecr_lo", "ecr_hi", "ecr_bound") if c in ecr.columns]
+    ecr_cols = [
+        c
+        for c in (
+            "method",
+            "width",
+            "bits",
+            "error",
+            "error_std",
+            "n_seeds",
+            "float_equivalent_weights",
+            "ecr",
+            "ecr_lo",
+            "ecr_hi",
+            "ecr_bound",
+        )
+        if c in ecr.columns
+    ]
     fr = frontier.copy()
     if "budget_bits" in fr.columns:
         fr.insert(1, "budget_kib", fr["budget_bits"] / 8192)
-    body = [f"<p>Study <b>{html.escape(study)}</b>: {len(summary)} trained networks. Errors in percent "
-            "(test set), means over seeds. Memory: weights only, KiB.</p>",
-            _table(means, "Cells: seed-mean test error, before (direct) and after retraining"),
-            _table(ecr[ecr_cols], "Effective compression ratio per width and bits (see docs/method.md §3)"),
-            _table(fr, "Frontier: Pareto cells, and the best cell per memory budget")]
+    body = [
+        f"<p>Study <b>{html.escape(study)}</b>: {len(summary)} trained networks. Errors in percent "
+        "(test set), means over seeds. Memory: weights only, KiB.</p>",
+        _table(means, "Cells: seed-mean test error, before (direct) and after retraining"),
+        _table(ecr[ecr_cols], "Effective compression ratio per width and bits (see docs/method.md §3)"),
+        _table(fr, "Frontier: Pareto cells, and the best cell per memory budget"),
+    ]
     return _page(f"{study}: tables", "".join(body))
 
 
 def _git_commit(repo: Path) -> str | None:
     try:
-        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=10)
+        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
     except OSError:
         return None
     return out.stdout.strip() or None
@@ -82,10 +110,13 @@ def provenance_html(config: Mapping, repo: Path, summaries: Mapping[str, object]
         f"<tr><th>{html.escape(name)}</th><td>{len(s)} cells; config hashes in the tables: "
         f"{s['config_hash'].nunique()}; devices {', '.join(sorted(map(str, s['device'].unique())))}; "
         f"{s['job_seconds'].sum():.0f} job-seconds</td></tr>"
-        for name, s in summaries.items())
-    body = (f"<p>git commit <code>{html.escape(str(_git_commit(repo)))}</code>; config SHA-256 "
-            f"(canonical JSON) <code>{digest}</code></p>"
-            f"<table><caption>Software</caption>{rows}</table>"
-            f"<table><caption>Studies</caption>{studies}</table>"
-            f"<h2>Config (validated, defaults filled)</h2><pre>{html.escape(text)}</pre>")
+        for name, s in summaries.items()
+    )
+    body = (
+        f"<p>git commit <code>{html.escape(str(_git_commit(repo)))}</code>; config SHA-256 "
+        f"(canonical JSON) <code>{digest}</code></p>"
+        f"<table><caption>Software</caption>{rows}</table>"
+        f"<table><caption>Studies</caption>{studies}</table>"
+        f"<h2>Config (validated, defaults filled)</h2><pre>{html.escape(text)}</pre>"
+    )
     return _page("Provenance", body)

@@ -195,8 +195,9 @@ class ScalingLaw:
         n, b = np.broadcast_arrays(np.asarray(n_weights, dtype=float), np.asarray(bits, dtype=float))
         x = np.log(n / self.n0)
         if self.form == "additive":
-            d = np.array([self.d_trained.get(FLOAT_BITS if v >= FLOAT_BITS else int(v), np.nan)
-                          for v in b.ravel()]).reshape(b.shape)
+            d = np.array(
+                [self.d_trained.get(FLOAT_BITS if v >= FLOAT_BITS else int(v), np.nan) for v in b.ravel()]
+            ).reshape(b.shape)
             return self.E + d + self.a0 * np.exp(-self.alpha * x)
         return self.E + self.a0 * np.exp(-self.alpha * (x + np.log(self.g(b))))
 
@@ -217,8 +218,17 @@ class ScalingLaw:
         return self.interval(lambda law: law.predict(n_weights, bits), level)
 
     def params(self) -> dict[str, float]:
-        return {"E": self.E, "A": self.A, "a0": self.a0, "alpha": self.alpha, "n0": self.n0,
-                "gamma": self.gamma, "g_scale": self.g_scale, "n_min": self.n_range[0], "n_max": self.n_range[1]}
+        return {
+            "E": self.E,
+            "A": self.A,
+            "a0": self.a0,
+            "alpha": self.alpha,
+            "n0": self.n0,
+            "gamma": self.gamma,
+            "g_scale": self.g_scale,
+            "n_min": self.n_range[0],
+            "n_max": self.n_range[1],
+        }
 
 
 # --------------------------------------------------------------------------
@@ -238,16 +248,23 @@ def cell_stats(cells: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in ("n_weights", "bits", err_col) if c not in cells.columns]
     if missing:
         raise ValueError(f"cells is missing required column(s): {', '.join(missing)}")
-    df = pd.DataFrame({"n_weights": cells["n_weights"].to_numpy(float),
-                       "bits": np.minimum(cells["bits"].to_numpy(float), FLOAT_BITS).astype(int),
-                       "error": cells[err_col].to_numpy(float)})
+    df = pd.DataFrame(
+        {
+            "n_weights": cells["n_weights"].to_numpy(float),
+            "bits": np.minimum(cells["bits"].to_numpy(float), FLOAT_BITS).astype(int),
+            "error": cells[err_col].to_numpy(float),
+        }
+    )
     if "width" in cells.columns:
         df["width"] = cells["width"].to_numpy()
     if not (np.all(df["n_weights"] > 0) and np.all(np.isfinite(df["error"]))):
         raise ValueError("n_weights must be positive and error finite")
     keys = ["n_weights", "bits"] + (["width"] if "width" in df.columns else [])
-    out = df.groupby(keys, sort=True).agg(error=("error", "mean"), std=("error", "std"),
-                                          n_seeds=("error", "count")).reset_index()
+    out = (
+        df.groupby(keys, sort=True)
+        .agg(error=("error", "mean"), std=("error", "std"), n_seeds=("error", "count"))
+        .reset_index()
+    )
     out["se"] = (out["std"] / np.sqrt(out["n_seeds"])).fillna(0.0)
     if not (out["bits"] == FLOAT_BITS).any():
         raise ValueError(f"cells has no float rows (bits >= {FLOAT_BITS}): the law needs g(float) = 1")
@@ -335,15 +352,28 @@ class _Problem:
     def starts(self) -> list[np.ndarray]:
         e0 = 0.5 * float(self.y.min())
         la = math.log(max(float(self.y.mean()) - e0, 1e-6))
-        tail = {"effsize": np.zeros(self.qbits.size), "kumar": np.array([math.log(2.0)]),
-                "additive": np.zeros(self.qbits.size)}[self.form]
+        tail = {
+            "effsize": np.zeros(self.qbits.size),
+            "kumar": np.array([math.log(2.0)]),
+            "additive": np.zeros(self.qbits.size),
+        }[self.form]
         return [np.clip(np.r_[e0, la, a, tail], self.bounds[0], self.bounds[1]) for a in (0.2, 0.5, 1.0)]
 
     def solve(self, starts) -> np.ndarray:
         best = None
         for s in starts:
-            r = least_squares(self.residuals, s, jac=self.jacobian, bounds=self.bounds, method="trf",
-                              x_scale="jac", xtol=1e-9, ftol=1e-9, gtol=1e-9, max_nfev=1000)
+            r = least_squares(
+                self.residuals,
+                s,
+                jac=self.jacobian,
+                bounds=self.bounds,
+                method="trf",
+                x_scale="jac",
+                xtol=1e-9,
+                ftol=1e-9,
+                gtol=1e-9,
+                max_nfev=1000,
+            )
             if best is None or r.cost < best.cost - 1e-15:
                 best = r
         return best.x
@@ -362,16 +392,28 @@ class _Problem:
             g = {}
             d = {FLOAT_BITS: 0.0, **{int(b): float(v) for b, v in zip(self.qbits, theta[3:])}}
             g_form = "none"
-        return ScalingLaw(form=self.form, E=E, a0=a0, alpha=alpha, n0=self.n0, g_trained=g, g_form=g_form,
-                          gamma=gamma, n_range=n_range, d_trained=d, g_scale=scale)
+        return ScalingLaw(
+            form=self.form,
+            E=E,
+            a0=a0,
+            alpha=alpha,
+            n0=self.n0,
+            g_trained=g,
+            g_form=g_form,
+            gamma=gamma,
+            n_range=n_range,
+            d_trained=d,
+            g_scale=scale,
+        )
 
 
 def _n_range(stats):
     return float(stats["n_weights"].min()), float(stats["n_weights"].max())
 
 
-def fit(cells: pd.DataFrame, form: str = DEFAULT_FORM, g_form: str = DEFAULT_G_FORM,
-        weights: str = DEFAULT_WEIGHTS) -> ScalingLaw:
+def fit(
+    cells: pd.DataFrame, form: str = DEFAULT_FORM, g_form: str = DEFAULT_G_FORM, weights: str = DEFAULT_WEIGHTS
+) -> ScalingLaw:
     """Fit the law to the seed means of ``cells`` (deterministic: fixed starts, trf).
 
     ``cells`` has n_weights, bits, error or test_error, optionally seed and
@@ -398,9 +440,13 @@ def _boot_means(cells: pd.DataFrame, stats: pd.DataFrame, n_boot: int, seed: int
     """
     rng = np.random.default_rng(seed)
     err_col = "error" if "error" in cells.columns else "test_error"
-    df = pd.DataFrame({"n_weights": cells["n_weights"].to_numpy(float),
-                       "bits": np.minimum(cells["bits"].to_numpy(float), FLOAT_BITS).astype(int),
-                       "error": cells[err_col].to_numpy(float)})
+    df = pd.DataFrame(
+        {
+            "n_weights": cells["n_weights"].to_numpy(float),
+            "bits": np.minimum(cells["bits"].to_numpy(float), FLOAT_BITS).astype(int),
+            "error": cells[err_col].to_numpy(float),
+        }
+    )
     if "seed" in cells.columns:
         df["seed"] = cells["seed"].to_numpy()
     else:
@@ -434,8 +480,15 @@ def _boot_means(cells: pd.DataFrame, stats: pd.DataFrame, n_boot: int, seed: int
     return out
 
 
-def bootstrap(cells: pd.DataFrame, n_boot: int = 200, seed: int = 0, form: str = DEFAULT_FORM,
-              g_form: str = DEFAULT_G_FORM, weights: str = DEFAULT_WEIGHTS, level: float = DEFAULT_LEVEL) -> ScalingLaw:
+def bootstrap(
+    cells: pd.DataFrame,
+    n_boot: int = 200,
+    seed: int = 0,
+    form: str = DEFAULT_FORM,
+    g_form: str = DEFAULT_G_FORM,
+    weights: str = DEFAULT_WEIGHTS,
+    level: float = DEFAULT_LEVEL,
+) -> ScalingLaw:
     """Fit the law and ``n_boot`` laws on seed-resampled tables (warm-started from the fit)."""
     if n_boot < 2:
         raise ValueError(f"n_boot must be >= 2, got {n_boot}")
@@ -461,8 +514,9 @@ def bootstrap(cells: pd.DataFrame, n_boot: int = 200, seed: int = 0, form: str =
 # --------------------------------------------------------------------------
 
 
-def cv_leave_one_width_out(cells: pd.DataFrame, form: str = DEFAULT_FORM,
-                           weights: str = DEFAULT_WEIGHTS) -> pd.DataFrame:
+def cv_leave_one_width_out(
+    cells: pd.DataFrame, form: str = DEFAULT_FORM, weights: str = DEFAULT_WEIGHTS
+) -> pd.DataFrame:
     """Per held-out size: fit on the other sizes, predict every bits value there.
 
     One row per held-out cell: held_out (its width, or n_weights without a
@@ -482,8 +536,9 @@ def cv_leave_one_width_out(cells: pd.DataFrame, form: str = DEFAULT_FORM,
     return _cv_frame(rows)
 
 
-def cv_leave_one_bits_out(cells: pd.DataFrame, g_form: str = DEFAULT_G_FORM,
-                          weights: str = DEFAULT_WEIGHTS) -> pd.DataFrame:
+def cv_leave_one_bits_out(
+    cells: pd.DataFrame, g_form: str = DEFAULT_G_FORM, weights: str = DEFAULT_WEIGHTS
+) -> pd.DataFrame:
     """Per held-out quantized bits value: fit on the others, predict it from the parametric g.
 
     ``g_form="kumar"`` etc. fits the free-g law and then gamma; ``"joint"``
@@ -509,8 +564,16 @@ def _cv_frame(rows) -> pd.DataFrame:
 
 def cv_summary(cv: pd.DataFrame) -> pd.DataFrame:
     """Per held-out value: mean and max absolute error, mean standard error, cell count."""
-    return cv.groupby("held_out", sort=True).agg(mae=("abs_error", "mean"), max_abs=("abs_error", "max"),
-                                                 mean_se=("se", "mean"), n_cells=("abs_error", "count")).reset_index()
+    return (
+        cv.groupby("held_out", sort=True)
+        .agg(
+            mae=("abs_error", "mean"),
+            max_abs=("abs_error", "max"),
+            mean_se=("se", "mean"),
+            n_cells=("abs_error", "count"),
+        )
+        .reset_index()
+    )
 
 
 # --------------------------------------------------------------------------
@@ -518,8 +581,13 @@ def cv_summary(cv: pd.DataFrame) -> pd.DataFrame:
 # --------------------------------------------------------------------------
 
 
-def readoff_ecr_intervals(summary: pd.DataFrame, n_boot: int = 200, seed: int = 0,
-                          level: float = DEFAULT_LEVEL, reference_bits: int = FLOAT_BITS) -> pd.DataFrame:
+def readoff_ecr_intervals(
+    summary: pd.DataFrame,
+    n_boot: int = 200,
+    seed: int = 0,
+    level: float = DEFAULT_LEVEL,
+    reference_bits: int = FLOAT_BITS,
+) -> pd.DataFrame:
     """Bootstrap interval of the read-off ECR per (width, bits): width, bits, ecr_lo, ecr_hi.
 
     The same seed resampling as :func:`bootstrap`, then
@@ -533,8 +601,7 @@ def readoff_ecr_intervals(summary: pd.DataFrame, n_boot: int = 200, seed: int = 
     base = stats[["n_weights", "bits"]].copy()
     ecrs = np.empty_like(draws)
     for i, means in enumerate(draws):
-        res = effective_compression_ratio(base.assign(error=means), reference_bits=reference_bits,
-                                          average_seeds=False)
+        res = effective_compression_ratio(base.assign(error=means), reference_bits=reference_bits, average_seeds=False)
         ecrs[i] = res["ecr"].to_numpy(float)
     q = (1 - level) / 2
     out = stats[["width", "bits"]].copy().reset_index(drop=True)
@@ -547,8 +614,23 @@ def readoff_ecr_intervals(summary: pd.DataFrame, n_boot: int = 200, seed: int = 
 # The tidy table and back
 # --------------------------------------------------------------------------
 
-_COLUMNS = ["kind", "name", "form", "g_form", "bits", "held_out", "boot", "value", "lo", "hi", "level",
-            "mae", "max_abs", "mean_se", "n_cells"]
+_COLUMNS = [
+    "kind",
+    "name",
+    "form",
+    "g_form",
+    "bits",
+    "held_out",
+    "boot",
+    "value",
+    "lo",
+    "hi",
+    "level",
+    "mae",
+    "max_abs",
+    "mean_se",
+    "n_cells",
+]
 
 
 def _law_rows(law: ScalingLaw, boot: int | None) -> list[dict]:
@@ -561,9 +643,17 @@ def _law_rows(law: ScalingLaw, boot: int | None) -> list[dict]:
     return rows
 
 
-def scaling_table(summary: pd.DataFrame, n_boot: int = 200, seed: int = 0, level: float = DEFAULT_LEVEL,
-                  form: str = DEFAULT_FORM, g_form: str = DEFAULT_G_FORM, weights: str = DEFAULT_WEIGHTS,
-                  cv: str = "default", extra_bits=(1, 7, 10)) -> pd.DataFrame:
+def scaling_table(
+    summary: pd.DataFrame,
+    n_boot: int = 200,
+    seed: int = 0,
+    level: float = DEFAULT_LEVEL,
+    form: str = DEFAULT_FORM,
+    g_form: str = DEFAULT_G_FORM,
+    weights: str = DEFAULT_WEIGHTS,
+    cv: str = "default",
+    extra_bits=(1, 7, 10),
+) -> pd.DataFrame:
     """One long table for ``results/<study>/scaling.parquet``; ``kind`` says what a row is.
 
     * ``param``: E, A, a0, alpha, n0, gamma, n_min, n_max (value, lo, hi) and
@@ -584,8 +674,9 @@ def scaling_table(summary: pd.DataFrame, n_boot: int = 200, seed: int = 0, level
     q = (1 - level) / 2
     for r in rows:
         if r["name"] in ("g", "d"):
-            vals = [(lw.d_trained if lw.form == "additive" else lw.g_trained).get(int(r["bits"]), np.nan)
-                    for lw in law.boot]
+            vals = [
+                (lw.d_trained if lw.form == "additive" else lw.g_trained).get(int(r["bits"]), np.nan) for lw in law.boot
+            ]
         else:
             vals = [lw.params()[r["name"]] for lw in law.boot]
         vals = np.asarray(vals, float)
@@ -599,21 +690,41 @@ def scaling_table(summary: pd.DataFrame, n_boot: int = 200, seed: int = 0, level
             name = "trained" if int(b) in law.trained_bits else "parametric"
             rows.append({"kind": "g", "name": name, "bits": b, "value": gv, "lo": gl, "hi": gh, "level": level})
             rows.append({"kind": "ecr_model", "name": name, "bits": b, "value": ev, "lo": el, "hi": eh, "level": level})
-    for r in rows[len(_law_rows(law, None)):]:
+    for r in rows[len(_law_rows(law, None)) :]:
         r.update(form=law.form, g_form=law.g_form)
     for i, lw in enumerate(law.boot):
         rows += _law_rows(lw, i)
     if cv != "none":
         for f in FORMS if cv == "all" else (form,):
             for s in cv_summary(cv_leave_one_width_out(summary, form=f, weights=weights)).itertuples():
-                rows.append({"kind": "cv", "name": "width", "form": f, "held_out": float(s.held_out), "mae": s.mae,
-                                 "max_abs": s.max_abs, "mean_se": s.mean_se, "n_cells": s.n_cells})
+                rows.append(
+                    {
+                        "kind": "cv",
+                        "name": "width",
+                        "form": f,
+                        "held_out": float(s.held_out),
+                        "mae": s.mae,
+                        "max_abs": s.max_abs,
+                        "mean_se": s.mean_se,
+                        "n_cells": s.n_cells,
+                    }
+                )
         if len(set(cell_stats(summary)["bits"])) > 2 and form == "effsize":
             for gf in (*G_FORMS, "joint") if cv == "all" else (g_form,):
                 for s in cv_summary(cv_leave_one_bits_out(summary, g_form=gf, weights=weights)).itertuples():
-                    rows.append({"kind": "cv", "name": "bits", "form": "kumar" if gf == "joint" else "effsize",
-                                     "g_form": gf, "held_out": float(s.held_out), "mae": s.mae, "max_abs": s.max_abs,
-                                     "mean_se": s.mean_se, "n_cells": s.n_cells})
+                    rows.append(
+                        {
+                            "kind": "cv",
+                            "name": "bits",
+                            "form": "kumar" if gf == "joint" else "effsize",
+                            "g_form": gf,
+                            "held_out": float(s.held_out),
+                            "mae": s.mae,
+                            "max_abs": s.max_abs,
+                            "mean_se": s.mean_se,
+                            "n_cells": s.n_cells,
+                        }
+                    )
     out = pd.DataFrame(rows).reindex(columns=_COLUMNS)
     for c in ("bits", "held_out", "boot", "value", "lo", "hi", "level", "mae", "max_abs", "mean_se", "n_cells"):
         out[c] = out[c].astype(float)
@@ -626,10 +737,20 @@ def _law_from_rows(rows: pd.DataFrame, level: float) -> ScalingLaw:
     p = {r.name: r.value for r in rows.itertuples() if r.name not in ("g", "d")}
     g = {int(r.bits): float(r.value) for r in rows.itertuples() if r.name == "g"}
     d = {int(r.bits): float(r.value) for r in rows.itertuples() if r.name == "d"}
-    return ScalingLaw(form=str(rows["form"].iloc[0]), E=float(p["E"]), a0=float(p["a0"]), alpha=float(p["alpha"]),
-                      n0=float(p["n0"]), g_trained=g, g_form=str(rows["g_form"].iloc[0]), gamma=float(p["gamma"]),
-                      n_range=(float(p["n_min"]), float(p["n_max"])), d_trained=d,
-                      g_scale=float(p.get("g_scale", 1.0)), level=level)
+    return ScalingLaw(
+        form=str(rows["form"].iloc[0]),
+        E=float(p["E"]),
+        a0=float(p["a0"]),
+        alpha=float(p["alpha"]),
+        n0=float(p["n0"]),
+        g_trained=g,
+        g_form=str(rows["g_form"].iloc[0]),
+        gamma=float(p["gamma"]),
+        n_range=(float(p["n_min"]), float(p["n_max"])),
+        d_trained=d,
+        g_scale=float(p.get("g_scale", 1.0)),
+        level=level,
+    )
 
 
 def law_from_table(table: pd.DataFrame) -> ScalingLaw:

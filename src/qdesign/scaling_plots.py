@@ -65,8 +65,9 @@ def _plain_log_axis(axis):
     axis.set_minor_formatter(NullFormatter())
 
 
-def plot_scaling_fit(summary: pd.DataFrame, scaling_df: pd.DataFrame, ax, styles: Mapping | None = None,
-                     band: bool = True):
+def plot_scaling_fit(
+    summary: pd.DataFrame, scaling_df: pd.DataFrame, ax, styles: Mapping | None = None, band: bool = True
+):
     """Measured seed means (error bar: standard error) and the fitted law per bits, error (%) vs weights.
 
     Shows where the joint law follows the data and where it does not; the
@@ -75,8 +76,11 @@ def plot_scaling_fit(summary: pd.DataFrame, scaling_df: pd.DataFrame, ax, styles
     _require(summary, ("bits", "n_weights", "test_error"), "summary")
     law = law_from_table(scaling_df)
     s = summary.assign(bits=np.minimum(summary["bits"], FLOAT_BITS))
-    stats = s.groupby(["bits", "n_weights"]).agg(m=("test_error", "mean"), sd=("test_error", "std"),
-                                                 n=("test_error", "count")).reset_index()
+    stats = (
+        s.groupby(["bits", "n_weights"])
+        .agg(m=("test_error", "mean"), sd=("test_error", "std"), n=("test_error", "count"))
+        .reset_index()
+    )
     stats["se"] = (stats["sd"] / np.sqrt(stats["n"])).fillna(0.0)
     order = _order(stats["bits"])
     styles = dict(styles) if styles and all(b in styles for b in order) else bits_styles(order)
@@ -85,8 +89,18 @@ def plot_scaling_fit(summary: pd.DataFrame, scaling_df: pd.DataFrame, ax, styles
     for b in order:
         st = styles[b]
         pts = stats[stats["bits"] == b].sort_values("n_weights")
-        ax.errorbar(pts["n_weights"], 100 * pts["m"], yerr=100 * pts["se"], fmt=st["marker"], color=st["color"],
-                    ms=4, lw=0.8, capsize=1.5, label=st["label"], zorder=3 if b >= FLOAT_BITS else 2)
+        ax.errorbar(
+            pts["n_weights"],
+            100 * pts["m"],
+            yerr=100 * pts["se"],
+            fmt=st["marker"],
+            color=st["color"],
+            ms=4,
+            lw=0.8,
+            capsize=1.5,
+            label=st["label"],
+            zorder=3 if b >= FLOAT_BITS else 2,
+        )
         ax.plot(grid, 100 * law.predict(grid, b), color=st["color"], lw=1.0, zorder=1)
         if band and law.boot:
             blo, bhi = law.predict_interval(grid, b)
@@ -111,8 +125,7 @@ def plot_scaling_fit(summary: pd.DataFrame, scaling_df: pd.DataFrame, ax, styles
     return ax
 
 
-def plot_ecr_bands(ecr_df: pd.DataFrame, scaling_df: pd.DataFrame, ax, styles: Mapping | None = None,
-                   bits=None):
+def plot_ecr_bands(ecr_df: pd.DataFrame, scaling_df: pd.DataFrame, ax, styles: Mapping | None = None, bits=None):
     """ECR vs width per bits: read-off (markers, solid, its bootstrap band) beside the model (dashed, band).
 
     The read-off ECR inverts the measured float curve at each width; the model

@@ -36,8 +36,18 @@ def spec_hash(spec: Mapping) -> str:
     return hashlib.sha256(spec_json(spec).encode()).hexdigest()[:12]
 
 
-_FLOAT_FIELDS = ("study", "dataset", "model", "width", "seed", "val_fraction", "train_subset", "split_seed",
-                 "device", "training")
+_FLOAT_FIELDS = (
+    "study",
+    "dataset",
+    "model",
+    "width",
+    "seed",
+    "val_fraction",
+    "train_subset",
+    "split_seed",
+    "device",
+    "training",
+)
 
 
 @dataclass(frozen=True)
@@ -107,8 +117,12 @@ class QuantSpec:
 
     def to_dict(self) -> dict:
         bits = list(self.bits) if isinstance(self.bits, (list, tuple)) else int(self.bits)
-        return {"float": self.float.to_dict(), "bits": bits, "method": self.method,
-                "retraining": copy.deepcopy(dict(self.retraining))}
+        return {
+            "float": self.float.to_dict(),
+            "bits": bits,
+            "method": self.method,
+            "retraining": copy.deepcopy(dict(self.retraining)),
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping) -> QuantSpec:

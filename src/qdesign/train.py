@@ -61,8 +61,15 @@ def use_channels_last(model: nn.Module, data: Splits) -> Splits:
         return data
     model.to(memory_format=torch.channels_last)
     fmt = dict(memory_format=torch.channels_last)
-    return Splits(data.x_train.contiguous(**fmt), data.y_train, data.x_val.contiguous(**fmt), data.y_val,
-                  data.x_test.contiguous(**fmt), data.y_test, data.n_classes)
+    return Splits(
+        data.x_train.contiguous(**fmt),
+        data.y_train,
+        data.x_val.contiguous(**fmt),
+        data.y_val,
+        data.x_test.contiguous(**fmt),
+        data.y_test,
+        data.n_classes,
+    )
 
 
 @torch.inference_mode()
@@ -72,13 +79,19 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     model.eval()
     wrong = torch.zeros((), dtype=torch.int64, device=x.device)
     for i in range(0, x.shape[0], batch_size):
-        wrong += (model(x[i:i + batch_size]).argmax(dim=1) != y[i:i + batch_size]).sum()
+        wrong += (model(x[i : i + batch_size]).argmax(dim=1) != y[i : i + batch_size]).sum()
     model.train(was_training)
     return float(wrong) / max(1, x.shape[0])
 
 
-def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-                batch_size: int, gen: torch.Generator) -> tuple[float, float]:
+def train_epoch(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int,
+    gen: torch.Generator,
+) -> tuple[float, float]:
     """One pass over (x, y) in the order of a seeded permutation, mini-batches
     as index slices of tensors already on the device. Returns (mean loss,
     training error); both are accumulated on the device, read once."""
@@ -88,7 +101,7 @@ def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y
     loss_sum = torch.zeros((), device=x.device)
     wrong = torch.zeros((), dtype=torch.int64, device=x.device)
     for i in range(0, n, batch_size):
-        idx = perm[i:i + batch_size]
+        idx = perm[i : i + batch_size]
         xb, yb = x[idx], y[idx]
         out = model(xb)
         loss = F.cross_entropy(out, yb)
@@ -177,14 +190,18 @@ def fit(
         val_err = evaluate(model, data.x_val, data.y_val)
         if not math.isfinite(train_loss) or not _weights_finite(model):
             what = f"loss is {train_loss}" if not math.isfinite(train_loss) else "weights are not finite"
-            raise DivergedError(f"{label} diverged in epoch {epoch}/{epochs} ({what}); lower lr, momentum "
-                                "or weight_decay in the config")
+            raise DivergedError(
+                f"{label} diverged in epoch {epoch}/{epochs} ({what}); lower lr, momentum or weight_decay in the config"
+            )
         if val_err < best_val:
             best_val, best_epoch, best_state = val_err, epoch, _snapshot(model)
-        history.append(dict(epoch=epoch, loss=train_loss, train_error=train_err, val_error=val_err,
-                            lr=base_lrs[0] * factor))
-        log(f"epoch {epoch}/{epochs} loss {train_loss:.4f} train_err {train_err:.4f} "
-            f"val_err {val_err:.4f} lr {base_lrs[0] * factor:.3g} {time.perf_counter() - te:.2f}s")
+        history.append(
+            dict(epoch=epoch, loss=train_loss, train_error=train_err, val_error=val_err, lr=base_lrs[0] * factor)
+        )
+        log(
+            f"epoch {epoch}/{epochs} loss {train_loss:.4f} train_err {train_err:.4f} "
+            f"val_err {val_err:.4f} lr {base_lrs[0] * factor:.3g} {time.perf_counter() - te:.2f}s"
+        )
     if best_state is None:  # no epoch beat an infinite error (validation error is finite): not reached
         best_state, best_epoch = _snapshot(model), len(history)
         best_val = evaluate(model, data.x_val, data.y_val)

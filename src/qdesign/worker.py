@@ -107,7 +107,7 @@ def set_parent_death_signal(sig: int) -> bool:
     """Ask Linux to send ``sig`` to this process when its parent thread dies; False where unsupported."""
     if not sys.platform.startswith("linux"):
         return False
-    import ctypes  # the server side only: keeps the client light
+    import ctypes  # noqa: PLC0415 - the server side only: keeps the client light
 
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -226,7 +226,7 @@ def _child(conn: socket.socket, handler: Handler, client_pid: int) -> None:
         os.chdir(payload["cwd"])
         os.environ.clear()
         os.environ.update(payload["env"])
-        import threading  # only the child needs a thread
+        import threading  # noqa: PLC0415 - only the child needs a thread
 
         threading.Thread(target=_watch_client, args=(conn, client_pid), daemon=True).start()
         code = handler(payload["argv"])
@@ -293,8 +293,14 @@ def _kill_children(children: set[int]) -> None:
             pass
 
 
-def serve(socket_path: str, handler: str | Handler, parent_pid: int | None = None, idle_timeout: float = 3600.0,
-          preload: Iterable[str] = (), death_signal: bool = True) -> None:
+def serve(
+    socket_path: str,
+    handler: str | Handler,
+    parent_pid: int | None = None,
+    idle_timeout: float = 3600.0,
+    preload: Iterable[str] = (),
+    death_signal: bool = True,
+) -> None:
     """Serve jobs until the parent is gone, SIGTERM, or ``idle_timeout`` seconds without jobs.
     The socket's directory must be private (ours, mode 0700). ``death_signal``: also let the
     kernel end us when the parent thread that started us dies (only right if that is its main thread)."""
@@ -323,8 +329,11 @@ def serve(socket_path: str, handler: str | Handler, parent_pid: int | None = Non
         for mod in preload:
             importlib.import_module(mod)
         run = load_handler(handler) if isinstance(handler, str) else handler
-        print(f"qdesign worker {os.getpid()}: ready on {path} after {time.perf_counter() - t0:.2f}s of imports"
-              f"{'; ends with its parent (PDEATHSIG)' if tied else ''}", flush=True)
+        print(
+            f"qdesign worker {os.getpid()}: ready on {path} after {time.perf_counter() - t0:.2f}s of imports"
+            f"{'; ends with its parent (PDEATHSIG)' if tied else ''}",
+            flush=True,
+        )
         srv.settimeout(1.0)
         last_job = time.monotonic()
         while True:
@@ -424,8 +433,9 @@ def make_socket_dir() -> Path:
     return path
 
 
-def start(log_path: str | Path, handler: str, preload: Iterable[str] = (), wait: float = 10.0,
-          idle_timeout: float = 3600.0) -> subprocess.Popen | None:
+def start(
+    log_path: str | Path, handler: str, preload: Iterable[str] = (), wait: float = 10.0, idle_timeout: float = 3600.0
+) -> subprocess.Popen | None:
     """Launch a server for this process (call from the main thread: the server
     dies with the thread that started it), export its socket and pid to child
     jobs, and wait until it listens (the imports continue while clients queue).
@@ -436,7 +446,7 @@ def start(log_path: str | Path, handler: str, preload: Iterable[str] = (), wait:
     except OSError as exc:
         print(f"qdesign: warning: no warm worker: {exc}", file=sys.stderr)
         return None
-    import secrets
+    import secrets  # noqa: PLC0415 - start() only
 
     path = sock_dir / f"w-{secrets.token_hex(8)}.sock"
     log_path = Path(log_path)
@@ -444,15 +454,29 @@ def start(log_path: str | Path, handler: str, preload: Iterable[str] = (), wait:
     env = dict(os.environ)
     src = str(Path(__file__).resolve().parents[1])  # importable without an install
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
-    cmd = [sys.executable, "-m", "qdesign.worker", "--socket", str(path), "--parent", str(os.getpid()),
-           "--handler", handler, "--preload", ",".join(preload), "--idle-timeout", str(idle_timeout)]
-    import threading
+    cmd = [
+        sys.executable,
+        "-m",
+        "qdesign.worker",
+        "--socket",
+        str(path),
+        "--parent",
+        str(os.getpid()),
+        "--handler",
+        handler,
+        "--preload",
+        ",".join(preload),
+        "--idle-timeout",
+        str(idle_timeout),
+    ]
+    import threading  # noqa: PLC0415 - start() only
 
     if threading.current_thread() is not threading.main_thread():
         cmd.append("--poll-parent-only")  # PDEATHSIG would fire when this thread ends, not the process
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, env=env)
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
+        )
     proc.socket_dir = sock_dir
     (sock_dir / WORKER_FILE).write_text(f"{proc.pid}\n")
     deadline = time.monotonic() + wait

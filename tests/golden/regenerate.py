@@ -1,18 +1,45 @@
 """Write the golden tables of the .test study (exact values as hex floats); see tests/test_golden.py."""
-import json, sys
+
+import json
+import sys
 from pathlib import Path
+
 import pandas as pd
-root = Path(sys.argv[1]); out = Path(sys.argv[2])
-KEEP = ["width", "bits", "seed", "n_weights", "n_biases", "memory_bits_weights", "memory_bits_total",
-        "test_error", "val_error", "direct_test_error", "direct_val_error", "steps", "epochs_run", "best_epoch"]
+
+root = Path(sys.argv[1])
+out = Path(sys.argv[2])
+KEEP = [
+    "width",
+    "bits",
+    "seed",
+    "n_weights",
+    "n_biases",
+    "memory_bits_weights",
+    "memory_bits_total",
+    "test_error",
+    "val_error",
+    "direct_test_error",
+    "direct_val_error",
+    "steps",
+    "epochs_run",
+    "best_epoch",
+]
 gold = {}
 for study in sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.startswith("test-")):
     s = pd.read_parquet(root / study / "summary.parquet")
     rows = []
     for r in s[KEEP].itertuples(index=False):
         d = r._asdict()
-        rows.append({k: ([float(x).hex() for x in v] if k == "steps" else (float(v).hex() if isinstance(v, float) else int(v)))
-                     for k, v in d.items()})
+        rows.append(
+            {
+                k: (
+                    [float(x).hex() for x in v]
+                    if k == "steps"
+                    else (float(v).hex() if isinstance(v, float) else int(v))
+                )
+                for k, v in d.items()
+            }
+        )
     e = pd.read_parquet(root / study / "ecr.parquet")
     gold[study] = {"summary": rows, "ecr": [float(x).hex() for x in e["ecr"]]}
 out.write_text(json.dumps(gold, indent=1, sort_keys=True) + "\n")

@@ -16,15 +16,15 @@ rule aggregate:
         frontier="results/{study}/frontier.parquet",
     log:
         "results/logs/aggregate/{study}.log",
+    conda:
+        "../../envs/qdesign.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
     params:
         reference_bits=config["ecr_reference_bits"],
         memory=config["frontier_memory"],
         n_budgets=config["plots"]["n_budgets"],
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    conda:
-        "../../envs/qdesign.yaml"
     shell:
         "python -m qdesign aggregate --cells {input.cells} --summary {output.summary} "
         "--ecr {output.ecr} --frontier {output.frontier} "
@@ -46,13 +46,13 @@ rule scaling:
         layout.TABLE.replace("{table}", "scaling"),
     log:
         "results/logs/scaling/{study}.log",
-    params:
-        n_boot=200,
+    conda:
+        "../../envs/qdesign.yaml"
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../../envs/qdesign.yaml"
+    params:
+        n_boot=200,
     shell:
         "python -m qdesign scaling --summary {input.summary} --out {output} "
         "--n-boot {params.n_boot} > {log} 2>&1"

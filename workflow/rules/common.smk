@@ -18,9 +18,7 @@ from qdesign import worker as qworker
 # grid must not also run the default digits studies); --config key=value
 # still edits whichever config is in use.
 _raw_config = (
-    workflow.config_settings.overwrite_config
-    if workflow.config_settings.configfiles
-    else config
+    workflow.config_settings.overwrite_config if workflow.config_settings.configfiles else config
 )
 try:
     _validated = qconfig.validate_config(_raw_config)
@@ -101,6 +99,24 @@ def all_targets():
     return out + ["results/report/provenance.html"]
 
 
+def figure_outputs(pattern, category):
+    """The figure files of one study, PNGs marked for the report."""
+    out = []
+    for name in FIGURES:
+        for ext in config["plots"]["formats"]:
+            path = pattern.replace("{figure}", name).replace("{ext}", ext)
+            if ext == "png":
+                path = report(
+                    path,
+                    caption=f"../report/{name}.rst",
+                    category=category,
+                    subcategory="figures",
+                    labels={"figure": name.replace("_", " ")},
+                )
+            out.append(path)
+    return out
+
+
 def reference_targets():
     """Figures of the shipped reference tables, reference/<profile>/<study>/."""
     found = glob_wildcards("reference/{profile}/{ref_study}/summary.parquet")
@@ -162,8 +178,9 @@ onstart:
         from qdesign import cli as qcli
 
         # from Snakemake's main thread: the worker dies with the thread that started it
-        _worker["proc"] = qworker.start("results/logs/worker.log", handler=qcli.WORKER_HANDLER,
-                                        preload=qcli.WORKER_PRELOAD)
+        _worker["proc"] = qworker.start(
+            "results/logs/worker.log", handler=qcli.WORKER_HANDLER, preload=qcli.WORKER_PRELOAD
+        )
 
 
 onsuccess:

@@ -3,25 +3,6 @@
 # captioned by workflow/report/<figure>.rst, in a category per study.
 
 
-def figure_outputs(pattern, category):
-    """The figure files of one study, PNGs marked for the report."""
-    out = []
-    for name in FIGURES:
-        for ext in config["plots"]["formats"]:
-            path = pattern.replace("{figure}", name).replace("{ext}", ext)
-            if ext == "png":
-                path = report(
-                    path,
-                    caption=f"../report/{name}.rst",
-                    category=category,
-                    subcategory="figures",
-                    labels={"figure": name.replace("_", " ")},
-                )
-            out.append(path)
-    return out
-
-
-
 # seconds of work: on a cluster it runs on the submitting node, not as a job
 localrules:
     figures,
@@ -39,17 +20,18 @@ rule figures:
         figure_outputs(layout.FIGURE, "{study}"),
     log:
         "results/logs/figures/{study}.log",
-    params:
-        formats=" ".join(config["plots"]["formats"]),
-        dpi=config["plots"]["dpi"],
+    conda:
+        "../../envs/qdesign.yaml"
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../../envs/qdesign.yaml"
+    params:
+        out_dir=lambda wc, output: os.path.dirname(output[0]),
+        formats=" ".join(config["plots"]["formats"]),
+        dpi=config["plots"]["dpi"],
     shell:
         "python -m qdesign figures --summary {input.summary} --ecr {input.ecr} "
-        "--frontier {input.frontier} --scaling {input.scaling} --out-dir $(dirname {output[0]}) "
+        "--frontier {input.frontier} --scaling {input.scaling} --out-dir {params.out_dir} "
         "--formats {params.formats} --dpi {params.dpi} > {log} 2>&1"
 
 

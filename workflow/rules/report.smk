@@ -43,10 +43,10 @@ rule report_provenance:
         ),
     log:
         "results/logs/report_provenance.log",
-    params:
-        config=lambda wc: qspecs.spec_json(config),
     conda:
         "../../envs/qdesign.yaml"
+    params:
+        config=lambda wc: qspecs.spec_json(config),
     shell:
         "python -m qdesign report-provenance --config-json {params.config:q} "
         "--summaries {input} --out {output} > {log} 2>&1"

@@ -14,17 +14,17 @@ rule retrain:
         "results/logs/retrain/{study}/{method}/b{bits}/w{width}-s{seed}.log",
     benchmark:
         "results/benchmarks/retrain/{study}/{method}/b{bits}/w{width}-s{seed}.tsv"
-    params:
-        spec=lambda wc: qspecs.quant_spec(
-            config, wc.study, wc.width, int(wc.bits), wc.seed, wc.method
-        ).to_json(),
+    conda:
+        "../../envs/qdesign.yaml"
     threads: job_threads
     resources:
         mem_mb=job_mem_mb,
         runtime=job_runtime("retrain"),
         gpu=job_gpu,
-    conda:
-        "../../envs/qdesign.yaml"
+    params:
+        spec=lambda wc: qspecs.quant_spec(
+            config, wc.study, wc.width, int(wc.bits), wc.seed, wc.method
+        ).to_json(),
     shell:
         "python -m qdesign retrain --spec {params.spec:q} --data {input.data} "
         "--float-checkpoint {input.float_model} --out-dir $(dirname {output.metrics}) "

@@ -12,16 +12,16 @@ rule train_float:
         "results/logs/train_float/{study}/w{width}-s{seed}.log",
     benchmark:
         "results/benchmarks/train_float/{study}/w{width}-s{seed}.tsv"
-    params:
-        # only what determines this network: edits elsewhere rerun nothing
-        spec=lambda wc: qspecs.float_spec(config, wc.study, wc.width, wc.seed).to_json(),
+    conda:
+        "../../envs/qdesign.yaml"
     threads: job_threads
     resources:
         mem_mb=job_mem_mb,
         runtime=job_runtime("float"),
         gpu=job_gpu,
-    conda:
-        "../../envs/qdesign.yaml"
+    params:
+        # only what determines this network: edits elsewhere rerun nothing
+        spec=lambda wc: qspecs.float_spec(config, wc.study, wc.width, wc.seed).to_json(),
     shell:
         "python -m qdesign train-float --spec {params.spec:q} --data {input.data} "
         "--out-dir $(dirname {output.metrics}) --threads {threads} > {log} 2>&1"

@@ -19,8 +19,6 @@ from ..io import torch_load_checked
 from . import packed
 
 
-
-
 @dataclass
 class Cell:
     """What export needs from a cell directory."""
@@ -59,8 +57,9 @@ class Cell:
         try:
             model.load_state_dict(self.checkpoint["state_dict"])
         except RuntimeError as exc:
-            raise CheckpointError(f"checkpoint {self.path / 'model.pt'} does not fit its model: "
-                                  f"{str(exc).splitlines()[0]}") from None
+            raise CheckpointError(
+                f"checkpoint {self.path / 'model.pt'} does not fit its model: {str(exc).splitlines()[0]}"
+            ) from None
         return model.eval()
 
 
@@ -72,10 +71,16 @@ def load_cell(cell_dir: str | Path) -> Cell:
     metrics_path = cell_dir / "metrics.parquet"
     if not metrics_path.is_file():
         raise CheckpointError(f"cell {cell_dir} has no metrics.parquet (unfinished cell?)")
-    ckpt = torch_load_checked(cell_dir / "model.pt", "checkpoint", CheckpointError,
-                              ("state_dict", "spec", "kind", "input_shape", "n_classes"), CHECKPOINT_VERSION)
+    ckpt = torch_load_checked(
+        cell_dir / "model.pt",
+        "checkpoint",
+        CheckpointError,
+        ("state_dict", "spec", "kind", "input_shape", "n_classes"),
+        CHECKPOINT_VERSION,
+    )
     if ckpt["kind"] not in ("float", "quantized") or (
-            ckpt["kind"] == "quantized" and any(k not in ckpt for k in ("float_spec", "bits", "codes"))):
+        ckpt["kind"] == "quantized" and any(k not in ckpt for k in ("float_spec", "bits", "codes"))
+    ):
         raise CheckpointError(f"corrupt checkpoint {cell_dir / 'model.pt'} (kind {ckpt['kind']!r} or its keys)")
     try:
         metrics = pd.read_parquet(metrics_path).iloc[0].to_dict()
@@ -133,22 +138,36 @@ def _weight_op(cell: Cell, name: str, m, entry) -> packed.Op:
     kind = packed.LINEAR if isinstance(m, nn.Linear) else packed.CONV2D
     padding = 0
     if kind == packed.CONV2D:
-        if m.stride != (1, 1) or m.dilation != (1, 1) or m.groups != 1 or m.padding_mode != "zeros" \
-                or isinstance(m.padding, str) or m.padding[0] != m.padding[1]:
+        if (
+            m.stride != (1, 1)
+            or m.dilation != (1, 1)
+            or m.groups != 1
+            or m.padding_mode != "zeros"
+            or isinstance(m.padding, str)
+            or m.padding[0] != m.padding[1]
+        ):
             raise ExportError(f"{cell.path}: convolution {name} is not stride 1, square-padded and ungrouped")
         padding = m.padding[0]
     if m.bias is None:
         raise ExportError(f"{cell.path}: layer {name} has no bias")
     weight = m.weight.detach().cpu().numpy().astype(np.float32)
-    op = packed.Op(kind, bits=FLOAT_BITS, padding=padding, shape=tuple(weight.shape), weight=weight,
-                   bias=m.bias.detach().cpu().numpy().astype(np.float32))
+    op = packed.Op(
+        kind,
+        bits=FLOAT_BITS,
+        padding=padding,
+        shape=tuple(weight.shape),
+        weight=weight,
+        bias=m.bias.detach().cpu().numpy().astype(np.float32),
+    )
     if entry is not None:
         op.bits = cell.bits
         op.codes = entry["codes"].cpu().numpy().astype(np.int16).reshape(op.shape)
         op.step = float(np.float32(entry["step"]))
         if not np.array_equal(op.codes.astype(np.float32) * np.float32(op.step), weight):
-            raise CheckpointError(f"corrupt checkpoint {cell.path / 'model.pt'}: layer {name}'s codes x step "
-                                  "differ from its baked weights")
+            raise CheckpointError(
+                f"corrupt checkpoint {cell.path / 'model.pt'}: layer {name}'s codes x step "
+                "differ from its baked weights"
+            )
     return op
 
 

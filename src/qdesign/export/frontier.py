@@ -58,12 +58,26 @@ def export_frontier(study_dir: str | Path, data_path: str | Path, out_dir: str |
             name = f"w{int(row['width'])}-b{int(row['bits'])}-s{int(row['seed'])}{suffix}"
             path = export_cell(cdir, fmt, out_dir / name)
             check = check_export(cdir, path, data_path, fmt)
-            records.append({"file": name, "format": fmt, "cell": str(cdir), "width": int(row["width"]),
-                            "bits": int(row["bits"]), "seed": int(row["seed"]), "bytes": check.file_bytes,
-                            "expected_bytes": check.expected_bytes, "memory_bits_total": check.memory_bits_total,
-                            "recorded_error": check.recorded_error, "export_error": check.export_error,
-                            "n_differ": check.n_differ, "n_test": check.n_test})
-            lines.append(f"{name}: {check.file_bytes} bytes, test error {check.export_error:.4f} "
-                         f"(recorded {check.recorded_error:.4f}), {check.n_differ} predictions differ")
+            records.append(
+                {
+                    "file": name,
+                    "format": fmt,
+                    "cell": str(cdir),
+                    "width": int(row["width"]),
+                    "bits": int(row["bits"]),
+                    "seed": int(row["seed"]),
+                    "bytes": check.file_bytes,
+                    "expected_bytes": check.expected_bytes,
+                    "memory_bits_total": check.memory_bits_total,
+                    "recorded_error": check.recorded_error,
+                    "export_error": check.export_error,
+                    "n_differ": check.n_differ,
+                    "n_test": check.n_test,
+                }
+            )
+            lines.append(
+                f"{name}: {check.file_bytes} bytes, test error {check.export_error:.4f} "
+                f"(recorded {check.recorded_error:.4f}), {check.n_differ} predictions differ"
+            )
     parquet_write_atomic(pd.DataFrame(records), out_dir / "manifest.parquet")
     return lines

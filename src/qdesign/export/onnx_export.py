@@ -44,15 +44,24 @@ def build_onnx(ops: list[packed.Op], input_shape, n_classes: int, name: str = "q
         elif op.kind == packed.RELU:
             nodes.append(helper.make_node("Relu", [h], [out]))
         elif op.kind in (packed.MAXPOOL, packed.AVGPOOL):
-            nodes.append(helper.make_node("MaxPool" if op.kind == packed.MAXPOOL else "AveragePool", [h], [out],
-                                          kernel_shape=[op.kernel] * 2, strides=[op.stride] * 2))
+            nodes.append(
+                helper.make_node(
+                    "MaxPool" if op.kind == packed.MAXPOOL else "AveragePool",
+                    [h],
+                    [out],
+                    kernel_shape=[op.kernel] * 2,
+                    strides=[op.stride] * 2,
+                )
+            )
         else:
             w = f"w{i}"
             if op.quantized:
                 dtype = np.int8 if op.bits <= 8 else np.int16
-                inits += [numpy_helper.from_array(op.codes.astype(dtype), f"w{i}_codes"),
-                          numpy_helper.from_array(np.array(op.step, dtype=np.float32), f"w{i}_scale"),
-                          numpy_helper.from_array(np.array(0, dtype=dtype), f"w{i}_zero")]
+                inits += [
+                    numpy_helper.from_array(op.codes.astype(dtype), f"w{i}_codes"),
+                    numpy_helper.from_array(np.array(op.step, dtype=np.float32), f"w{i}_scale"),
+                    numpy_helper.from_array(np.array(0, dtype=dtype), f"w{i}_zero"),
+                ]
                 nodes.append(helper.make_node("DequantizeLinear", [f"w{i}_codes", f"w{i}_scale", f"w{i}_zero"], [w]))
             else:
                 inits.append(numpy_helper.from_array(op.weight.astype(np.float32), w))
@@ -60,12 +69,24 @@ def build_onnx(ops: list[packed.Op], input_shape, n_classes: int, name: str = "q
             if op.kind == packed.LINEAR:
                 nodes.append(helper.make_node("Gemm", [h, w, f"b{i}"], [out], transB=1))
             else:
-                nodes.append(helper.make_node("Conv", [h, w, f"b{i}"], [out], kernel_shape=list(op.shape[2:]),
-                                              pads=[op.padding] * 4, strides=[1, 1]))
+                nodes.append(
+                    helper.make_node(
+                        "Conv",
+                        [h, w, f"b{i}"],
+                        [out],
+                        kernel_shape=list(op.shape[2:]),
+                        pads=[op.padding] * 4,
+                        strides=[1, 1],
+                    )
+                )
         h = out
     graph = helper.make_graph(
-        nodes, name, [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["N", *map(int, input_shape)])],
-        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["N", int(n_classes)])], inits)
+        nodes,
+        name,
+        [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["N", *map(int, input_shape)])],
+        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["N", int(n_classes)])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="qdesign")
     model.ir_version = 10  # opset 21's IR version; ONNX Runtime accepts it
     onnx.checker.check_model(model, full_check=True)
@@ -81,5 +102,5 @@ def onnx_logits(path, x, batch_size: int = 1024) -> np.ndarray:
     opts.inter_op_num_threads = 1
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     x = np.ascontiguousarray(x, dtype=np.float32)
-    outs = [sess.run([OUTPUT], {INPUT: x[i:i + batch_size]})[0] for i in range(0, x.shape[0], batch_size)]
+    outs = [sess.run([OUTPUT], {INPUT: x[i : i + batch_size]})[0] for i in range(0, x.shape[0], batch_size)]
     return np.concatenate(outs) if outs else np.zeros((0, 0), dtype=np.float32)

@@ -42,8 +42,14 @@ FLOAT_BITS = 32  # qdesign.constants.FLOAT_BITS; not imported to keep this modul
 MAX_PACKED_BITS = 16
 
 FLATTEN, RELU, MAXPOOL, AVGPOOL, LINEAR, CONV2D = range(6)
-OP_NAMES = {FLATTEN: "flatten", RELU: "relu", MAXPOOL: "maxpool", AVGPOOL: "avgpool", LINEAR: "linear",
-            CONV2D: "conv2d"}
+OP_NAMES = {
+    FLATTEN: "flatten",
+    RELU: "relu",
+    MAXPOOL: "maxpool",
+    AVGPOOL: "avgpool",
+    LINEAR: "linear",
+    CONV2D: "conv2d",
+}
 _WEIGHT_OPS = (LINEAR, CONV2D)
 
 
@@ -61,8 +67,9 @@ def max_level(bits: int) -> int:
 
 def _check_bits(bits: int) -> int:
     if not 1 <= int(bits) <= MAX_PACKED_BITS:
-        raise PackedFormatError(f"the packed format holds 1..{MAX_PACKED_BITS}-bit codes or 32-bit floats, "
-                                f"not {bits} bits")
+        raise PackedFormatError(
+            f"the packed format holds 1..{MAX_PACKED_BITS}-bit codes or 32-bit floats, not {bits} bits"
+        )
     return int(bits)
 
 
@@ -95,9 +102,9 @@ def unpack_codes(data: bytes, n: int, bits: int) -> np.ndarray:
     if len(data) != packed_code_bytes(n, bits):
         raise PackedFormatError(f"{n} {bits}-bit codes need {packed_code_bytes(n, bits)} bytes, got {len(data)}")
     stream = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little")
-    if stream[n * bits:].any():
+    if stream[n * bits :].any():
         raise PackedFormatError("non-zero padding bits after the codes")
-    u = stream[:n * bits].reshape(n, bits).astype(np.int32) @ (1 << np.arange(bits, dtype=np.int32))
+    u = stream[: n * bits].reshape(n, bits).astype(np.int32) @ (1 << np.arange(bits, dtype=np.int32))
     k = max_level(bits)
     if bits == 1:
         return (2 * u - 1).astype(np.int16)
@@ -164,7 +171,7 @@ def encode(ops: list[Op], input_shape: tuple[int, int, int], n_classes: int) -> 
     if len(input_shape) != 3:
         raise PackedFormatError(f"input shape must be (C, H, W), got {tuple(input_shape)}")
     for v in (len(ops), n_classes, *input_shape):
-        if not 0 <= int(v) < 2 ** 16:
+        if not 0 <= int(v) < 2**16:
             raise PackedFormatError(f"header value {v} does not fit in 16 bits")
     parts = [HEADER.pack(MAGIC, VERSION, len(ops), int(n_classes), *(int(v) for v in input_shape))]
     for op in ops:
@@ -217,7 +224,7 @@ class PackedNetwork:
         x = np.asarray(x)
         if tuple(x.shape[1:]) != tuple(self.input_shape):
             raise ValueError(f"input must have shape (N, {', '.join(map(str, self.input_shape))}), got {x.shape}")
-        outs = [self._forward(x[i:i + batch_size].astype(np.float64)) for i in range(0, x.shape[0], batch_size)]
+        outs = [self._forward(x[i : i + batch_size].astype(np.float64)) for i in range(0, x.shape[0], batch_size)]
         return np.concatenate(outs) if outs else np.zeros((0, self.n_classes))
 
     def predict(self, x, batch_size: int = 1024) -> np.ndarray:
@@ -285,7 +292,7 @@ def decode(data: bytes) -> PackedNetwork:
         nonlocal pos
         if pos + n > len(body):
             raise PackedFormatError("truncated packed file")
-        chunk = body[pos:pos + n]
+        chunk = body[pos : pos + n]
         pos += n
         return chunk
 
@@ -294,8 +301,9 @@ def decode(data: bytes) -> PackedNetwork:
         if kind not in OP_NAMES:
             raise PackedFormatError(f"unknown op code {kind}")
         if kind not in _WEIGHT_OPS:
-            ops.append(Op(kind, kernel=a if kind in (MAXPOOL, AVGPOOL) else 0,
-                          stride=b if kind in (MAXPOOL, AVGPOOL) else 0))
+            ops.append(
+                Op(kind, kernel=a if kind in (MAXPOOL, AVGPOOL) else 0, stride=b if kind in (MAXPOOL, AVGPOOL) else 0)
+            )
             continue
         out_f, in_f, kh, kw = SHAPE.unpack(take(SHAPE.size))
         shape = (out_f, in_f) if kind == LINEAR else (out_f, in_f, kh, kw)

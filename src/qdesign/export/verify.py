@@ -77,7 +77,7 @@ def torch_logits(cell: Cell, x: np.ndarray) -> np.ndarray:
         model.to(memory_format=torch.channels_last)
         xt = xt.contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
-        outs = [model(xt[i:i + EVAL_BATCH]) for i in range(0, xt.shape[0], EVAL_BATCH)]
+        outs = [model(xt[i : i + EVAL_BATCH]) for i in range(0, xt.shape[0], EVAL_BATCH)]
     return torch.cat(outs).numpy()
 
 
@@ -92,8 +92,14 @@ def export_logits(fmt: str, path: str | Path, x: np.ndarray) -> np.ndarray:
     return onnx_logits(path, x)
 
 
-def verify_export(cell_dir: str | Path, path: str | Path, data_path: str | Path, fmt: str | None = None,
-                  cell: Cell | None = None, torch_out: np.ndarray | None = None) -> ExportCheck:
+def verify_export(
+    cell_dir: str | Path,
+    path: str | Path,
+    data_path: str | Path,
+    fmt: str | None = None,
+    cell: Cell | None = None,
+    torch_out: np.ndarray | None = None,
+) -> ExportCheck:
     """Run an exported file on the cell's test set and compare it with the cell.
 
     ``fmt`` defaults from the suffix (.onnx -> onnx, else packed). Returns an
@@ -112,7 +118,9 @@ def verify_export(cell_dir: str | Path, path: str | Path, data_path: str | Path,
     ref_pred, got_pred = ref.argmax(axis=1), got.argmax(axis=1)
     n = int(y.shape[0])
     return ExportCheck(
-        fmt=fmt, path=str(path), n_test=n,
+        fmt=fmt,
+        path=str(path),
+        n_test=n,
         recorded_error=float(cell.metrics["test_error"]),
         torch_error=float((ref_pred != y).sum()) / max(1, n),
         export_error=float((got_pred != y).sum()) / max(1, n),
@@ -128,11 +136,20 @@ def check_export(cell_dir: str | Path, path: str | Path, data_path: str | Path, 
     """:func:`verify_export`, raising a one-line ExportError unless it passes."""
     res = verify_export(cell_dir, path, data_path, fmt)
     if not res.ok:
-        raise ExportError(f"{path}: export check failed ({res.n_differ} of {res.n_test} predictions differ, "
-                          f"error {res.export_error} vs recorded {res.recorded_error}, "
-                          f"{res.file_bytes} bytes vs expected {res.expected_bytes})")
+        raise ExportError(
+            f"{path}: export check failed ({res.n_differ} of {res.n_test} predictions differ, "
+            f"error {res.export_error} vs recorded {res.recorded_error}, "
+            f"{res.file_bytes} bytes vs expected {res.expected_bytes})"
+        )
     return res
 
 
-__all__ = ["CheckpointError", "ExportCheck", "check_export", "expected_packed_bytes", "cell_test_data",
-           "torch_logits", "verify_export"]
+__all__ = [
+    "CheckpointError",
+    "ExportCheck",
+    "check_export",
+    "expected_packed_bytes",
+    "cell_test_data",
+    "torch_logits",
+    "verify_export",
+]

@@ -30,8 +30,8 @@ from .layers import (
 )
 from .lsq import LearnedQuantConv2d, LearnedQuantLinear, lsq_grad_scale, quantize_lsq, to_learned
 from .primitives import check_bits, dequantize, max_level, quantization_error, quantize, quantize_codes
-from .step_search import l2_optimal_step
 from .ste import quantize_ste
+from .step_search import l2_optimal_step
 
 __all__ = [
     "LearnedQuantConv2d",

@@ -21,6 +21,8 @@ from ..models import weight_modules
 from .primitives import check_bits, dequantize, quantize, quantize_codes
 from .ste import quantize_ste
 from .step_search import l2_optimal_step
+
+
 class _QuantWeight:
     """Mixin: the ``weight`` parameter is the float shadow; the forward pass sees
     ``quantize(weight, bits, step)``. ``step`` is a buffer (saved in state_dict)."""
@@ -55,8 +57,9 @@ class _QuantWeight:
 class QuantLinear(_QuantWeight, nn.Linear):
     """``nn.Linear`` whose forward pass uses b-bit weights (float bias)."""
 
-    def __init__(self, in_features, out_features, bias=True, *, bits: int, init_step: bool = True,
-                 device=None, dtype=None):
+    def __init__(
+        self, in_features, out_features, bias=True, *, bits: int, init_step: bool = True, device=None, dtype=None
+    ):
         nn.Linear.__init__(self, in_features, out_features, bias=bias, device=device, dtype=dtype)
         self._init_quant(bits, init_step)
 
@@ -77,13 +80,31 @@ class QuantConv2d(_QuantWeight, nn.Conv2d):
 
 def _quant_clone(layer: nn.Module, bits: int) -> nn.Module:
     if isinstance(layer, nn.Linear):
-        q = QuantLinear(layer.in_features, layer.out_features, layer.bias is not None, bits=bits,
-                        init_step=False, device=layer.weight.device, dtype=layer.weight.dtype)
+        q = QuantLinear(
+            layer.in_features,
+            layer.out_features,
+            layer.bias is not None,
+            bits=bits,
+            init_step=False,
+            device=layer.weight.device,
+            dtype=layer.weight.dtype,
+        )
     else:
-        q = QuantConv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
-                        layer.padding, layer.dilation, layer.groups, layer.bias is not None,
-                        layer.padding_mode, bits=bits, init_step=False, device=layer.weight.device,
-                        dtype=layer.weight.dtype)
+        q = QuantConv2d(
+            layer.in_channels,
+            layer.out_channels,
+            layer.kernel_size,
+            layer.stride,
+            layer.padding,
+            layer.dilation,
+            layer.groups,
+            layer.bias is not None,
+            layer.padding_mode,
+            bits=bits,
+            init_step=False,
+            device=layer.weight.device,
+            dtype=layer.weight.dtype,
+        )
     with torch.no_grad():
         q.weight.copy_(layer.weight)
         if layer.bias is not None:
@@ -193,12 +214,27 @@ def bake(model: nn.Module) -> nn.Module:
     plain = copy.deepcopy(model)
     for name, layer in quantized_layers(plain):
         if isinstance(layer, nn.Linear):
-            new = nn.Linear(layer.in_features, layer.out_features, layer.bias is not None,
-                            device=layer.weight.device, dtype=layer.weight.dtype)
+            new = nn.Linear(
+                layer.in_features,
+                layer.out_features,
+                layer.bias is not None,
+                device=layer.weight.device,
+                dtype=layer.weight.dtype,
+            )
         else:
-            new = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
-                            layer.padding, layer.dilation, layer.groups, layer.bias is not None,
-                            layer.padding_mode, device=layer.weight.device, dtype=layer.weight.dtype)
+            new = nn.Conv2d(
+                layer.in_channels,
+                layer.out_channels,
+                layer.kernel_size,
+                layer.stride,
+                layer.padding,
+                layer.dilation,
+                layer.groups,
+                layer.bias is not None,
+                layer.padding_mode,
+                device=layer.weight.device,
+                dtype=layer.weight.dtype,
+            )
         with torch.no_grad():
             new.weight.copy_(quantize(layer.weight, layer.bits, layer.step))
             if layer.bias is not None:

@@ -132,8 +132,9 @@ class _LearnedStep:
         self.log_step.zero_()
 
     def quantized_weight(self) -> torch.Tensor:
-        return _QuantizeLSQLog.apply(self.weight, self.log_step, self.step0, self.rate, self.bits,
-                                     lsq_grad_scale(self.weight.numel(), self.bits))
+        return _QuantizeLSQLog.apply(
+            self.weight, self.log_step, self.step0, self.rate, self.bits, lsq_grad_scale(self.weight.numel(), self.bits)
+        )
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, learned step, rate={self.rate:g}"
@@ -149,13 +150,31 @@ class LearnedQuantConv2d(_LearnedStep, QuantConv2d):
 
 def _learned_clone(layer, rate: float):
     if isinstance(layer, nn.Linear):
-        new = LearnedQuantLinear(layer.in_features, layer.out_features, layer.bias is not None, bits=layer.bits,
-                                 init_step=False, device=layer.weight.device, dtype=layer.weight.dtype)
+        new = LearnedQuantLinear(
+            layer.in_features,
+            layer.out_features,
+            layer.bias is not None,
+            bits=layer.bits,
+            init_step=False,
+            device=layer.weight.device,
+            dtype=layer.weight.dtype,
+        )
     else:
-        new = LearnedQuantConv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
-                                 layer.padding, layer.dilation, layer.groups, layer.bias is not None,
-                                 layer.padding_mode, bits=layer.bits, init_step=False,
-                                 device=layer.weight.device, dtype=layer.weight.dtype)
+        new = LearnedQuantConv2d(
+            layer.in_channels,
+            layer.out_channels,
+            layer.kernel_size,
+            layer.stride,
+            layer.padding,
+            layer.dilation,
+            layer.groups,
+            layer.bias is not None,
+            layer.padding_mode,
+            bits=layer.bits,
+            init_step=False,
+            device=layer.weight.device,
+            dtype=layer.weight.dtype,
+        )
     new.rate = float(rate)
     with torch.no_grad():
         new.weight.copy_(layer.weight)

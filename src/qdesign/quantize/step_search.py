@@ -196,4 +196,3 @@ def l2_optimal_step(
     if sm.max == 0.0:
         return 1.0
     return _branch_and_bound(sm, max_level(bits), rtol, max_rounds)[0]
-
