@@ -18,7 +18,9 @@ from qdesign.plots import (
     plot_error_vs_weights,
     plot_retrain_gap,
 )
-from qdesign.registry import FIGURES
+from qdesign.registry import FIGURES, SCALING_FIGURES
+
+TABLE_FIGURES = [n for n in FIGURES if n not in SCALING_FIGURES]
 
 WIDTHS = (8, 16, 32, 64, 128, 256)
 BITS = (2, 3, 4, 8, 32)
@@ -151,8 +153,8 @@ def test_synthetic_ecr_has_bounds(tables):
 def test_figures_writes_png_and_pdf(tables, tmp_path):
     s, e, f = tables
     paths = figures(s, e, f, tmp_path / "figs", formats=("png", "pdf"), dpi=80)
-    expected = {tmp_path / "figs" / f"{n}.{fmt}" for n in FIGURES for fmt in ("png", "pdf")}
-    assert set(paths) == expected and len(paths) == 2 * len(FIGURES)
+    expected = {tmp_path / "figs" / f"{n}.{fmt}" for n in TABLE_FIGURES for fmt in ("png", "pdf")}
+    assert set(paths) == expected and len(paths) == 2 * len(TABLE_FIGURES)
     for p in paths:
         data = p.read_bytes()
         assert len(data) > 1000
@@ -185,7 +187,7 @@ def test_figures_edge_cases(tmp_path):
     e.loc[e["bits"] == 8, "ecr_bound"] = "lower"
     f = synthetic_frontier(e)
     paths = figures(s, e, f, tmp_path, formats=("png",))
-    assert len(paths) == len(FIGURES) and all(p.stat().st_size > 0 for p in paths)
+    assert len(paths) == len(TABLE_FIGURES) and all(p.stat().st_size > 0 for p in paths)
 
 
 def test_no_pyplot_figures_leak(tables, tmp_path):

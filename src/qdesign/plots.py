@@ -145,7 +145,7 @@ def _bits_order(bits: Iterable) -> list[int]:
     return sorted({int(b) for b in bits}, key=lambda b: (b >= FLOAT_BITS, b))
 
 
-def _width_label(df: pd.DataFrame) -> str:
+def width_label(df: pd.DataFrame) -> str:
     models = set(df["model"].dropna().astype(str).str.lower()) if "model" in df.columns else set()
     if models == {"fcdnn"}:
         return "Width (units per hidden layer)"
@@ -435,7 +435,7 @@ def plot_ecr_vs_width(ecr: pd.DataFrame, ax, styles: Mapping | None = None):
     _width_axis(ax, ecr["width"].dropna())
     if not _maybe_log_y(ax, np.r_[q["ecr"].to_numpy(float), 1.0]):
         ax.yaxis.set_major_formatter(FuncFormatter(_fmt_g))
-    ax.set_xlabel(_width_label(ecr))
+    ax.set_xlabel(width_label(ecr))
     ax.set_ylabel("Effective compression ratio (×)")
 
     handles = [
@@ -552,7 +552,7 @@ def plot_retrain_gap(summary: pd.DataFrame, ax, styles: Mapping | None = None):
         ax.yaxis.set_major_locator(FixedLocator(np.sort(ticks[(ticks >= y0) & (ticks <= y1)])))
         ax.yaxis.set_major_formatter(FuncFormatter(_fmt_g))
         ax.yaxis.set_minor_locator(NullLocator())
-    ax.set_xlabel(_width_label(summary))
+    ax.set_xlabel(width_label(summary))
     ax.set_ylabel("Error above float (percentage points" + (", symlog)" if symlog else ")"))
 
     handles = [
@@ -637,7 +637,7 @@ def plot_method_comparison(summary: pd.DataFrame, ax, styles: Mapping | None = N
             )
     _width_axis(ax, means["width"])
     _maybe_log_y(ax, 100 * means["test_error"])
-    ax.set_xlabel(_width_label(summary))
+    ax.set_xlabel(width_label(summary))
     ax.set_ylabel("Test error after retraining (%)")
     handles = [
         Line2D([], [], color=styles[b]["color"], marker=styles[b]["marker"], ms=4, lw=1.3, label=styles[b]["label"])

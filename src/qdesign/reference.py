@@ -17,7 +17,7 @@ from pathlib import Path
 from .registry import TABLES  # noqa: E402 - one definition of the table names
 
 
-def _git_commit(repo: Path) -> str | None:
+def git_commit(repo: Path) -> str | None:
     try:
         out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
     except OSError:
@@ -75,7 +75,7 @@ def export_reference(
         "config": str(config_path),
         "config_sha256": hashlib.sha256(raw).hexdigest(),
         "qdesign_version": __version__,
-        "git_commit": _git_commit(config_path.resolve().parent),
+        "git_commit": git_commit(config_path.resolve().parent),
         "python": platform.python_version(),
         "machine": platform.machine(),
         "processor": platform.processor(),

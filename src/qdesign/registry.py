@@ -108,5 +108,6 @@ FIGURES: tuple[str, ...] = (
     "scaling_fit",  # needs scaling.parquet (qdesign.scaling)
     "ecr_bands",
 )
+SCALING_FIGURES: tuple[str, ...] = ("scaling_fit", "ecr_bands")  # drawn only from a scaling.parquet
 """Per-study figures, results/<study>/figures/<name>.<format>; drawn by
 :func:`qdesign.plots.figures`, captioned in workflow/report/<name>.rst."""

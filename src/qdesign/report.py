@@ -11,11 +11,11 @@ import hashlib
 import html
 import json
 import platform
-import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
 from . import __version__
+from .reference import git_commit
 
 _CSS = (
     "body{font-family:sans-serif;max-width:70em;margin:1em auto;color:#222}"
@@ -85,14 +85,6 @@ def tables_html(summary, ecr, frontier, study: str) -> str:
     return _page(f"{study}: tables", "".join(body))
 
 
-def _git_commit(repo: Path) -> str | None:
-    try:
-        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-    except OSError:
-        return None
-    return out.stdout.strip() or None
-
-
 def provenance_html(config: Mapping, repo: Path, summaries: Mapping[str, object]) -> str:
     """The config the run used, its hash, the software versions and the commit."""
     import yaml  # noqa: PLC0415
@@ -113,7 +105,7 @@ def provenance_html(config: Mapping, repo: Path, summaries: Mapping[str, object]
         for name, s in summaries.items()
     )
     body = (
-        f"<p>git commit <code>{html.escape(str(_git_commit(repo)))}</code>; config SHA-256 "
+        f"<p>git commit <code>{html.escape(str(git_commit(repo)))}</code>; config SHA-256 "
         f"(canonical JSON) <code>{digest}</code></p>"
         f"<table><caption>Software</caption>{rows}</table>"
         f"<table><caption>Studies</caption>{studies}</table>"

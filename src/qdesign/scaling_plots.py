@@ -18,7 +18,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from .constants import FLOAT_BITS
-from .plots import bits_styles
+from .plots import bits_styles, width_label
 from .scaling import law_from_table
 
 __all__ = ["figure_ecr_bands", "figure_scaling_fit", "plot_ecr_bands", "plot_scaling_fit"]
@@ -48,15 +48,6 @@ def _fmt_si(value, _pos=None) -> str:
         if value >= scale:
             return f"{value / scale:g}{suffix}"
     return f"{value:g}"
-
-
-def _width_label(df: pd.DataFrame) -> str:
-    models = set(df["model"].dropna().astype(str).str.lower()) if "model" in df.columns else set()
-    if models == {"fcdnn"}:
-        return "Width (units per hidden layer)"
-    if models == {"cnn"}:
-        return "Width (feature maps in first conv block)"
-    return "Width (units per hidden layer / first-block feature maps)"
 
 
 def _plain_log_axis(axis):
@@ -161,7 +152,7 @@ def plot_ecr_bands(ecr_df: pd.DataFrame, scaling_df: pd.DataFrame, ax, styles: M
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_yscale("log")
     _plain_log_axis(ax.yaxis)
-    ax.set_xlabel(_width_label(ecr_df))
+    ax.set_xlabel(width_label(ecr_df))
     ax.set_ylabel("ECR (float-equivalent memory / memory)")
     level = scaling_df["level"].dropna()
     pct = f"{100 * float(level.iloc[0]):.0f}% " if len(level) else ""

@@ -78,19 +78,17 @@ class QuantConv2d(_QuantWeight, nn.Conv2d):
         return self._conv_forward(x, self.quantized_weight(), self.bias)
 
 
-def _quant_clone(layer: nn.Module, bits: int) -> nn.Module:
+def clone_layer(layer: nn.Module, linear_cls, conv_cls, weight: torch.Tensor | None = None, **kwargs) -> nn.Module:
+    """A new ``linear_cls`` or ``conv_cls`` with ``layer``'s geometry, device and
+    dtype, its bias and ``weight`` (default: ``layer.weight``) copied in.
+    ``kwargs`` go to the constructor (e.g. ``bits=``). One place for what the
+    quantized, learned and baked versions of a layer share."""
+    common = dict(device=layer.weight.device, dtype=layer.weight.dtype, **kwargs)
+    has_bias = layer.bias is not None
     if isinstance(layer, nn.Linear):
-        q = QuantLinear(
-            layer.in_features,
-            layer.out_features,
-            layer.bias is not None,
-            bits=bits,
-            init_step=False,
-            device=layer.weight.device,
-            dtype=layer.weight.dtype,
-        )
+        new = linear_cls(layer.in_features, layer.out_features, has_bias, **common)
     else:
-        q = QuantConv2d(
+        new = conv_cls(
             layer.in_channels,
             layer.out_channels,
             layer.kernel_size,
@@ -98,18 +96,19 @@ def _quant_clone(layer: nn.Module, bits: int) -> nn.Module:
             layer.padding,
             layer.dilation,
             layer.groups,
-            layer.bias is not None,
+            has_bias,
             layer.padding_mode,
-            bits=bits,
-            init_step=False,
-            device=layer.weight.device,
-            dtype=layer.weight.dtype,
+            **common,
         )
     with torch.no_grad():
-        q.weight.copy_(layer.weight)
-        if layer.bias is not None:
-            q.bias.copy_(layer.bias)
-    return q
+        new.weight.copy_(layer.weight if weight is None else weight)
+        if has_bias:
+            new.bias.copy_(layer.bias)
+    return new
+
+
+def _quant_clone(layer: nn.Module, bits: int) -> nn.Module:
+    return clone_layer(layer, QuantLinear, QuantConv2d, bits=bits, init_step=False)
 
 
 def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -213,31 +212,7 @@ def bake(model: nn.Module) -> nn.Module:
     weights of ``model``: the network that is evaluated and exported."""
     plain = copy.deepcopy(model)
     for name, layer in quantized_layers(plain):
-        if isinstance(layer, nn.Linear):
-            new = nn.Linear(
-                layer.in_features,
-                layer.out_features,
-                layer.bias is not None,
-                device=layer.weight.device,
-                dtype=layer.weight.dtype,
-            )
-        else:
-            new = nn.Conv2d(
-                layer.in_channels,
-                layer.out_channels,
-                layer.kernel_size,
-                layer.stride,
-                layer.padding,
-                layer.dilation,
-                layer.groups,
-                layer.bias is not None,
-                layer.padding_mode,
-                device=layer.weight.device,
-                dtype=layer.weight.dtype,
-            )
         with torch.no_grad():
-            new.weight.copy_(quantize(layer.weight, layer.bits, layer.step))
-            if layer.bias is not None:
-                new.bias.copy_(layer.bias)
+            new = clone_layer(layer, nn.Linear, nn.Conv2d, weight=quantize(layer.weight, layer.bits, layer.step))
         _set_submodule(plain, name, new)
     return plain

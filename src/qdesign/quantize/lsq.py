@@ -26,7 +26,7 @@ import math
 import torch
 from torch import nn
 
-from .layers import QuantConv2d, QuantLinear, _set_submodule, quantized_layers
+from .layers import QuantConv2d, QuantLinear, _set_submodule, clone_layer, quantized_layers
 from .primitives import check_bits, dequantize, max_level, quantize_codes
 
 DEFAULT_RATE = 10.0
@@ -149,37 +149,8 @@ class LearnedQuantConv2d(_LearnedStep, QuantConv2d):
 
 
 def _learned_clone(layer, rate: float):
-    if isinstance(layer, nn.Linear):
-        new = LearnedQuantLinear(
-            layer.in_features,
-            layer.out_features,
-            layer.bias is not None,
-            bits=layer.bits,
-            init_step=False,
-            device=layer.weight.device,
-            dtype=layer.weight.dtype,
-        )
-    else:
-        new = LearnedQuantConv2d(
-            layer.in_channels,
-            layer.out_channels,
-            layer.kernel_size,
-            layer.stride,
-            layer.padding,
-            layer.dilation,
-            layer.groups,
-            layer.bias is not None,
-            layer.padding_mode,
-            bits=layer.bits,
-            init_step=False,
-            device=layer.weight.device,
-            dtype=layer.weight.dtype,
-        )
+    new = clone_layer(layer, LearnedQuantLinear, LearnedQuantConv2d, bits=layer.bits, init_step=False)
     new.rate = float(rate)
-    with torch.no_grad():
-        new.weight.copy_(layer.weight)
-        if layer.bias is not None:
-            new.bias.copy_(layer.bias)
     new.set_step(float(layer.step))
     return new
 
