@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .constants import FLOAT_BITS
+
 MIN_LOSS = 0.005  # direct-quantization loss (0.5 points) below which "recovered" is not computed
 
 
@@ -25,15 +27,15 @@ def _pct(x: float) -> str:
 
 
 def _bits_label(b) -> str:
-    return "float" if int(b) >= 32 else f"{int(b)}-bit"
+    return "float" if int(b) >= FLOAT_BITS else f"{int(b)}-bit"
 
 
 def gap_table(summary: pd.DataFrame) -> pd.DataFrame:
     """Per width and bits: mean float, direct and retrained test error over seeds,
     and the share of the direct-quantization loss that retraining recovers."""
-    fl = summary[summary.bits >= 32].groupby("width")["test_error"].mean().rename("float_error")
+    fl = summary[summary.bits >= FLOAT_BITS].groupby("width")["test_error"].mean().rename("float_error")
     q = (
-        summary[summary.bits < 32]
+        summary[summary.bits < FLOAT_BITS]
         .groupby(["width", "bits"])
         .agg(retrained=("test_error", "mean"), direct=("direct_test_error", "mean"))
         .reset_index()
@@ -57,7 +59,7 @@ def finding_a(summary: pd.DataFrame, bits: int = 2) -> str:
 
 
 def finding_b(ecr: pd.DataFrame) -> str:
-    q = ecr[ecr.bits < 32]
+    q = ecr[ecr.bits < FLOAT_BITS]
     lines = [
         "| bits | ECR median over widths | min | max | widths with ECR > 1 | bounds |",
         "|---:|---:|---:|---:|---:|---|",

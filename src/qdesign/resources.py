@@ -26,14 +26,10 @@ from collections.abc import Mapping
 
 from .architecture import forward_macs, layer_specs, n_params
 from .architecture import training_flops_per_example as training_flops_per_example  # re-exported
+from .registry import DATASETS
 
-# (examples in train pool + test, input shape) of each dataset
-DATASET_SHAPES = {
-    "digits": (1797, (1, 8, 8)),
-    "mnist": (70000, (1, 28, 28)),
-    "fashion-mnist": (70000, (1, 28, 28)),
-    "cifar10": (60000, (3, 32, 32)),
-}
+# (examples in train pool + test, input shape) of each dataset, from the registry
+DATASET_SHAPES = {name: (d.n_examples, d.input_shape) for name, d in DATASETS.items()}
 N_CLASSES = 10
 EVAL_BATCH = 2048  # qdesign.train.evaluate's batch size (a test checks they agree)
 
@@ -114,7 +110,7 @@ def job_seconds(study: Mapping, width: int, phase: str, device: str, threads: in
 
 
 def _test_size(dataset: str) -> int:
-    return {"digits": 360, "mnist": 10000, "fashion-mnist": 10000, "cifar10": 10000}[dataset]
+    return DATASETS[dataset].n_test
 
 
 def runtime_min(study: Mapping, width: int, phase: str, device: str, threads: int, attempt: int = 1) -> int:
