@@ -21,8 +21,9 @@ import pandas as pd
 import torch
 
 from qdesign.architecture import training_flops_per_example
-from qdesign.cells import run_float
-from qdesign.config import float_spec, validate_config
+from qdesign.cells import train_float
+from qdesign.config import validate_config
+from qdesign.specs import float_spec
 from qdesign.data import write_prepared
 from qdesign.resources import DATASET_SHAPES, job_peak_mb
 
@@ -94,7 +95,7 @@ def main() -> None:
             write_prepared(fake_payload(args.dataset, args.n_train, args.n_test), data)
             n_pool = args.n_train + args.n_test
         spec = float_spec(cfg, "s", args.width, 0)
-        run_float(spec, data, Path(tmp) / "cell", threads=args.threads)
+        train_float(spec, data, Path(tmp) / "cell", threads=args.threads)
         row = pd.read_parquet(Path(tmp) / "cell" / "metrics.parquet").iloc[0]
     shape = DATASET_SHAPES[args.dataset][1]
     flops = training_flops_per_example(model, args.width, shape) * int(row["n_train"]) * int(row["epochs_run"])

@@ -198,7 +198,7 @@ def test_requested_resources_fit_what_jobs_used(runs):
 def test_failing_job_is_reported_as_failed(runs):
     work = runs["remote"]
     (work / "results" / "s" / "float" / "w8-s0" / "model.pt").write_bytes(b"corrupt")
-    target = "results/s/b2/w8-s0/metrics.parquet"
+    target = "results/s/fixed/b2/w8-s0/metrics.parquet"
     res = on_slurm(work, runs["config"], target, "--forcerun", target)
     out = res.stdout + res.stderr
     assert res.returncode != 0

@@ -46,6 +46,7 @@ def test_default_config_dry_run_job_counts(tmp_path):
         "retrain": 198,
         "aggregate": 2,
         "figures": 2,
+        "scaling": 2,
         "report_tables": 2,
         "report_provenance": 1,
         "all": 1,
@@ -143,7 +144,15 @@ def test_adding_bits_trains_no_float_model(tiny_run):
     edited = {**studies, "fc": {**studies["fc"], "bits": [2, 3, 4]}}
     cfg = write_config(work / "more-bits.yaml", edited, plots={"formats": ["png"]})
     counts = job_counts(smk(work, "-n", "--configfile", str(cfg)).stdout)
-    assert counts == {"retrain": 2, "aggregate": 1, "figures": 1, "report_tables": 1, "report_provenance": 1, "all": 1}
+    assert counts == {
+        "retrain": 2,
+        "aggregate": 1,
+        "scaling": 1,
+        "figures": 1,
+        "report_tables": 1,
+        "report_provenance": 1,
+        "all": 1,
+    }
 
 
 def test_a_lost_cell_is_rebuilt(tiny_run):
