@@ -203,10 +203,10 @@ def test_failing_job_is_reported_as_failed(runs):
     out = res.stdout + res.stderr
     assert res.returncode != 0
     assert "SLURM-job" in out and "failed" in out and "FAILED" in out
-    log = (work / "results" / "logs" / "retrain" / "s" / "b2" / "w8-s0.log").read_text()
+    log = (work / "results" / "logs" / "retrain" / "s" / "fixed" / "b2" / "w8-s0.log").read_text()
     assert "qdesign: error: corrupt checkpoint" in log
     # the failed cell left no output a later run would trust
-    assert not (work / "results" / "s" / "b2" / "w8-s0" / "metrics.parquet").exists()
+    assert not (work / "results" / "s" / "fixed" / "b2" / "w8-s0" / "metrics.parquet").exists()
 
 
 def test_scancel_of_a_running_job_ends_the_run_with_a_failure(cluster, tmp_path):
