@@ -23,9 +23,9 @@ import torch
 from qdesign.architecture import training_flops_per_example
 from qdesign.cells import train_float
 from qdesign.config import validate_config
-from qdesign.specs import float_spec
 from qdesign.data import write_prepared
 from qdesign.resources import DATASET_SHAPES, job_peak_mb
+from qdesign.specs import float_spec
 
 MODELS = {
     "fcdnn": {"type": "fcdnn", "depth": 2, "widths": [8], "dropout": 0.0},
