@@ -153,3 +153,25 @@ def test_requested_memory_is_within_a_small_factor_of_the_measured_peak(args):
         m = measure(*args, "--epochs", "1")
     assert 0.8 <= peak / m["max_rss_mb"] <= 2.0, (peak, m, first)
     assert 1.0 <= requested / m["max_rss_mb"] <= 4.0, (requested, m, first)
+
+
+def test_peak_memory_is_the_jobs_own_not_its_parents():
+    """ru_maxrss survives execve: a job spawned by a big parent (pytest, snakemake)
+    would report the parent's peak (seen in CI: 2 GB for an 0.8 GB job)."""
+    parent = (
+        "import subprocess, sys\n"
+        "x = bytearray(1024 * 2**20)\n"
+        "for i in range(0, len(x), 4096): x[i] = 1\n"
+        "child = 'from qdesign.cells import peak_rss_mb; print(peak_rss_mb())'\n"
+        "print(subprocess.run([sys.executable, '-c', child], capture_output=True, text=True, check=True).stdout)\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", parent],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    child_mb = float(res.stdout.split()[-1])
+    assert 50 < child_mb < 900, child_mb  # qdesign.cells imports torch (~0.5 GB), not the parent's 1 GB

@@ -14,6 +14,7 @@ Rule, command and function share one name per stage: rule ``train_float`` ->
 from __future__ import annotations
 
 import resource
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +35,24 @@ from .specs import FloatSpec, QuantSpec
 from .train import chance_level, evaluate, fit, pick_device, use_channels_last
 
 __all__ = ["CHECKPOINT_VERSION", "CheckpointError", "load_checkpoint", "retrain", "train_float"]
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MB.
+
+    Linux's ``getrusage(RUSAGE_SELF).ru_maxrss`` survives ``execve``: a process
+    spawned (vfork + exec) by a large parent, such as pytest or snakemake,
+    reports the parent's peak instead of its own. The kernel's high-water mark
+    of this address space (``VmHWM``) starts afresh at exec; a job forked from
+    the warm worker counts the torch pages it shares with it."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform != "darwin" else 2**20)
 
 
 def _logger(prefix: str = "") -> Callable[[str], None]:
@@ -145,9 +164,7 @@ def _write_cell(out_dir: str | Path, row: dict, res, clock: _Clock, data, checkp
             "load_seconds": clock.seconds["load"],
             "write_seconds": clock.seconds["write"],  # model.pt; the one-row parquet is negligible
             "job_seconds": time.perf_counter() - clock.start,
-            # peak resident memory of this job's process (a job forked from the
-            # warm worker counts the torch pages it shares with it)
-            "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "max_rss_mb": peak_rss_mb(),
         }
     )
     parquet_write_atomic(pd.DataFrame([row]), out_dir / "metrics.parquet")

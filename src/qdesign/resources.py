@@ -34,16 +34,18 @@ N_CLASSES = 10
 EVAL_BATCH = 2048  # qdesign.train.evaluate's batch size (a test checks they agree)
 
 # Calibration (benchmarks/measure_cell.py, fresh processes, 2 shared CPU cores; docs/slurm.md):
-# RSS after importing qdesign.cells (python, torch, pandas, pyarrow); CUDA adds
-# its context in host memory (not yet measured: benchmarks/gpu_check.sh)
-BASE_MB = {"cpu": 780, "cuda": 1800}
+# RSS of the interpreter with qdesign.cells imported (python, torch, pandas,
+# pyarrow) and a tiny job run: 780-940 MB here, about 300 MB more on the CI
+# machine; CUDA adds its context in host memory (not yet measured: benchmarks/gpu_check.sh)
+BASE_MB = {"cpu": 900, "cuda": 1900}
 DATA_BYTES_PER_PIXEL = 8  # uint8 pool + float32 splits + transient copies (MNIST: ~435 MB)
 PARAM_COPIES = 7  # weights, grads, 2 Adam moments, best snapshot, quantized copy, checkpoint buffer
 CONV_WORKSPACE_MB = 300  # oneDNN buffers and allocator caching of convolutions (CNN width 32: ~300 MB)
 MEM_MARGIN = 1.25  # on the job's own estimated peak
 # RSS of the two Snakemake processes (sbatch script -> snakemake -> job shell)
-# that wrap every cluster job (measured: 0.35-0.55 GB, the larger for array tasks); ~0 under the local warm worker
-CLUSTER_WRAPPER_MB = 600
+# that wrap every cluster job (measured: 0.35-0.55 GB, the larger for array
+# tasks, plus ~0.3 GB on the CI machine); ~0 under the local warm worker
+CLUSTER_WRAPPER_MB = 800
 
 # Sustained training throughput per CPU thread, by model type. Measured on 2
 # shared cores: FCDNN 6-8 GFLOP/s per thread under load (~15 quiet); CNN width
