@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from . import __version__
-from .constants import CHECKPOINT_VERSION, FLOAT_BITS
+from .constants import CHECKPOINT_VERSION, FLOAT_BITS, MIXED_BITS
 from .data import load_prepared, make_splits
 from .ecr import network_memory_bits
 from .errors import CheckpointError
@@ -246,14 +246,32 @@ def _load_float(spec: QuantSpec, float_checkpoint: str | Path) -> dict:
 
 
 def retrain(
-    spec: QuantSpec, data_path: str | Path, float_checkpoint: str | Path, out_dir: str | Path, threads: int = 1
+    spec: QuantSpec,
+    data_path: str | Path,
+    float_checkpoint: str | Path,
+    out_dir: str | Path,
+    threads: int = 1,
+    sensitivity: str | Path | None = None,
 ) -> dict:
     """Quantize one float network (L2-optimal steps), record the
-    direct-quantization error, retrain with the spec's method, record the result."""
+    direct-quantization error, retrain with the spec's method, record the result.
+
+    A budget cell (``spec.budget``) first allocates its word lengths from the
+    float network's ``sensitivity`` table (:func:`allocate_bits`)."""
     log = _logger()
     clock = _Clock()
     fspec = spec.float
     ckpt = clock.timed("load", _load_float, spec, float_checkpoint)
+    allocation, requested = None, spec
+    if spec.budget is not None:
+        if sensitivity is None:
+            raise CheckpointError("a budget cell needs the float network's sensitivity table (--sensitivity)")
+        allocation = allocate_bits(spec, sensitivity)
+        log(
+            f"budget {spec.budget['mean_bits']:g} bits/weight ({spec.budget['allocation']}): "
+            f"layer bits {allocation.tag}, predicted val loss increase {allocation.cost:.4g}"
+        )
+        spec = QuantSpec(spec.float, allocation.pattern, spec.method, spec.retraining, spec.budget)
     device, data = clock.timed("load", _prepare, fspec, data_path, threads)
     model = build_model(fspec.model, fspec.width, data.input_shape, data.n_classes)
     try:
@@ -306,8 +324,10 @@ def retrain(
         layer.bits if name in qnames else None
         for name, layer in ((n, qmodel.get_submodule(n)) for n, _, _ in weight_layers(qmodel))
     ]
-    uniform = spec.bits if isinstance(spec.bits, int) else 0
-    row = _base_row(spec.float, spec.key, qmodel, uniform, spec.method, layer_bits, data, device, threads)
+    uniform = spec.bits if isinstance(spec.bits, int) else MIXED_BITS
+    row = _base_row(spec.float, requested.key, qmodel, uniform, spec.method, layer_bits, data, device, threads)
+    if spec.is_mixed:
+        row.update(_mixed_columns(spec, allocation))
     codes = integer_codes(qmodel)
     row.update(
         {
@@ -328,7 +348,7 @@ def retrain(
         data,
         {
             "kind": "quantized",
-            "spec": spec.to_dict(),
+            "spec": requested.to_dict(),
             "float_spec": fspec.to_dict(),
             "bits": spec.bits,
             "layer_bits": layer_bits,
@@ -341,3 +361,65 @@ def retrain(
         f"best epoch {res.best_epoch} train {res.seconds:.1f}s"
     )
     return row
+
+
+# ------------------------------------------------------------ mixed precision
+
+
+def allocate_bits(spec: QuantSpec, sensitivity: str | Path):
+    """The word lengths of a budget cell, from its float network's sensitivity
+    table (refused if the table is of another network)."""
+    from .allocation import allocate  # noqa: PLC0415
+    from .sensitivity import costs_from_table, read_sensitivity  # noqa: PLC0415
+
+    table = read_sensitivity(sensitivity, float_hash=spec.float.key)
+    try:
+        costs, n_weights = costs_from_table(table, spec.budget["candidate_bits"])
+    except ValueError as exc:
+        raise CheckpointError(f"{sensitivity}: {exc} (rerun its sensitivity job)") from None
+    return allocate(costs, n_weights, spec.budget["mean_bits"], spec.budget["allocation"])
+
+
+def _mixed_columns(spec: QuantSpec, allocation) -> dict:
+    """Columns only mixed cells have: which design it is, and for budget cells
+    the budget and what the allocation predicted."""
+    from .layout import bits_tag, mean_tag  # noqa: PLC0415
+
+    budget = spec.budget or {}
+    return {
+        "precision": bits_tag(spec.bits) if not budget else f"m{mean_tag(budget['mean_bits'])}",
+        "pattern": bits_tag(spec.bits),
+        "budget_mean_bits": float(budget.get("mean_bits", float("nan"))),
+        "allocation": budget.get("allocation", "explicit"),
+        "predicted_cost": float("nan") if allocation is None else allocation.cost,
+    }
+
+
+def sensitivity(
+    spec: FloatSpec, data_path: str | Path, float_checkpoint: str | Path, out: str | Path, bits, threads: int = 1
+):
+    """The layer sensitivity table of one float network (see :mod:`qdesign.sensitivity`)."""
+    from .sensitivity import layer_sensitivity  # noqa: PLC0415
+
+    log = _logger()
+    t0 = time.perf_counter()
+    probe = QuantSpec(spec, 2, "fixed", {})  # only for the float checkpoint check
+    ckpt = _load_float(probe, float_checkpoint)
+    device, data = _prepare(spec, data_path, threads)
+    model = build_model(spec.model, spec.width, data.input_shape, data.n_classes)
+    model.load_state_dict(ckpt["state_dict"])
+    model.to(device)
+    data = use_channels_last(model, data)
+    table = layer_sensitivity(model, data, bits)
+    table.insert(0, "seed", int(spec.seed))
+    table.insert(0, "width", int(spec.width))
+    table.insert(0, "study", spec.study)
+    table["float_hash"] = spec.key
+    parquet_write_atomic(table, Path(out))
+    worst = table.loc[table["d_val_loss"].idxmax()]
+    log(
+        f"sensitivity {spec.study} width {spec.width} seed {spec.seed}: {table['layer'].nunique()} layers x "
+        f"{len(set(bits))} bits in {time.perf_counter() - t0:.1f}s; most sensitive: layer {int(worst['layer'])} "
+        f"at {int(worst['bits'])} bits (val loss +{worst['d_val_loss']:.4g})"
+    )
+    return table

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .errors import UserError
 
-WORKER_COMMANDS = {"train-float", "retrain"}
+WORKER_COMMANDS = {"train-float", "retrain", "sensitivity"}
 # what the warm worker serves and imports up front (torch.optim imports torch._dynamo, ~2.5 s, when the first
 # optimizer is built: preload it too, or every job pays it again)
 WORKER_HANDLER = "qdesign.cli:run"
@@ -78,10 +78,34 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument(f"--{name}", required=True, type=Path)
 
     cell_args(sub.add_parser("train-float", help="train one float network (one cell)"), float_checkpoint=False)
-    cell_args(
-        sub.add_parser("retrain", help="quantize one float network to b bits and retrain it (one cell)"),
-        float_checkpoint=True,
-    )
+    p = sub.add_parser("retrain", help="quantize one float network to b bits and retrain it (one cell)")
+    cell_args(p, float_checkpoint=True)
+    p.add_argument("--sensitivity", type=Path, default=None, help="budget cells: the float network's sensitivity")
+
+    p = sub.add_parser("sensitivity", help="layer-wise sensitivity of one float network (each layer alone quantized)")
+    p.add_argument("--spec", required=True, help="the float network's spec as JSON")
+    p.add_argument("--data", required=True, type=Path)
+    p.add_argument("--float-checkpoint", required=True, type=Path)
+    p.add_argument("--bits", required=True, type=int, nargs="+")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--threads", type=_positive_int, default=1)
+
+    p = sub.add_parser("aggregate-mixed", help="sensitivity, mixed-cell and mixed-vs-uniform tables of one study")
+    p.add_argument("--summary", required=True, type=Path, help="the study's summary.parquet (uniform cells)")
+    p.add_argument("--cells", nargs="+", required=True, type=Path, help="the mixed cells' metrics.parquet files")
+    p.add_argument("--sensitivity", nargs="+", required=True, type=Path, help="per float network sensitivity files")
+    p.add_argument("--frontier-memory", choices=["weights", "total"], default="weights")
+    for name in ("sensitivity-table", "mixed", "comparison"):
+        p.add_argument(f"--out-{name}", required=True, type=Path)
+
+    p = sub.add_parser("mixed-figures", help="sensitivity heat map and the uniform + mixed frontier of one study")
+    p.add_argument("--summary", required=True, type=Path)
+    p.add_argument("--sensitivity", required=True, type=Path)
+    p.add_argument("--mixed", required=True, type=Path)
+    p.add_argument("--comparison", required=True, type=Path)
+    p.add_argument("--out-dir", required=True, type=Path)
+    p.add_argument("--formats", nargs="+", default=["png", "pdf"])
+    p.add_argument("--dpi", type=int, default=150)
 
     p = sub.add_parser("aggregate", help="summary, ECR and frontier tables of one study")
     p.add_argument("--cells", nargs="+", required=True, type=Path, help="per-cell metrics.parquet files")
@@ -281,7 +305,39 @@ def _cmd_retrain(args) -> None:
     from .cells import retrain  # noqa: PLC0415
     from .specs import QuantSpec  # noqa: PLC0415
 
-    retrain(_spec_of(args.spec, QuantSpec), args.data, args.float_checkpoint, args.out_dir, args.threads)
+    retrain(
+        _spec_of(args.spec, QuantSpec), args.data, args.float_checkpoint, args.out_dir, args.threads, args.sensitivity
+    )
+
+
+def _cmd_sensitivity(args) -> None:
+    from .cells import sensitivity  # noqa: PLC0415
+    from .specs import FloatSpec  # noqa: PLC0415
+
+    sensitivity(_spec_of(args.spec, FloatSpec), args.data, args.float_checkpoint, args.out, args.bits, args.threads)
+
+
+def _cmd_aggregate_mixed(args) -> None:
+    from .io import parquet_write_atomic  # noqa: PLC0415
+    from .mixed import aggregate_mixed  # noqa: PLC0415
+
+    sens, mixed, comparison = aggregate_mixed(args.summary, args.cells, args.sensitivity, args.frontier_memory)
+    parquet_write_atomic(sens, args.out_sensitivity_table)
+    parquet_write_atomic(mixed, args.out_mixed)
+    parquet_write_atomic(comparison, args.out_comparison)
+    print(
+        f"{len(sens)} sensitivity rows, {len(mixed)} mixed cells, {len(comparison)} budgets compared",
+        flush=True,
+    )
+
+
+def _cmd_mixed_figures(args) -> None:
+    from .mixed_plots import mixed_figures  # noqa: PLC0415
+
+    paths = mixed_figures(
+        args.summary, args.sensitivity, args.mixed, args.comparison, args.out_dir, tuple(args.formats), args.dpi
+    )
+    print(f"wrote {len(paths)} figures to {args.out_dir}", flush=True)
 
 
 def _cmd_aggregate(args) -> None:
@@ -313,6 +369,9 @@ _COMMANDS = {
     "prepare-data": _cmd_prepare,
     "train-float": _cmd_train_float,
     "retrain": _cmd_retrain,
+    "sensitivity": _cmd_sensitivity,
+    "aggregate-mixed": _cmd_aggregate_mixed,
+    "mixed-figures": _cmd_mixed_figures,
     "aggregate": _cmd_aggregate,
     "figures": _cmd_figures,
     "export-reference": _cmd_export_reference,

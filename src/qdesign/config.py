@@ -205,7 +205,62 @@ def validate_config(config: Mapping) -> dict:
                 "2x2 poolings shrink the 8x8 digits below one pixel"
             )
     _check_model_sizes(cfg)
+    for name, study in cfg["studies"].items():
+        _check_mixed(name, study)
     return cfg
+
+
+def n_weight_layers(study: Mapping) -> int:
+    """Weight layers (Linear/Conv2d) of a study's network; the same at every width."""
+    from .architecture import layer_specs, weight_specs  # noqa: PLC0415
+
+    width = study["model"]["widths"][0]
+    shape = DATASETS[study["dataset"]].input_shape
+    return len(weight_specs(layer_specs(study["model"], int(width), shape, DATASETS[study["dataset"]].n_classes)))
+
+
+def _check_mixed(name: str, study: dict) -> None:
+    """Mixed precision: patterns that fit the network, budgets the candidate
+    word lengths can meet, and no float_first/float_last (a pattern sets every
+    layer). Fills ``candidate_bits`` (sorted; the study's bits by default)."""
+    mixed = study.get("mixed")
+    if mixed is None:
+        return
+    where = f"config: studies.{name}.mixed"
+    if not mixed["patterns"] and not mixed["mean_bits"]:
+        raise ConfigError(f"{where}: give at least one of patterns or mean_bits (or remove mixed)")
+    rcfg = study["retraining"]
+    if rcfg["float_first"] or rcfg["float_last"]:
+        raise ConfigError(
+            f"{where}: mixed precision sets every layer's word length; it cannot be combined with "
+            "retraining.float_first / float_last (write the pattern instead, e.g. 8 for the first layer)"
+        )
+    mixed["candidate_bits"] = sorted(mixed["candidate_bits"] or study["bits"])
+    n_layers = n_weight_layers(study)
+    seen = set()
+    for i, pattern in enumerate(mixed["patterns"]):
+        if len(pattern) != n_layers:
+            raise ConfigError(
+                f"{where}.patterns.{i}: {len(pattern)} word lengths for a network of {n_layers} weight layers "
+                "(give one per weight layer, first to last)"
+            )
+        if tuple(pattern) in seen:
+            raise ConfigError(f"{where}.patterns.{i}: {pattern} is listed twice")
+        if len(set(pattern)) == 1 and pattern[0] in study["bits"]:
+            raise ConfigError(f"{where}.patterns.{i}: {pattern} is the uniform {pattern[0]}-bit cell of bits")
+        seen.add(tuple(pattern))
+    lo, hi = mixed["candidate_bits"][0], mixed["candidate_bits"][-1]
+    for i, mean in enumerate(mixed["mean_bits"]):
+        if mean < lo:
+            raise ConfigError(
+                f"{where}.mean_bits.{i}: a budget of {mean} bits per weight is below the smallest possible "
+                f"network ({lo} bits in every layer, the smallest of candidate_bits)"
+            )
+        if mean >= hi:
+            raise ConfigError(
+                f"{where}.mean_bits.{i}: a budget of {mean} bits per weight fits every layer at {hi} bits "
+                "(the largest of candidate_bits): nothing to allocate"
+            )
 
 
 def load_config(path: str | Path) -> dict:

@@ -15,5 +15,10 @@ def is_float_bits(bits) -> bool:
     return int(bits) >= FLOAT_BITS
 
 
+MIXED_BITS = 0
+"""The ``bits`` value of mixed-precision cells (one word length per layer: see
+their ``layer_bits`` and ``precision`` columns); uniform cells have 1..16."""
+
+
 CHECKPOINT_VERSION = 2
 """Format of the model.pt files cells write (2: typed specs, float errors, history)."""

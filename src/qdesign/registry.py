@@ -108,6 +108,13 @@ FIGURES: tuple[str, ...] = (
     "scaling_fit",  # needs scaling.parquet (qdesign.scaling)
     "ecr_bands",
 )
+MIXED_TABLES: tuple[str, ...] = ("sensitivity", "mixed", "mixed_vs_uniform")
+"""Tables of a study with a ``mixed`` section (layer sensitivity, the mixed cells,
+best mixed vs best uniform per memory budget); see :mod:`qdesign.mixed`."""
+
+MIXED_FIGURES: tuple[str, ...] = ("sensitivity", "mixed_frontier")
+"""Figures of a study with a ``mixed`` section."""
+
 SCALING_FIGURES: tuple[str, ...] = ("scaling_fit", "ecr_bands")  # drawn only from a scaling.parquet
 """Per-study figures, results/<study>/figures/<name>.<format>; drawn by
 :func:`qdesign.plots.figures`, captioned in workflow/report/<name>.rst."""

@@ -89,16 +89,23 @@ class QuantSpec:
     """A quantized cell: ``float`` retrained at ``bits`` with ``method``.
 
     ``bits`` is an int (uniform precision) or a tuple with one word length per
-    weight layer, first to last (mixed precision)."""
+    weight layer, first to last (mixed precision). A budget cell has
+    ``bits=None`` and a ``budget`` instead (``mean_bits``, ``allocation``,
+    ``candidate_bits``): its word lengths are allocated at run time from the
+    float network's sensitivity table (:mod:`qdesign.allocation`), and the
+    allocated spec carries both."""
 
     float: FloatSpec
-    bits: int | tuple[int, ...]
+    bits: int | tuple[int, ...] | None
     method: str
     retraining: Mapping[str, Any]
+    budget: Mapping[str, Any] | None = None
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise CheckpointError(f"unknown retraining method {self.method!r} (known: {', '.join(METHODS)})")
+        if self.bits is None and self.budget is None:
+            raise CheckpointError("a quantized spec needs bits or a budget")
 
     # the float network's coordinates, for logs and rows
     study = property(lambda self: self.float.study)
@@ -112,25 +119,37 @@ class QuantSpec:
         return tuple(self.bits) if isinstance(self.bits, (list, tuple)) else None
 
     @property
+    def is_mixed(self) -> bool:
+        return self.budget is not None or self.layer_pattern is not None
+
+    @property
     def float_key(self) -> str:
         return self.float.key
 
     def to_dict(self) -> dict:
-        bits = list(self.bits) if isinstance(self.bits, (list, tuple)) else int(self.bits)
-        return {
+        if self.bits is None:
+            bits = None
+        else:
+            bits = list(self.bits) if isinstance(self.bits, (list, tuple)) else int(self.bits)
+        d = {
             "float": self.float.to_dict(),
             "bits": bits,
             "method": self.method,
             "retraining": copy.deepcopy(dict(self.retraining)),
         }
+        if self.budget is not None:  # absent for bits cells: their keys predate budgets
+            d["budget"] = copy.deepcopy(dict(self.budget))
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping) -> QuantSpec:
         missing = [k for k in ("float", "bits", "method", "retraining") if k not in d]
         if missing:
             raise CheckpointError(f"quantized spec is missing {', '.join(missing)}")
-        bits = tuple(d["bits"]) if isinstance(d["bits"], (list, tuple)) else int(d["bits"])
-        return cls(FloatSpec.from_dict(d["float"]), bits, d["method"], copy.deepcopy(d["retraining"]))
+        raw = d["bits"]
+        bits = None if raw is None else tuple(raw) if isinstance(raw, (list, tuple)) else int(raw)
+        budget = copy.deepcopy(d.get("budget"))
+        return cls(FloatSpec.from_dict(d["float"]), bits, d["method"], copy.deepcopy(d["retraining"]), budget)
 
     def to_json(self) -> str:
         return spec_json(self.to_dict())
@@ -179,7 +198,24 @@ def quant_spec(config: Mapping, study: str, width: int, bits, seed: int, method:
     """A quantized cell of a validated config (``bits`` an int or a per-layer tuple)."""
     s = config["studies"][study]
     retraining = {k: v for k, v in s["retraining"].items() if k != "methods"}
+    bits = tuple(int(b) for b in bits) if isinstance(bits, (list, tuple)) else int(bits)
     return QuantSpec(float_spec(config, study, width, seed), bits, method, retraining)
+
+
+def budget_spec(
+    config: Mapping, study: str, width: int, mean_bits: float, seed: int, method: str = DEFAULT_METHOD
+) -> QuantSpec:
+    """A mixed-precision cell whose word lengths are allocated for a budget of
+    ``mean_bits`` bits per weight (the study's ``mixed`` settings)."""
+    s = config["studies"][study]
+    mixed = s["mixed"]
+    retraining = {k: v for k, v in s["retraining"].items() if k != "methods"}
+    budget = {
+        "mean_bits": float(mean_bits),
+        "allocation": mixed["allocation"],
+        "candidate_bits": [int(b) for b in mixed["candidate_bits"]],
+    }
+    return QuantSpec(float_spec(config, study, width, seed), None, method, retraining, budget)
 
 
 @dataclass(frozen=True)
@@ -203,16 +239,48 @@ def study_methods(config: Mapping, study: str) -> list[str]:
 
 
 def study_cells(config: Mapping, study: str) -> list[Cell]:
-    """Every cell of a study: per width and seed, the float network, then each
-    bits value (and per-layer pattern) once per retraining method."""
+    """Every uniform-precision cell of a study: per width and seed, the float
+    network, then each bits value once per retraining method (mixed cells:
+    :func:`mixed_cells`)."""
     s = config["studies"][study]
     methods = study_methods(config, study)
-    patterns = [tuple(p) for p in s.get("layer_bits", [])]
     out = []
     for w in s["model"]["widths"]:
         for seed in s["seeds"]:
             out.append(Cell(study, w, FLOAT_BITS, seed))
-            for b in [*s["bits"], *patterns]:
+            for b in s["bits"]:
                 for m in methods:
                     out.append(Cell(study, w, b, seed, m))
+    return out
+
+
+@dataclass(frozen=True)
+class MixedCell:
+    """A mixed-precision cell: an explicit per-layer ``pattern`` or an allocated
+    budget of ``mean_bits`` bits per weight (exactly one is set)."""
+
+    study: str
+    width: int
+    seed: int
+    method: str
+    pattern: tuple[int, ...] | None = None
+    mean_bits: float | None = None
+
+
+def has_mixed(config: Mapping, study: str) -> bool:
+    return config["studies"][study].get("mixed") is not None
+
+
+def mixed_cells(config: Mapping, study: str) -> list[MixedCell]:
+    """Every mixed-precision cell of a study (none without a ``mixed`` section):
+    per width, seed and method, each pattern, then each budget."""
+    s = config["studies"][study]
+    if s.get("mixed") is None:
+        return []
+    out = []
+    for w in s["model"]["widths"]:
+        for seed in s["seeds"]:
+            for m in study_methods(config, study):
+                out += [MixedCell(study, w, seed, m, pattern=tuple(p)) for p in s["mixed"]["patterns"]]
+                out += [MixedCell(study, w, seed, m, mean_bits=float(b)) for b in s["mixed"]["mean_bits"]]
     return out

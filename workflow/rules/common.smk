@@ -46,7 +46,8 @@ wildcard_constraints:
     dataset="|".join(registry.DATASETS),
     method="|".join(registry.METHODS),
     width=r"\d+",
-    bits=r"\d+",
+    bits=r"\d+(-\d+)*",
+    mean=r"\d+(\.\d+)?",
     seed=r"\d+",
     profile=r"[A-Za-z0-9_-]+",
     ref_study=r"[A-Za-z][A-Za-z0-9-]*",
@@ -70,7 +71,7 @@ def data_file(wildcards):
 
 
 def cell_files(study):
-    """model.pt and metrics.parquet of every cell of a study."""
+    """model.pt and metrics.parquet of every uniform-precision cell of a study."""
     return [
         f"{layout.cell_dir(c.study, c.width, c.bits, c.seed, c.method or registry.DEFAULT_METHOD)}/{name}"
         for c in qspecs.study_cells(config, study)
@@ -82,6 +83,34 @@ def cell_metrics(wildcards):
     return [p for p in cell_files(wildcards.study) if p.endswith("metrics.parquet")]
 
 
+def mixed_dir(c):
+    if c.pattern is not None:
+        return layout.cell_dir(c.study, c.width, c.pattern, c.seed, c.method)
+    return layout.budget_dir(c.study, c.width, c.mean_bits, c.seed, c.method)
+
+
+def mixed_cell_files(study):
+    """model.pt and metrics.parquet of every mixed-precision cell (none without `mixed`)."""
+    return [
+        f"{mixed_dir(c)}/{name}"
+        for c in qspecs.mixed_cells(config, study)
+        for name in layout.CELL_FILES
+    ]
+
+
+def mixed_cell_metrics(wildcards):
+    return [p for p in mixed_cell_files(wildcards.study) if p.endswith("metrics.parquet")]
+
+
+def sensitivity_files(wildcards):
+    s = study_cfg(wildcards.study)
+    return [
+        layout.sensitivity_file(wildcards.study, w, seed)
+        for w in s["model"]["widths"]
+        for seed in s["seeds"]
+    ]
+
+
 def study_outputs(study):
     out = [layout.table_file(study, t) for t in registry.TABLES]
     out += [
@@ -90,19 +119,30 @@ def study_outputs(study):
         for ext in config["plots"]["formats"]
     ]
     out.append(f"results/{study}/report/tables.html")
+    if qspecs.has_mixed(config, study):
+        out += [layout.table_file(study, t) for t in registry.MIXED_TABLES]
+        out += [
+            layout.figure_file(study, name, ext)
+            for name in registry.MIXED_FIGURES
+            for ext in config["plots"]["formats"]
+        ]
     return out
 
 
 def all_targets():
     """Tables, figures, report pages and every cell's files: a lost cell is rebuilt."""
-    out = [p for study in STUDIES for p in study_outputs(study) + cell_files(study)]
+    out = [
+        p
+        for study in STUDIES
+        for p in study_outputs(study) + cell_files(study) + mixed_cell_files(study)
+    ]
     return out + ["results/report/provenance.html"]
 
 
-def figure_outputs(pattern, category):
+def figure_outputs(pattern, category, names=FIGURES):
     """The figure files of one study, PNGs marked for the report."""
     out = []
-    for name in FIGURES:
+    for name in names:
         for ext in config["plots"]["formats"]:
             path = pattern.replace("{figure}", name).replace("{ext}", ext)
             if ext == "png":
@@ -115,6 +155,10 @@ def figure_outputs(pattern, category):
                 )
             out.append(path)
     return out
+
+
+def mixed_figure_outputs(pattern, category):
+    return figure_outputs(pattern, category, registry.MIXED_FIGURES)
 
 
 def reference_targets():
