@@ -263,12 +263,14 @@ def _cmd_recommend(args) -> None:
 
 def _cmd_validate(args) -> None:
     from .config import load_config  # noqa: PLC0415
-    from .specs import study_cells  # noqa: PLC0415
+    from .specs import mixed_cells, study_cells  # noqa: PLC0415
 
     cfg = load_config(args.config)
     for name in cfg["studies"]:
         cells = study_cells(cfg, name)
-        print(f"{name}: {len(cells)} cells ({sum(c.is_float for c in cells)} float)")
+        mixed = mixed_cells(cfg, name)
+        extra = f" + {len(mixed)} mixed-precision cells" if mixed else ""
+        print(f"{name}: {len(cells)} cells ({sum(c.is_float for c in cells)} float){extra}")
 
 
 def _cmd_prepare(args) -> None:

@@ -35,8 +35,11 @@ def export_cell(cell_dir: str | Path, fmt: str, out: str | Path) -> Path:
     if out.is_dir():
         raise ExportError(f"export target {out} is a directory; give a file name")
     cell = load_cell(cell_dir)
-    if cell.kind == "quantized" and not 1 <= cell.bits <= packed.MAX_PACKED_BITS:
-        raise ExportError(f"{cell.path}: {cell.bits}-bit weights; export supports 1..{packed.MAX_PACKED_BITS} bits")
+    unsupported = [b for b in cell.quantized_bits if not 1 <= b <= packed.MAX_PACKED_BITS]
+    if unsupported:
+        raise ExportError(
+            f"{cell.path}: {unsupported[0]}-bit weights; export supports 1..{packed.MAX_PACKED_BITS} bits"
+        )
     ops = cell_ops(cell)
     try:
         if fmt == "packed":

@@ -32,8 +32,10 @@ class Cell:
         return self.checkpoint["kind"]
 
     @property
-    def bits(self) -> int:
-        return int(self.checkpoint.get("bits", FLOAT_BITS))
+    def quantized_bits(self) -> list[int]:
+        """Word length of every quantized layer, first to last (several values
+        for a mixed-precision cell; empty for a float network)."""
+        return [int(entry["bits"]) for entry in self.checkpoint.get("codes", {}).values()]
 
     @property
     def model_spec(self) -> dict:
@@ -160,7 +162,7 @@ def _weight_op(cell: Cell, name: str, m, entry) -> packed.Op:
         bias=m.bias.detach().cpu().numpy().astype(np.float32),
     )
     if entry is not None:
-        op.bits = cell.bits
+        op.bits = int(entry["bits"])
         op.codes = entry["codes"].cpu().numpy().astype(np.int16).reshape(op.shape)
         op.step = float(np.float32(entry["step"]))
         if not np.array_equal(op.codes.astype(np.float32) * np.float32(op.step), weight):
