@@ -1,8 +1,9 @@
 """Shipping a finished study's tables as reference results (no checkpoints).
 
-``reference/<profile>/`` holds, per study, the summary, ECR and frontier
-tables, plus the exact config that produced them, its SHA-256, and a
-provenance record. `snakemake reference` redraws every figure from them.
+``reference/<profile>/`` holds, per study, the summary, ECR, frontier and
+scaling tables (and the mixed-precision tables of a study with ``mixed``),
+plus the exact config that produced them, its SHA-256, and a provenance
+record. `snakemake reference` redraws every figure from them.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from .registry import TABLES  # noqa: E402 - one definition of the table names
+from .registry import MIXED_TABLES, TABLES  # noqa: E402 - one definition of the table names
 
 
 def git_commit(repo: Path) -> str | None:
@@ -41,10 +42,11 @@ def export_reference(
 
     config_path, results_dir, out_dir = Path(config_path), Path(results_dir), Path(out_dir)
     cfg = load_config(config_path)
+    tables = {s: TABLES + (MIXED_TABLES if cfg["studies"][s].get("mixed") else ()) for s in cfg["studies"]}
     missing = [
         results_dir / s / f"{t}.parquet"
         for s in cfg["studies"]
-        for t in TABLES
+        for t in tables[s]
         if not (results_dir / s / f"{t}.parquet").is_file()
     ]
     if missing:
@@ -56,7 +58,7 @@ def export_reference(
     studies = {}
     for study in cfg["studies"]:
         (out_dir / study).mkdir(exist_ok=True)
-        for table in TABLES:
+        for table in tables[study]:
             dest = out_dir / study / f"{table}.parquet"
             shutil.copyfile(results_dir / study / f"{table}.parquet", dest)
             written.append(dest)
@@ -68,6 +70,10 @@ def export_reference(
             "qdesign_version": sorted(summary["qdesign_version"].unique().tolist()),
             "devices": sorted(summary["device"].unique().tolist()),
         }
+        if "mixed" in tables[study]:
+            mixed = pd.read_parquet(out_dir / study / "mixed.parquet")
+            studies[study]["mixed_cells"] = int(len(mixed))
+            studies[study]["mixed_job_seconds_total"] = round(float(mixed["job_seconds"].sum()), 1)
     raw = config_path.read_bytes()
     shutil.copyfile(config_path, out_dir / "config.yaml")
     (out_dir / "config.sha256").write_text(f"{hashlib.sha256(raw).hexdigest()}  config.yaml\n")

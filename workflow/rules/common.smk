@@ -164,12 +164,17 @@ def mixed_figure_outputs(pattern, category):
 def reference_targets():
     """Figures of the shipped reference tables, reference/<profile>/<study>/."""
     found = glob_wildcards("reference/{profile}/{ref_study}/summary.parquet")
-    return [
-        f"results/reference/{profile}/{study}/figures/{name}.{ext}"
-        for profile, study in zip(found.profile, found.ref_study)
-        for name in FIGURES
-        for ext in config["plots"]["formats"]
-    ]
+    out = []
+    for profile, study in zip(found.profile, found.ref_study):
+        names = list(FIGURES)
+        if os.path.isfile(f"reference/{profile}/{study}/mixed.parquet"):
+            names += registry.MIXED_FIGURES
+        out += [
+            f"results/reference/{profile}/{study}/figures/{name}.{ext}"
+            for name in names
+            for ext in config["plots"]["formats"]
+        ]
+    return out
 
 
 # ---------------------------------------------------------------- resources

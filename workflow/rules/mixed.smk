@@ -64,6 +64,7 @@ rule retrain_budget:
 localrules:
     aggregate_mixed,
     mixed_figures,
+    reference_mixed_figures,
 
 
 rule aggregate_mixed:
@@ -114,3 +115,19 @@ rule mixed_figures:
         "python -m qdesign mixed-figures --summary {input.summary} --sensitivity {input.sensitivity} "
         "--mixed {input.mixed} --comparison {input.comparison} --out-dir {params.out_dir} "
         "--formats {params.formats} --dpi {params.dpi} > {log} 2>&1"
+
+
+# the mixed figures of a shipped reference study (reference/<profile>/<study>/mixed.parquet)
+use rule mixed_figures as reference_mixed_figures with:
+    input:
+        summary="reference/{profile}/{ref_study}/summary.parquet",
+        sensitivity="reference/{profile}/{ref_study}/sensitivity.parquet",
+        mixed="reference/{profile}/{ref_study}/mixed.parquet",
+        comparison="reference/{profile}/{ref_study}/mixed_vs_uniform.parquet",
+    output:
+        mixed_figure_outputs(
+            "results/reference/{profile}/{ref_study}/figures/{figure}.{ext}",
+            "reference {profile}: {ref_study}",
+        ),
+    log:
+        "results/logs/reference_mixed_figures/{profile}/{ref_study}.log",
