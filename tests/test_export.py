@@ -232,7 +232,7 @@ def test_bad_export_requests(cells, tmp_path):
         export_cell(cells["fcdnn-2"], "tflite", out)
     with pytest.raises(ExportError, match="is a directory"):
         export_cell(cells["fcdnn-2"], "packed", tmp_path)
-    wide = _edited_cell(cells["fcdnn-2"], tmp_path / "wide", lambda c: c.update(bits=20))
+    wide = _edited_cell(cells["fcdnn-2"], tmp_path / "wide", lambda c: next(iter(c["codes"].values())).update(bits=20))
     with pytest.raises(ExportError, match="20-bit weights; export supports 1..16"):
         export_cell(wide, "packed", out)
 
