@@ -30,7 +30,8 @@ from torch import nn
 from qdesign.data import make_splits, prepare_dataset
 from qdesign.methods import METHODS
 from qdesign.models import build_model
-from qdesign.quantize import integer_codes, to_learned, to_quantized
+from qdesign.quantize import integer_codes, to_learned, to_quantized, update_steps
+from qdesign.quantize.lsq import DEFAULT_RATE
 from qdesign.train import evaluate, fit
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,13 +47,25 @@ def silent(_msg: str) -> None:
 # ---------------------------------------------------------------- contenders
 
 
-def qdesign_contender(method: str, rate: float | None = None):
+def qdesign_contender(method: str, rate: float | None = None, clip_grad: bool = True, reinit: bool = False):
+    """A registry method; for the learned-step variants of the screening,
+    ``rate``/``clip_grad`` re-set its options and ``reinit`` restarts the steps
+    at the L2-optimal steps of the shadow weights before epoch 2."""
+
     def build(fmodel, bits):
         m = METHODS[method]
         qmodel = m.prepare(to_quantized(fmodel, bits))
-        if rate is not None:
-            to_learned(qmodel, rate)
-        return qmodel, m.hook(qmodel)
+        if rate is not None or not clip_grad:
+            to_learned(qmodel, DEFAULT_RATE if rate is None else rate, clip_grad=clip_grad)
+        hook = m.hook(qmodel)
+        if reinit:
+            assert hook is None
+
+            def hook(epoch):
+                if epoch == 2:
+                    update_steps(qmodel)
+
+        return qmodel, hook
 
     return build
 
@@ -107,6 +120,18 @@ def extra_rates(rates):
     return {f"qdesign learned rate={r:g}": (qdesign_contender("learned", r), qdesign_levels, "qdesign") for r in rates}
 
 
+VARIANTS = {
+    "learned identity": dict(clip_grad=False),
+    "learned reinit": dict(reinit=True),
+    "learned identity reinit": dict(clip_grad=False, reinit=True),
+}
+"""Learned-step variants for ``--variants`` (screening; see docs/methods.md)."""
+
+
+def extra_variants(names):
+    return {f"qdesign {n}": (qdesign_contender("learned", **VARIANTS[n]), qdesign_levels, "qdesign") for n in names}
+
+
 # ---------------------------------------------------------------- run
 
 
@@ -116,8 +141,10 @@ def run(args) -> dict:
     data = make_splits(payload, 0.1, 0, args.train_subset or None)
     contenders = dict(CONTENDERS)
     contenders.update(extra_rates(args.rates))
+    contenders.update(extra_variants(args.variants))
+    extra = set(contenders) - set(CONTENDERS)
     if args.only:
-        contenders = {k: v for k, v in contenders.items() if k in args.only or k.startswith("qdesign learned rate")}
+        contenders = {k: v for k, v in contenders.items() if k in args.only or k in extra}
     rows = []
     for width in args.widths:
         for seed in range(args.seeds):
@@ -293,6 +320,7 @@ def main(argv=None) -> None:
     p.add_argument("--train-subset", type=int, default=20000, help="training examples (0: all 54000)")
     p.add_argument("--only", nargs="*", help="contender names to run (default: all)")
     p.add_argument("--rates", type=float, nargs="*", default=[], help="extra learned-step rates to try")
+    p.add_argument("--variants", nargs="*", default=[], choices=sorted(VARIANTS), help="extra learned-step variants")
     p.add_argument("--timing-only", action="store_true", help="only the interleaved ms/step comparison")
     p.add_argument("--timing-steps", type=int, default=20)
     p.add_argument("--timing-repeats", type=int, default=7)
