@@ -124,6 +124,9 @@ VARIANTS = {
     "learned identity": dict(clip_grad=False),
     "learned reinit": dict(reinit=True),
     "learned identity reinit": dict(clip_grad=False, reinit=True),
+    "learned identity rate=20": dict(clip_grad=False, rate=20.0),
+    "learned identity rate=30": dict(clip_grad=False, rate=30.0),
+    "learned rate=20": dict(rate=20.0),
 }
 """Learned-step variants for ``--variants`` (screening; see docs/methods.md)."""
 
@@ -147,7 +150,7 @@ def run(args) -> dict:
         contenders = {k: v for k, v in contenders.items() if k in args.only or k in extra}
     rows = []
     for width in args.widths:
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             torch.manual_seed(seed)
             fmodel = build_model(FC, width, data.input_shape, data.n_classes)
             fres = fit(fmodel, data, {**FLOAT_CFG, "epochs": args.float_epochs}, seed=seed, log=silent)
@@ -283,7 +286,7 @@ def setup(args, data) -> dict:
         threads=1,
         widths=args.widths,
         bits=args.bits,
-        seeds=args.seeds,
+        seeds=list(range(args.first_seed, args.first_seed + args.seeds)),
         float_epochs=args.float_epochs,
         retrain_epochs=args.epochs,
         float_cfg=FLOAT_CFG,
@@ -313,6 +316,7 @@ def main(argv=None) -> None:
     p.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
     p.add_argument("--quick", action="store_true", help="smoke run: width 64, 1 seed, 1+1 epochs, 6000 examples")
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--first-seed", type=int, default=0, help="seeds first_seed .. first_seed + seeds - 1")
     p.add_argument("--widths", type=int, nargs="+", default=[64, 256])
     p.add_argument("--bits", type=int, nargs="+", default=[2, 4])
     p.add_argument("--float-epochs", type=int, default=3)

@@ -7,7 +7,8 @@ The forward values are the project's quantizer (:func:`quantize_codes` then
 pass exactly. Only the gradients differ from the fixed-step STE:
 
 * weights: straight-through inside the clip range ``|w| < K step``, zero for
-  clipped weights;
+  clipped weights (``clip_grad=False``: straight-through everywhere, the
+  identity STE of the ``fixed`` method; a measured variant, not the default);
 * step: ``dq/ds = round(w/s) - w/s`` inside the range and ``±K`` outside (the
   integer code minus ``w/s`` where not clipped), summed over the layer and
   times the LSQ gradient scale ``g = 1 / sqrt(n_weights * K)``.
@@ -29,9 +30,9 @@ from torch import nn
 from .layers import QuantConv2d, QuantLinear, _set_submodule, clone_layer, quantized_layers
 from .primitives import check_bits, dequantize, max_level, quantize_codes
 
-DEFAULT_RATE = 10.0
+DEFAULT_RATE = 20.0
 """Relative speed of the step against the weights (``rate`` of the
-parametrisation); chosen by measurement, see docs/methods.md."""
+parametrisation); chosen by measurement (10 before 2026-12-02), see docs/methods.md."""
 MAX_LOG_FACTOR = 20.0
 """The learned step stays within step0 * exp(±20) (positive and finite in float32)."""
 
