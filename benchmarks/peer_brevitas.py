@@ -10,7 +10,13 @@ quantizer (Int8WeightPerTensorFloat: max-abs statistics scale, narrow range)
 and with ``Int8WeightPerTensorFloatMSE`` (MSE-initialised, then learned scale);
 activations and biases stay float for everyone.
 
-    python benchmarks/peer_brevitas.py [--quick] [--seeds 3] [--data-dir ../shared/data]
+    python benchmarks/peer_brevitas.py [--quick] [--seeds 3] [--first-seed 0] [--data-dir ../shared/data]
+
+``--rates R...`` and ``--variants NAME...`` add learned-step variants (the
+screening in docs/methods.md). Timing: ``seconds_per_epoch`` of the single
+runs (``fit``'s wall time: training epoch plus validation, the same for every
+contender) follows the machine's load; the interleaved ms/step comparison at
+the end (``timing``) is the robust speed measure.
 
 Prints a table and writes ``benchmarks/out/peer_brevitas.json``.
 """
