@@ -10,7 +10,13 @@ quantizer (Int8WeightPerTensorFloat: max-abs statistics scale, narrow range)
 and with ``Int8WeightPerTensorFloatMSE`` (MSE-initialised, then learned scale);
 activations and biases stay float for everyone.
 
-    python benchmarks/peer_brevitas.py [--quick] [--seeds 3] [--data-dir ../shared/data]
+    python benchmarks/peer_brevitas.py [--quick] [--seeds 3] [--first-seed 0] [--data-dir ../shared/data]
+
+``--rates R...`` and ``--variants NAME...`` add learned-step variants (the
+screening in docs/methods.md). Timing: ``seconds_per_epoch`` of the single
+runs (``fit``'s wall time: training epoch plus validation, the same for every
+contender) follows the machine's load; the interleaved ms/step comparison at
+the end (``timing``) is the robust speed measure.
 
 Prints a table and writes ``benchmarks/out/peer_brevitas.json``.
 """
@@ -30,7 +36,8 @@ from torch import nn
 from qdesign.data import make_splits, prepare_dataset
 from qdesign.methods import METHODS
 from qdesign.models import build_model
-from qdesign.quantize import integer_codes, to_learned, to_quantized
+from qdesign.quantize import integer_codes, to_learned, to_quantized, update_steps
+from qdesign.quantize.lsq import DEFAULT_RATE
 from qdesign.train import evaluate, fit
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,13 +53,25 @@ def silent(_msg: str) -> None:
 # ---------------------------------------------------------------- contenders
 
 
-def qdesign_contender(method: str, rate: float | None = None):
+def qdesign_contender(method: str, rate: float | None = None, clip_grad: bool = True, reinit: bool = False):
+    """A registry method; for the learned-step variants of the screening,
+    ``rate``/``clip_grad`` re-set its options and ``reinit`` restarts the steps
+    at the L2-optimal steps of the shadow weights before epoch 2."""
+
     def build(fmodel, bits):
         m = METHODS[method]
         qmodel = m.prepare(to_quantized(fmodel, bits))
-        if rate is not None:
-            to_learned(qmodel, rate)
-        return qmodel, m.hook(qmodel)
+        if rate is not None or not clip_grad:
+            to_learned(qmodel, DEFAULT_RATE if rate is None else rate, clip_grad=clip_grad)
+        hook = m.hook(qmodel)
+        if reinit:
+            assert hook is None
+
+            def hook(epoch):
+                if epoch == 2:
+                    update_steps(qmodel)
+
+        return qmodel, hook
 
     return build
 
@@ -107,6 +126,21 @@ def extra_rates(rates):
     return {f"qdesign learned rate={r:g}": (qdesign_contender("learned", r), qdesign_levels, "qdesign") for r in rates}
 
 
+VARIANTS = {
+    "learned identity": dict(clip_grad=False),
+    "learned reinit": dict(reinit=True),
+    "learned identity reinit": dict(clip_grad=False, reinit=True),
+    "learned identity rate=20": dict(clip_grad=False, rate=20.0),
+    "learned identity rate=30": dict(clip_grad=False, rate=30.0),
+    "learned rate=20": dict(rate=20.0),
+}
+"""Learned-step variants for ``--variants`` (screening; see docs/methods.md)."""
+
+
+def extra_variants(names):
+    return {f"qdesign {n}": (qdesign_contender("learned", **VARIANTS[n]), qdesign_levels, "qdesign") for n in names}
+
+
 # ---------------------------------------------------------------- run
 
 
@@ -116,11 +150,13 @@ def run(args) -> dict:
     data = make_splits(payload, 0.1, 0, args.train_subset or None)
     contenders = dict(CONTENDERS)
     contenders.update(extra_rates(args.rates))
+    contenders.update(extra_variants(args.variants))
+    extra = set(contenders) - set(CONTENDERS)
     if args.only:
-        contenders = {k: v for k, v in contenders.items() if k in args.only or k.startswith("qdesign learned rate")}
+        contenders = {k: v for k, v in contenders.items() if k in args.only or k in extra}
     rows = []
     for width in args.widths:
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             torch.manual_seed(seed)
             fmodel = build_model(FC, width, data.input_shape, data.n_classes)
             fres = fit(fmodel, data, {**FLOAT_CFG, "epochs": args.float_epochs}, seed=seed, log=silent)
@@ -256,7 +292,7 @@ def setup(args, data) -> dict:
         threads=1,
         widths=args.widths,
         bits=args.bits,
-        seeds=args.seeds,
+        seeds=list(range(args.first_seed, args.first_seed + args.seeds)),
         float_epochs=args.float_epochs,
         retrain_epochs=args.epochs,
         float_cfg=FLOAT_CFG,
@@ -286,6 +322,7 @@ def main(argv=None) -> None:
     p.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
     p.add_argument("--quick", action="store_true", help="smoke run: width 64, 1 seed, 1+1 epochs, 6000 examples")
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--first-seed", type=int, default=0, help="seeds first_seed .. first_seed + seeds - 1")
     p.add_argument("--widths", type=int, nargs="+", default=[64, 256])
     p.add_argument("--bits", type=int, nargs="+", default=[2, 4])
     p.add_argument("--float-epochs", type=int, default=3)
@@ -293,6 +330,7 @@ def main(argv=None) -> None:
     p.add_argument("--train-subset", type=int, default=20000, help="training examples (0: all 54000)")
     p.add_argument("--only", nargs="*", help="contender names to run (default: all)")
     p.add_argument("--rates", type=float, nargs="*", default=[], help="extra learned-step rates to try")
+    p.add_argument("--variants", nargs="*", default=[], choices=sorted(VARIANTS), help="extra learned-step variants")
     p.add_argument("--timing-only", action="store_true", help="only the interleaved ms/step comparison")
     p.add_argument("--timing-steps", type=int, default=20)
     p.add_argument("--timing-repeats", type=int, default=7)

@@ -108,6 +108,27 @@ def test_lsq_gradients_match_the_papers_pseudo_code(bits):
     assert float(grads[0][1]) == pytest.approx(float(grads[1][1]), rel=1e-10)
 
 
+def test_lsq_identity_ste_variant_keeps_the_step_gradient_and_passes_the_weight_gradient():
+    """clip_grad=False: d/dw is the upstream gradient everywhere (clipped weights included);
+    the step's gradient is LSQ's, as with the clip mask."""
+    bits, w, step, up = 2, [0.05, -0.26, 0.4, -0.7, 0.12], 0.2, [1.0, 2.0, 3.0, 4.0, 5.0]
+    want_s = 1 * (0 - 0.25) + 2 * (-1) + 3 * 1 + 4 * (-1) + 5 * (1 - 0.6)  # as in the hand-computed case
+    grads = []
+    for clip in (True, False):
+        wt = torch.tensor(w, dtype=torch.float64, requires_grad=True)
+        s = torch.tensor(step, dtype=torch.float64, requires_grad=True)
+        quantize_lsq(wt, bits, s, clip_grad=clip).backward(torch.tensor(up, dtype=torch.float64))
+        grads.append((wt.grad, float(s.grad)))
+    assert torch.equal(grads[1][0], torch.tensor(up, dtype=torch.float64))
+    assert grads[0][1] == grads[1][1] == pytest.approx(lsq_grad_scale(5, bits) * want_s, rel=1e-12)
+    layer = to_learned(to_quantized(nn.Sequential(nn.Linear(8, 4)), 2), clip_grad=False)[0]
+    assert not layer.clip_grad and "identity STE" in repr(layer)
+    x = torch.randn(16, 8)
+    layer(x).sum().backward()
+    with torch.no_grad():
+        assert torch.equal(layer.weight.grad, torch.ones(4, 16) @ x)
+
+
 # ----------------------------------------------------------------- learned layers
 
 
