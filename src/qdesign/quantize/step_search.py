@@ -14,7 +14,6 @@ import torch
 
 from .primitives import check_bits, max_level
 
-
 _BINNED_MIN_N = 4096  # magnitudes below this: plain binary searches only
 _BINNED_MIN_QUERIES = 2048  # fewer queries: one np.searchsorted is as fast
 _BIN_OCCUPANCY = 4  # mean magnitudes per bin of count_below's table
