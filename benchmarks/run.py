@@ -15,6 +15,8 @@ without it the step benchmarks use random data of MNIST's shape (reported).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import platform
@@ -292,6 +294,96 @@ def item7_cnn_flops(bs, repeats, peak, width=128):
     )
 
 
+def item8_cell_outside_training(data_dir: Path | None, subset: int | None, bits: int = 8, widths=None):
+    """Per cell, the time outside training: (job_seconds - train_seconds) /
+    job_seconds of real train_float and retrain cells on the real datasets of
+    config/cpu.yaml, at each of its widths. The cells run 1 epoch (float) and 1
+    epoch (retraining); the fraction is projected to cpu.yaml's epochs
+    (outside / (outside + train * epochs)), each epoch being the same work.
+    With ``subset`` the training sets are cut to that many examples and the
+    training time without the epoch's validation is scaled back up by the size
+    ratio (the validation time estimated from the cell's own evaluations):
+    an approximation, reported beside the full measurement's name."""
+    import pandas as pd  # noqa: PLC0415
+    import yaml  # noqa: PLC0415
+
+    from qdesign.cells import retrain, train_float  # noqa: PLC0415
+    from qdesign.config import validate_config  # noqa: PLC0415
+    from qdesign.data import write_prepared  # noqa: PLC0415
+    from qdesign.specs import float_spec, quant_spec  # noqa: PLC0415
+
+    cfg = yaml.safe_load((REPO / "config" / "cpu.yaml").read_text())
+    threads_before = torch.get_num_threads()  # the cells set their own
+    dirs = [data_dir] if data_dir else [REPO.parent / "shared" / "data", REPO / "data"]
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for study, s in cfg["studies"].items():
+            payload = None
+            for d in dirs:
+                try:
+                    payload = prepare_dataset(s["dataset"], d, download=False)
+                    break
+                except DatasetError:
+                    continue
+            if payload is None:
+                record("8", f"outside training, {study}", float("nan"), "fraction", "<= 0.05", None, note="no data")
+                continue
+            threads = int(s.get("threads", 1))  # as the study's jobs run
+            data_path = tmp / f"{s['dataset']}.pt"
+            write_prepared(payload, data_path)
+            n_pool = payload["x_train"].shape[0] - int(round(s["val_fraction"] * payload["x_train"].shape[0]))
+            n_full = min(s.get("train_subset") or n_pool, n_pool)
+            n_run = min(subset, n_full) if subset else n_full
+            epochs = {"float": s["training"]["epochs"], "retrain": s["retraining"]["epochs"]}
+            run_cfg = {**cfg, "data_dir": str(tmp), "download": False}
+            run_cfg["studies"] = {
+                study: {
+                    **s,
+                    "train_subset": n_run,
+                    "threads": threads,
+                    "training": {**s["training"], "epochs": 1},
+                    "retraining": {**s["retraining"], "epochs": 1},
+                }
+            }
+            c = validate_config(run_cfg)
+            for width in widths or s["model"]["widths"]:
+                fspec = float_spec(c, study, width, 0)
+                cell = tmp / study / str(width)
+                qspec = quant_spec(c, study, width, bits, 0)
+                with contextlib.redirect_stdout(io.StringIO()):  # the cells' own logs
+                    rows = {"float": train_float(fspec, data_path, cell / "float", threads=threads)}
+                    rows["retrain"] = retrain(qspec, data_path, cell / "float" / "model.pt", cell / "q", threads)
+                for kind, row in rows.items():
+                    job, train = float(row["job_seconds"]), float(row["train_seconds"])
+                    outside = job - train
+                    # the per-epoch validation (inside train) does not shrink with a subset:
+                    # its share is estimated from the cell's own evaluations outside training
+                    n_val, n_test = int(row["n_val"]), int(row["n_test"])
+                    n_eval = n_test if kind == "float" else n_val + n_test + n_test * (row["best_epoch"] != 0)
+                    val_s = min(train, float(row["evaluate_seconds"]) / n_eval * n_val)
+                    train_proj = epochs[kind] * ((train - val_s) * n_full / n_run + val_s)
+                    frac = outside / (outside + train_proj)
+                    what = kind if kind == "float" else f"{bits}-bit"
+                    name = f"outside training / job, {study} {what} w{width}{' (subset)' if n_run < n_full else ''}"
+                    record(
+                        "8",
+                        name,
+                        frac,
+                        "fraction",
+                        "<= 0.05",
+                        frac <= 0.05,
+                        outside_s=outside,
+                        train_s=train,
+                        train_projected_s=train_proj,
+                        measured_fraction=outside / job,
+                        **{f"{k}_s": float(row[f"{k}_seconds"]) for k in ("evaluate", "load", "write")},
+                    )
+                    out.append(dict(study=study, kind=kind, width=width, fraction=frac, outside_s=outside))
+    torch.set_num_threads(threads_before)
+    return pd.DataFrame(out)
+
+
 # ------------------------------------------------------------------ orchestration
 
 
@@ -419,6 +511,10 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--data-dir", type=Path, default=None)
     ap.add_argument("--quick", action="store_true", help="fewer repeats and a one-seed study (smoke test)")
+    ap.add_argument(
+        "--cells-subset", type=int, default=None, help="item 8: train the cells on this many examples (scaled back)"
+    )
+    ap.add_argument("--only", nargs="+", default=None, help="run only these items (e.g. 5 8)")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out" / "results.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -429,14 +525,25 @@ def main() -> None:
         f"qdesign benchmarks: torch {torch.__version__}, {args.threads} threads, batch {args.batch_size}, {data_note}\n"
     )
     print(f"{'#':>3}  {'measurement':<58} {'value':>10} {'unit':<9} {'target':<10}")
-    item1_trainer_vs_dataloader(data, args.batch_size, n_steps, reps)
-    peak = matmul_flops(args.threads)
-    item2_flops_fraction(data, args.batch_size, n_steps, reps, peak)
-    item3_retrain_vs_float(data, args.batch_size, n_steps, reps)
-    item4_vs_brevitas(data, args.batch_size, n_steps, reps)
-    item5_step_search_vs_epoch(data, args.batch_size)
-    item7_cnn_flops(32 if args.quick else 128, 2 if args.quick else 3, peak)
-    item6_orchestration(args.quick)
+    want = set(args.only or "12345678")
+    peak = matmul_flops(args.threads) if want & {"2", "7"} else None
+    if "1" in want:
+        item1_trainer_vs_dataloader(data, args.batch_size, n_steps, reps)
+    if "2" in want:
+        item2_flops_fraction(data, args.batch_size, n_steps, reps, peak)
+    if "3" in want:
+        item3_retrain_vs_float(data, args.batch_size, n_steps, reps)
+    if "4" in want:
+        item4_vs_brevitas(data, args.batch_size, n_steps, reps)
+    if "5" in want:
+        item5_step_search_vs_epoch(data, args.batch_size)
+    if "7" in want:
+        item7_cnn_flops(32 if args.quick else 128, 2 if args.quick else 3, peak)
+    if "8" in want:
+        subset = args.cells_subset or (2000 if args.quick else None)
+        item8_cell_outside_training(args.data_dir, subset)
+    if "6" in want:
+        item6_orchestration(args.quick)
     total = time.perf_counter() - t_start
     print(f"\ntotal {total:.0f} s")
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -14,25 +14,121 @@ import torch
 
 from .primitives import check_bits, max_level
 
+_BINNED_MIN_N = 4096  # magnitudes below this: plain binary searches only
+_BINNED_MIN_QUERIES = 2048  # fewer queries: one np.searchsorted is as fast
+_BIN_OCCUPANCY = 4  # mean magnitudes per bin of count_below's table
+
 
 class _SortedMagnitudes:
     """|w| sorted ascending, with prefix sums, so that the squared error of any
     step, and a lower bound of it over a whole interval of steps, costs
-    O(K log N) instead of O(N)."""
+    O(K log N) instead of O(N).
+
+    The magnitudes stay in the tensor's own precision (float32 mostly: half the
+    memory, so half the cache misses of the binary searches, which dominate);
+    the prefix sums are float64. Counts are exact whatever the precision
+    (:meth:`_keys`)."""
 
     def __init__(self, w: torch.Tensor):
-        flat = w.detach().reshape(-1).abs().cpu()
+        flat = w.detach().reshape(-1).cpu()
         if not flat.is_floating_point() or flat.dtype in (torch.float16, torch.bfloat16):
             flat = flat.to(torch.float64 if not flat.is_floating_point() else torch.float32)
-        # sort in the tensor's own precision (NumPy's vectorised float32 sort is
-        # about 3x faster than torch.sort here), then widen for the prefix sums
-        a64 = np.sort(flat.numpy()).astype(np.float64)
-        self.a = a64
-        self.n = a64.size
-        self.p1 = np.concatenate(([0.0], np.cumsum(a64)))
-        self.p2 = np.concatenate(([0.0], np.cumsum(a64 * a64)))
+        # NumPy's abs and sort (torch's abs allocates through its thread pool;
+        # NumPy's vectorised float32 sort is about 3x faster than torch.sort),
+        # into one buffer with a trailing +inf, the sentinel of count_below
+        src = flat.numpy()
+        n = src.size
+        buf = np.empty(n + 1, dtype=src.dtype)
+        np.abs(src, out=buf[:n])
+        buf[:n].sort()
+        buf[n] = np.inf
+        a = buf[:n]
+        self.a, self._a_pad, self.n = a, buf, n
+        # prefix sums in float64, written in place (each element widened exactly first)
+        self.p1 = np.empty(n + 1, dtype=np.float64)
+        self.p1[0] = 0.0
+        np.cumsum(a, dtype=np.float64, out=self.p1[1:])
+        self.p2 = np.empty(n + 1, dtype=np.float64)
+        self.p2[0] = 0.0
+        np.multiply(a, a, dtype=np.float64, out=self.p2[1:])
+        np.cumsum(self.p2[1:], out=self.p2[1:])
         self.total_sq = float(self.p2[-1])
-        self.max = float(a64[-1]) if self.n else 0.0
+        self.max = float(a[-1]) if n else 0.0
+        self._k = None
+        self._build_bins()
+
+    def _keys(self, x) -> np.ndarray:
+        """Query values in the magnitudes' precision with the same counts below:
+        for float32 magnitudes, the smallest float32 >= x (a float32 m is below x
+        exactly when it is below that value)."""
+        x = np.asarray(x, dtype=np.float64)
+        if self.a.dtype == np.float64:
+            return x
+        x32 = x.astype(self.a.dtype)
+        np.nextafter(x32, np.inf, out=x32, where=x32 < x)
+        return x32
+
+    def _build_bins(self) -> None:
+        """The table of :meth:`count_below`: ``cum[b]`` magnitudes lie in bins
+        below ``b``, bin ``f(v) = floor(min(v * scale, n_bins))``. As ``f`` is
+        monotone, the count of magnitudes below any ``v >= 0`` lies in
+        ``[cum[f(v)], cum[f(v) + 1]]``: an exact bracket, whatever the rounding
+        (``f`` is computed in float64 for magnitudes and queries alike)."""
+        self._n_bins = 0
+        if self.n < _BINNED_MIN_N or not (0.0 < self.max < math.inf):
+            return
+        n_bins = self.n // _BIN_OCCUPANCY
+        scale = n_bins / self.max
+        if not 0.0 < scale < math.inf:
+            return
+        self._scale, self._n_bins = scale, n_bins
+        self._cum = np.zeros(n_bins + 2, dtype=np.intp)
+        np.cumsum(np.bincount(self._bin_of(self.a), minlength=n_bins + 1), out=self._cum[1:])
+        self._max_occupancy = int(np.diff(self._cum).max())
+
+    def _bin_of(self, v: np.ndarray) -> np.ndarray:
+        b = np.multiply(v, self._scale, dtype=np.float64)
+        np.clip(b, 0.0, self._n_bins, out=b)
+        return b.astype(np.intp)  # truncation = floor: b >= 0
+
+    def count_below(self, x) -> np.ndarray:
+        """Number of magnitudes strictly below each ``x``: exactly
+        ``np.searchsorted(self.a, x, side="left")``. For many queries, a few
+        vectorised bisection steps inside the bracket of each query's bin
+        instead of one cache-missing binary search over all N magnitudes each
+        (about 2x faster at 10^4 queries into 10^6 magnitudes)."""
+        v = np.asarray(x, dtype=np.float64)
+        if self._n_bins == 0 or v.size < _BINNED_MIN_QUERIES or not (np.isfinite(v).all() and v.min() >= 0.0):
+            return np.searchsorted(self.a, self._keys(v), side="left")
+        flat = v.ravel()  # float32 magnitudes compare exactly with float64 queries
+        b = self._bin_of(flat)
+        base = self._cum[b]
+        length = self._cum[b + 1] - base
+        a = self._a_pad
+        # branchless lower bound over a[base : base + length]; lengths of 1 stay put
+        for _ in range(max(0, (self._max_occupancy - 1).bit_length())):
+            half = length >> 1
+            np.add(base, half, out=base, where=a[base + half] < flat)
+            length -= half
+        # a[base] < v moves past the last candidate; the sentinel a[n] = inf never does
+        base += a[base] < flat
+        return base.reshape(v.shape)
+
+    def _constants(self, k: int) -> None:
+        if self._k != k:
+            self._k = k
+            self._half = np.arange(k, dtype=np.float64) + 0.5
+            self._odd = 2 * np.arange(k, dtype=np.int64) + 1
+
+    def evaluate_one(self, step: float, k: int) -> tuple[float, float, float]:
+        """:meth:`evaluate` of a single step, bit for bit, in a handful of NumPy
+        calls (the Lloyd polish makes hundreds of these one after another)."""
+        self._constants(k)
+        idx = np.searchsorted(self.a, self._keys(step * self._half), side="left")
+        s1 = float(k * self.p1[self.n] - self.p1[idx].sum())
+        # S2 is an integer below 2**53: exact in any order of summation
+        s2 = float(k * k * self.n - int(np.dot(idx, self._odd)))
+        return max(self.total_sq - 2.0 * step * s1 + step * step * s2, 0.0), s1, s2
 
     def _range_sq(self, lo, hi, center):
         """sum over sorted indices [lo, hi) of (a - center)**2, clipped at 0."""
@@ -47,7 +143,7 @@ class _SortedMagnitudes:
         half = np.arange(k, dtype=np.float64) + 0.5
         thr = steps[:, None] * half[None, :]
         # idx[:, j] = number of magnitudes below (j + 1/2) * step, i.e. at codes <= j
-        idx = np.searchsorted(self.a, thr.ravel(), side="left").reshape(thr.shape)
+        idx = self.count_below(thr)
         # summation by parts: sum_z z (c_z - c_{z-1}) = K c_K - sum_{z<K} c_z
         s1 = k * self.p1[self.n] - self.p1[idx].sum(axis=1)
         s2 = float(k * k * self.n) - (idx * (2.0 * np.arange(k) + 1.0)[None, :]).sum(axis=1)
@@ -78,7 +174,7 @@ class _SortedMagnitudes:
         shape = (lo.size, k)
 
         def idx(values):
-            return np.searchsorted(self.a, values.ravel(), side="left").reshape(shape)
+            return self.count_below(values.reshape(shape))
 
         band_lo, band_hi = idx((j + 0.5) * lo2), idx((j + 0.5) * hi2)
         # fixed magnitudes at code j: indices [band_hi[j-1], band_lo[j]); code k: [band_hi[k-1], n)
@@ -114,12 +210,12 @@ def _lloyd_polish(sm, step: float, k: int, max_iter: int = 100):
     evaluation per iteration; the error never increases, and the fixed point
     is a local optimum. A quick way to a good incumbent: the branch and bound,
     not this polish, guarantees optimality."""
-    err, s1, s2 = (float(v[0]) for v in sm.evaluate(np.array([step]), k))
+    err, s1, s2 = sm.evaluate_one(step, k)
     for _ in range(max_iter):
         if s2 <= 0 or s1 <= 0:
             break
         new = s1 / s2
-        new_err, n1, n2 = (float(v[0]) for v in sm.evaluate(np.array([new]), k))
+        new_err, n1, n2 = sm.evaluate_one(new, k)
         if not new_err < err or new == step:
             break
         step, err, s1, s2 = new, new_err, n1, n2

@@ -1,0 +1,123 @@
+"""Issue 13: work outside training and the speed of the step search, without
+changing a single number: the step search returns the original steps bit for
+bit, its exact counting matches a plain binary search, and a retraining cell
+evaluates only what it reports."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from qdesign import cells
+from qdesign.cells import retrain, train_float
+from qdesign.config import validate_config
+from qdesign.data import prepare_dataset, write_prepared
+from qdesign.quantize import l2_optimal_step
+from qdesign.quantize.step_search import _SortedMagnitudes
+from qdesign.specs import float_spec, quant_spec
+
+from .conftest import REPO, tiny_study
+
+STEPS = json.loads((REPO / "tests" / "golden" / "step_search_steps.json").read_text())
+
+
+def _sample(dist, n, seed, dtype):
+    """As tests/golden/step_search_steps.json was made (by the step search before issue 13)."""
+    g = torch.Generator().manual_seed(seed)
+    if dist == "gaussian":
+        w = torch.randn(n, generator=g)
+    elif dist == "uniform":
+        w = torch.rand(n, generator=g) * 2 - 1
+    elif dist == "outlier":
+        w = torch.randn(n, generator=g)
+        w[0] = 40.0
+    else:
+        u = torch.rand(n, generator=g, dtype=torch.float64) - 0.5
+        w = (-torch.sign(u) * torch.log1p(-2 * u.abs())).float()
+    return w.to(getattr(torch, dtype))
+
+
+@pytest.mark.parametrize("case", STEPS, ids=lambda c: f"{c['dtype']}-{c['n']}-{c['dist']}-{c['bits']}")
+def test_step_search_returns_the_original_steps_bit_for_bit(case):
+    w = _sample(case["dist"], case["n"], case["seed"], case["dtype"])
+    assert l2_optimal_step(w, case["bits"]).hex() == case["step"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_count_below_is_exactly_searchsorted(dtype):
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(20000, generator=g, dtype=dtype)
+    w[:50] = 0.25  # ties
+    w[50] = 30.0  # an outlier stretches the bins
+    sm = _SortedMagnitudes(w)
+    a = sm.a.astype(np.float64)
+    rng = np.random.default_rng(0)
+    exact = rng.choice(a, 3000)  # magnitudes themselves and their float neighbours
+    queries = np.concatenate(
+        [
+            exact,
+            np.nextafter(exact, np.inf),
+            np.nextafter(exact, -np.inf),
+            np.nextafter(exact.astype(np.float32), np.float32(np.inf)).astype(np.float64),
+            rng.uniform(0, 2 * sm.max, 3000),
+            [0.0, sm.max, 2 * sm.max, 1e300],
+        ]
+    )
+    np.testing.assert_array_equal(sm.count_below(queries), np.searchsorted(a, queries, side="left"))
+    np.testing.assert_array_equal(sm.count_below(queries[:100]), np.searchsorted(a, queries[:100], side="left"))
+
+
+def test_single_step_evaluation_matches_the_batched_one():
+    w = torch.randn(50000, generator=torch.Generator().manual_seed(1))
+    sm = _SortedMagnitudes(w)
+    for k in (1, 3, 127):
+        steps = np.geomspace(sm.max / (k + 0.5) * 1e-2, 2 * sm.max, 40)
+        e, s1, s2 = sm.evaluate(steps, k)
+        for i, step in enumerate(steps):
+            assert sm.evaluate_one(float(step), k) == (e[i], s1[i], s2[i])
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "digits.pt"
+    write_prepared(prepare_dataset("digits"), path)
+    return path
+
+
+@pytest.mark.parametrize("model", ["fcdnn", "cnn"])
+def test_retrain_cell_evaluates_only_the_quantized_network(digits, tmp_path, monkeypatch, model):
+    study = {} if model == "fcdnn" else {"model": {"type": "cnn", "widths": [2], "channel_multipliers": [1, 2]}}
+    cfg = validate_config({"device": "cpu", "studies": {"s": tiny_study(**study)}})
+    width = 8 if model == "fcdnn" else 2
+    float_row = train_float(float_spec(cfg, "s", width, 0), digits, tmp_path / "f")
+    calls = []
+    real = cells.evaluate
+
+    def counting(model, x, y, *args, **kwargs):
+        calls.append((model, x.shape[0]))
+        return real(model, x, y, *args, **kwargs)
+
+    monkeypatch.setattr(cells, "evaluate", counting)
+    row = retrain(quant_spec(cfg, "s", width, 2, 0), digits, tmp_path / "f" / "model.pt", tmp_path / "q")
+    # direct quantization (validation and test), then the retrained state's test
+    # error unless the direct model stayed best; never the float network again
+    n_val, n_test = row["n_val"], row["n_test"]
+    expected = [n_val, n_test] + ([n_test] if row["best_epoch"] != 0 else [])
+    assert [n for _, n in calls] == expected
+    assert all(cells.quantized_layers(mod) for mod, _ in calls)  # each a quantized network
+    log = pd.read_parquet(tmp_path / "q" / "metrics.parquet").iloc[0]
+    assert log["test_error"] == row["test_error"]
+    assert float_row["test_error"] == cells.load_checkpoint(tmp_path / "f" / "model.pt")["test_error"]
+
+
+def test_metrics_split_adds_up_to_at_most_the_job(digits, tmp_path):
+    cfg = validate_config({"device": "cpu", "studies": {"s": tiny_study()}})
+    rows = [train_float(float_spec(cfg, "s", 8, 0), digits, tmp_path / "f")]
+    rows.append(retrain(quant_spec(cfg, "s", 8, 4, 0), digits, tmp_path / "f" / "model.pt", tmp_path / "q"))
+    for row in rows:
+        parts = [row[f"{k}_seconds"] for k in ("train", "evaluate", "load", "write")]
+        assert all(p >= 0 and math.isfinite(p) for p in parts)
+        assert sum(parts) <= row["job_seconds"]
