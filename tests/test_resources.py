@@ -1,7 +1,6 @@
 """Cluster resource estimates: one architecture description, estimates that grow
 with the network, the data and retries, and requests close to measured peaks."""
 
-import inspect
 import json
 import os
 import subprocess
@@ -14,6 +13,7 @@ import yaml
 from qdesign import resources
 from qdesign.architecture import forward_macs, layer_specs, n_params, weight_specs
 from qdesign.config import validate_config
+from qdesign.constants import EVAL_BATCH
 from qdesign.models import build_model, weight_layers
 from qdesign.resources import MIN_RUNTIME_MIN, job_peak_mb, mem_mb, runtime_min
 from qdesign.train import evaluate
@@ -80,8 +80,17 @@ def test_paper_cnn_is_sized_by_parameters_not_macs():
     assert 3000 < mem_mb(cfg, 128) < 8000
 
 
-def test_eval_batch_matches_the_trainer():
-    assert inspect.signature(evaluate).parameters["batch_size"].default == resources.EVAL_BATCH
+@pytest.mark.parametrize("cfg, width, shape", MODELS[:2])
+def test_eval_batch_is_the_one_the_trainer_uses(cfg, width, shape):
+    """The memory estimate sizes evaluation by constants.EVAL_BATCH: evaluate
+    must run batches of exactly that size."""
+    model = build_model(cfg, width, shape, 10)
+    kind = "conv" if cfg["type"] == "cnn" else "fc"
+    sizes = []
+    model.register_forward_pre_hook(lambda _m, args: sizes.append(args[0].shape[0]))
+    n = EVAL_BATCH[kind] + 7
+    evaluate(model, torch.zeros(n, *shape), torch.zeros(n, dtype=torch.long))
+    assert sizes == [EVAL_BATCH[kind], 7]
 
 
 def test_wider_networks_and_bigger_data_get_more():

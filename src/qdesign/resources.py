@@ -26,12 +26,12 @@ from collections.abc import Mapping
 
 from .architecture import forward_macs, layer_specs, n_params
 from .architecture import training_flops_per_example as training_flops_per_example  # re-exported
+from .constants import EVAL_BATCH
 from .registry import DATASETS
 
 # (examples in train pool + test, input shape) of each dataset, from the registry
 DATASET_SHAPES = {name: (d.n_examples, d.input_shape) for name, d in DATASETS.items()}
 N_CLASSES = 10
-EVAL_BATCH = 2048  # qdesign.train.evaluate's batch size (a test checks they agree)
 
 # Calibration (benchmarks/measure_cell.py, fresh processes, 2 shared CPU cores; docs/slurm.md):
 # RSS of the interpreter with qdesign.cells imported (python, torch, pandas,
@@ -77,7 +77,8 @@ def job_peak_mb(study: Mapping, width: int, device: str = "cpu", n_examples: int
     # training: every module's output is kept for backward
     train_b = 4 * batch * sum(acts)
     # evaluation (no grad, batches of EVAL_BATCH): a module's input and output are alive at once
-    eval_b = 4 * min(EVAL_BATCH, n) * max(a + b for a, b in zip(acts, acts[1:]))
+    eval_batch = EVAL_BATCH["conv" if study["model"]["type"] == "cnn" else "fc"]
+    eval_b = 4 * min(eval_batch, n) * max(a + b for a, b in zip(acts, acts[1:]))
     conv_mb = CONV_WORKSPACE_MB if study["model"]["type"] == "cnn" else 0
     return int(BASE_MB.get(device, BASE_MB["cpu"]) + conv_mb + (data_b + param_b + max(train_b, eval_b)) / 2**20)
 

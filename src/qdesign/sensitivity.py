@@ -18,10 +18,10 @@ import pandas as pd
 import torch
 from torch.nn import functional as F
 
+from .constants import EVAL_BATCH
 from .models import weight_modules
 from .quantize import l2_optimal_step, quantize
 
-EVAL_BATCH = 2048
 COLUMNS = [
     "study",
     "width",
@@ -48,10 +48,11 @@ def loss_and_error(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> 
     model.eval()
     loss = torch.zeros((), dtype=torch.float64, device=x.device)
     wrong = torch.zeros((), dtype=torch.int64, device=x.device)
-    for i in range(0, x.shape[0], EVAL_BATCH):
-        out = model(x[i : i + EVAL_BATCH])
-        loss += F.cross_entropy(out, y[i : i + EVAL_BATCH], reduction="sum").double()
-        wrong += (out.argmax(dim=1) != y[i : i + EVAL_BATCH]).sum()
+    batch = EVAL_BATCH["conv" if any(isinstance(m, torch.nn.Conv2d) for m in model.modules()) else "fc"]
+    for i in range(0, x.shape[0], batch):
+        out = model(x[i : i + batch])
+        loss += F.cross_entropy(out, y[i : i + batch], reduction="sum").double()
+        wrong += (out.argmax(dim=1) != y[i : i + batch]).sum()
     model.train(was_training)
     n = max(1, x.shape[0])
     return float(loss) / n, float(wrong) / n

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .constants import EVAL_BATCH
 from .data import Splits
 from .errors import ConfigError, DivergedError
 
@@ -70,9 +71,6 @@ def use_channels_last(model: nn.Module, data: Splits) -> Splits:
         data.y_test,
         data.n_classes,
     )
-
-
-EVAL_BATCH = {"fc": 2048, "conv": 256}
 
 
 @torch.inference_mode()
