@@ -219,6 +219,9 @@ def test_mixed_run_tables(mixed_run):
     assert (fits["uniform_memory_bits"] <= fits["budget_bits"]).all()
     for name in ("sensitivity", "mixed_frontier"):
         assert (res / "figures" / f"{name}.png").stat().st_size > 10_000
+    page = (res / "report" / "mixed.html").read_text()
+    assert "Best uniform vs best mixed design per memory budget" in page
+    assert all(w in page for w in comparison["winner"])
 
 
 @pytest.mark.slow

@@ -146,6 +146,10 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report-tables", help="a study's tables as an HTML page for the Snakemake report")
     table_args(p)
     p.add_argument("--out", required=True, type=Path)
+    p = sub.add_parser("report-mixed", help="a study's mixed-precision tables as an HTML page for the report")
+    p.add_argument("--comparison", required=True, type=Path)
+    p.add_argument("--mixed", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
     p = sub.add_parser("report-provenance", help="the run's config, versions and commit as an HTML page")
     p.add_argument("--config-json", required=True)
     p.add_argument("--summaries", nargs="+", required=True, type=Path)
@@ -201,6 +205,16 @@ def _cmd_export_frontier(args) -> None:
 
     for line in export_frontier(args.study_dir, args.data, args.out_dir):
         print(line, flush=True)
+
+
+def _cmd_report_mixed(args) -> None:
+    import pandas as pd  # noqa: PLC0415
+
+    from .io import write_text_atomic  # noqa: PLC0415
+    from .report import mixed_html  # noqa: PLC0415
+
+    comparison, mixed = pd.read_parquet(args.comparison), pd.read_parquet(args.mixed)
+    write_text_atomic(args.out, mixed_html(comparison, mixed, str(mixed["study"].iloc[0])))
 
 
 def _cmd_report_tables(args) -> None:
@@ -383,6 +397,7 @@ _COMMANDS = {
     "recommend": _cmd_recommend,
     "report-tables": _cmd_report_tables,
     "report-provenance": _cmd_report_provenance,
+    "report-mixed": _cmd_report_mixed,
     "export-frontier": _cmd_export_frontier,
 }
 

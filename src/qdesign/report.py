@@ -85,6 +85,59 @@ def tables_html(summary, ecr, frontier, study: str) -> str:
     return _page(f"{study}: tables", "".join(body))
 
 
+def mixed_html(comparison, mixed, study: str) -> str:
+    """The mixed-precision tables of a study: best uniform vs best mixed per
+    budget, and every mixed design's seed-mean error and patterns."""
+    import pandas as pd  # noqa: PLC0415
+
+    from .mixed import mixed_means  # noqa: PLC0415
+
+    def pm(mean, std):
+        return "" if pd.isna(mean) else f"{100 * mean:.2f} ± {100 * std:.2f}"
+
+    c = comparison
+    cmp = pd.DataFrame(
+        {
+            "method": c["method"],
+            "budget (KiB)": c["budget_bits"] / 8192,
+            "best uniform": [f"w{w} {b} bits" for w, b in zip(c["uniform_width"], c["uniform_bits"])],
+            "error (%)": [pm(m, s) for m, s in zip(c["uniform_error"], c["uniform_std"])],
+            "best mixed": [
+                "" if pd.isna(w) else f"w{int(w)} {p} ({str(pats).replace(',', ', ')})"
+                for w, p, pats in zip(c["mixed_width"], c["mixed_precision"], c["mixed_patterns"])
+            ],
+            "error (%) ": [pm(m, s) for m, s in zip(c["mixed_error"], c["mixed_std"])],
+            "mixed - uniform (points)": 100 * c["difference"],
+            "spread (points)": 100 * c["spread"],
+            "winner": c["winner"],
+        }
+    )
+    means = mixed_means(mixed)
+    means["memory_kib"] = means["memory_bits"] / 8192
+    means[["error", "error_std", "direct_error", "val_error"]] *= 100
+    means["patterns"] = means["patterns"].str.replace(",", ", ")
+    cols = ["method", "width", "precision", "patterns", "memory_kib", "error", "error_std", "n_seeds", "direct_error"]
+    wins = cmp["winner"].value_counts().to_dict()
+    body = [
+        f"<p>Study <b>{html.escape(study)}</b>: {len(mixed)} mixed-precision networks. Errors in percent "
+        "(test set), means over seeds; a winner needs a difference beyond the larger seed std. "
+        f"Winners: {html.escape(', '.join(f'{k} {v}' for k, v in sorted(wins.items())))}. See docs/mixed.md.</p>",
+        _table(cmp, "Best uniform vs best mixed design per memory budget"),
+        _table(
+            means[cols].rename(
+                columns={
+                    "memory_kib": "memory (KiB)",
+                    "error": "error (%)",
+                    "error_std": "std (points)",
+                    "direct_error": "direct error (%)",
+                }
+            ),
+            "Mixed designs: seed-mean test error (precision m3: a budget of 3 bits per weight)",
+        ),
+    ]
+    return _page(f"{study}: mixed precision", "".join(body))
+
+
 def provenance_html(config: Mapping, repo: Path, summaries: Mapping[str, object]) -> str:
     """The config the run used, its hash, the software versions and the commit."""
     import yaml  # noqa: PLC0415

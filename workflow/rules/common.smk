@@ -121,6 +121,7 @@ def study_outputs(study):
     out.append(f"results/{study}/report/tables.html")
     if qspecs.has_mixed(config, study):
         out += [layout.table_file(study, t) for t in registry.MIXED_TABLES]
+        out.append(f"results/{study}/report/mixed.html")
         out += [
             layout.figure_file(study, name, ext)
             for name in registry.MIXED_FIGURES

@@ -65,6 +65,7 @@ localrules:
     aggregate_mixed,
     mixed_figures,
     reference_mixed_figures,
+    report_mixed,
 
 
 rule aggregate_mixed:
@@ -115,6 +116,27 @@ rule mixed_figures:
         "python -m qdesign mixed-figures --summary {input.summary} --sensitivity {input.sensitivity} "
         "--mixed {input.mixed} --comparison {input.comparison} --out-dir {params.out_dir} "
         "--formats {params.formats} --dpi {params.dpi} > {log} 2>&1"
+
+
+rule report_mixed:
+    input:
+        comparison=layout.TABLE.replace("{table}", "mixed_vs_uniform"),
+        mixed=layout.TABLE.replace("{table}", "mixed"),
+    output:
+        report(
+            "results/{study}/report/mixed.html",
+            caption="../report/mixed_tables.rst",
+            category="{study}",
+            subcategory="tables",
+            labels={"table": "mixed precision"},
+        ),
+    log:
+        "results/logs/report_mixed/{study}.log",
+    conda:
+        "../../envs/qdesign.yaml"
+    shell:
+        "python -m qdesign report-mixed --comparison {input.comparison} --mixed {input.mixed} "
+        "--out {output} > {log} 2>&1"
 
 
 # the mixed figures of a shipped reference study (reference/<profile>/<study>/mixed.parquet)

@@ -55,4 +55,9 @@ rule report_provenance:
 rule report_pages:
     input:
         [f"results/{study}/report/tables.html" for study in STUDIES],
+        [
+            f"results/{study}/report/mixed.html"
+            for study in STUDIES
+            if qspecs.has_mixed(config, study)
+        ],
         "results/report/provenance.html",
