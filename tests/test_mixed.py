@@ -113,6 +113,10 @@ def test_costs_from_table_refuses_a_missing_bits_value(tiny_net):
     assert len(costs) == 3 and n == [64 * 12, 12 * 12, 12 * 10]
     with pytest.raises(ValueError, match="lacks layer 0 at \\[3\\] bits"):
         costs_from_table(table, [2, 3])
+    broken = table.copy()
+    broken.loc[(broken["layer"] == 1) & (broken["bits"] == 2), "d_val_loss"] = float("nan")
+    with pytest.raises(ValueError, match="non-finite loss increase for layer 1 at \\[2\\] bits"):
+        costs_from_table(broken, [2, 4])
 
 
 # ------------------------------------------------------------------ config

@@ -28,17 +28,22 @@ FLOAT_METHOD = "float"  # the ``method`` of float rows in the tables (they are n
 MEMORY_COLUMNS = {"weights": "memory_bits_weights", "total": "memory_bits_total"}
 
 
-def read_cells(paths: Iterable[str | Path]) -> pd.DataFrame:
-    """Concatenate per-cell metrics files, sorted by width, bits and seed."""
+def read_parquets(paths: Iterable[str | Path], what: str = "cell metrics") -> pd.DataFrame:
+    """Concatenate Parquet files; an unreadable one (or none) is a one-line TableError."""
     frames = []
     for p in paths:
         try:
             frames.append(pd.read_parquet(p))
         except Exception as exc:
-            raise TableError(f"cannot read cell metrics {p} ({type(exc).__name__}); delete it and rerun") from None
+            raise TableError(f"cannot read {what} {p} ({type(exc).__name__}); delete it and rerun") from None
     if not frames:
-        raise TableError("no cell metrics to aggregate")
-    df = pd.concat(frames, ignore_index=True)
+        raise TableError(f"no {what} to aggregate")
+    return pd.concat(frames, ignore_index=True)
+
+
+def read_cells(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """Concatenate per-cell metrics files, sorted by width, bits and seed."""
+    df = read_parquets(paths)
     if df["study"].nunique() != 1:
         raise TableError(f"cells of several studies given: {sorted(df['study'].unique())}")
     dupes = df.duplicated([c for c in ("width", "bits", "method", "seed") if c in df.columns])

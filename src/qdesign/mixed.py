@@ -24,27 +24,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .aggregate import FLOAT_METHOD, MEMORY_COLUMNS, seed_means, with_method
+from .aggregate import FLOAT_METHOD, MEMORY_COLUMNS, read_parquets, seed_means, with_method
 from .ecr import pareto_front
 from .errors import TableError
 
 MIXED_KEYS = ["study", "method", "width", "n_weights", "precision"]
 
 
-def _read(paths: Iterable[str | Path], what: str) -> pd.DataFrame:
-    frames = []
-    for p in paths:
-        try:
-            frames.append(pd.read_parquet(p))
-        except Exception as exc:
-            raise TableError(f"cannot read {what} {p} ({type(exc).__name__}); delete it and rerun") from None
-    if not frames:
-        raise TableError(f"no {what} to aggregate")
-    return pd.concat(frames, ignore_index=True)
-
-
 def read_mixed_cells(paths: Iterable[str | Path]) -> pd.DataFrame:
-    df = _read(paths, "mixed cell metrics")
+    df = read_parquets(paths, "mixed cell metrics")
     if "precision" not in df.columns or df["precision"].isna().any():
         raise TableError("a cell given as mixed has no precision column (a uniform cell's metrics?)")
     if df["study"].nunique() != 1:
@@ -153,8 +141,8 @@ def aggregate_mixed(
     memory: str = "weights",
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(sensitivity, mixed, mixed_vs_uniform) tables of one study."""
-    summary = _read([summary_path], "summary")
-    sens = _read(sensitivity_paths, "sensitivity table")
+    summary = read_parquets([summary_path], "summary")
+    sens = read_parquets(sensitivity_paths, "sensitivity table")
     sens = sens.sort_values(["width", "seed", "layer", "bits"], kind="stable").reset_index(drop=True)
     mixed = read_mixed_cells(cell_paths)
     if set(mixed["study"]) != set(summary["study"]):

@@ -11,6 +11,7 @@ columns so that no design choice ever sees the test set.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -101,6 +102,9 @@ def costs_from_table(table: pd.DataFrame, candidate_bits: Sequence[int]) -> tupl
     costs, n_weights = [], []
     for layer, rows in table.groupby("layer", sort=True):
         have = dict(zip(rows["bits"].astype(int), rows["d_val_loss"].astype(float)))
+        bad = sorted(b for b, c in have.items() if not math.isfinite(c))
+        if bad:  # a NaN would make every comparison of the allocation false: a silently arbitrary pattern
+            raise ValueError(f"sensitivity table has a non-finite loss increase for layer {layer} at {bad} bits")
         missing = sorted(set(int(b) for b in candidate_bits) - set(have))
         if missing:
             raise ValueError(f"sensitivity table lacks layer {layer} at {missing} bits")
