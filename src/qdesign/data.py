@@ -276,9 +276,14 @@ class Splits:
 
 
 def _normalise(x: torch.Tensor, mean, std) -> torch.Tensor:
+    """``(x - mean) / std`` per channel in float32, in place on one fresh copy
+    (the same two roundings per element as the out-of-place expression; one
+    allocation instead of three, which were most of a small cell's load time)."""
     m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
     s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
-    return ((x.to(torch.float32) - m) / s).contiguous()
+    out = torch.empty(x.shape, dtype=torch.float32)
+    out.copy_(x)
+    return out.sub_(m).div_(s)
 
 
 def make_splits(payload: dict, val_fraction: float, split_seed: int, train_subset: int | None = None) -> Splits:

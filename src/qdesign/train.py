@@ -19,6 +19,7 @@ from torch.nn import functional as F
 from .constants import EVAL_BATCH
 from .data import Splits
 from .errors import ConfigError, DivergedError
+from .quantize.layers import frozen_weights
 
 
 def pick_device(name: str) -> torch.device:
@@ -85,8 +86,9 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     was_training = model.training
     model.eval()
     wrong = torch.zeros((), dtype=torch.int64, device=x.device)
-    for i in range(0, x.shape[0], batch_size):
-        wrong += (model(x[i : i + batch_size]).argmax(dim=1) != y[i : i + batch_size]).sum()
+    with frozen_weights(model):  # quantized layers: weights quantized once, not per batch
+        for i in range(0, x.shape[0], batch_size):
+            wrong += (model(x[i : i + batch_size]).argmax(dim=1) != y[i : i + batch_size]).sum()
     model.train(was_training)
     return float(wrong) / max(1, x.shape[0])
 

@@ -1,10 +1,17 @@
-"""Write the golden tables of the .test study (exact values as hex floats); see tests/test_golden.py."""
+"""Write the golden tables of the .test study (exact values as hex floats) for
+this numeric platform; see tests/test_golden.py. Entries of other platforms in
+the file are kept; this platform's entry is replaced.
+
+    python tests/golden/regenerate.py .test/results tests/golden/test_study.json
+"""
 
 import json
 import sys
 from pathlib import Path
 
 import pandas as pd
+
+from qdesign.numerics import numeric_platform
 
 root = Path(sys.argv[1])
 out = Path(sys.argv[2])
@@ -24,7 +31,7 @@ KEEP = [
     "epochs_run",
     "best_epoch",
 ]
-gold = {}
+tables = {}
 for study in sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.startswith("test-")):
     s = pd.read_parquet(root / study / "summary.parquet")
     rows = []
@@ -41,6 +48,9 @@ for study in sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.star
             }
         )
     e = pd.read_parquet(root / study / "ecr.parquet")
-    gold[study] = {"summary": rows, "ecr": [float(x).hex() for x in e["ecr"]]}
-out.write_text(json.dumps(gold, indent=1, sort_keys=True) + "\n")
-print(out, sum(len(v["summary"]) for v in gold.values()), "rows")
+    tables[study] = {"summary": rows, "ecr": [float(x).hex() for x in e["ecr"]]}
+here = numeric_platform()
+entries = json.loads(out.read_text())["platforms"] if out.exists() else []
+entries = [e for e in entries if e["platform"] != here] + [{"platform": here, "tables": tables}]
+out.write_text(json.dumps({"platforms": entries}, indent=1, sort_keys=True) + "\n")
+print(out, sum(len(v["summary"]) for v in tables.values()), "rows for", here)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -29,6 +30,7 @@ class _QuantWeight:
 
     bits: int
     step: torch.Tensor
+    _frozen_weight: torch.Tensor | None = None  # set by frozen_weights()
 
     def _init_quant(self, bits: int, init_step: bool) -> None:
         self.bits = check_bits(bits)
@@ -50,6 +52,11 @@ class _QuantWeight:
     def quantized_weight(self) -> torch.Tensor:
         return quantize_ste(self.weight, self.bits, self.step)
 
+    def _forward_weight(self) -> torch.Tensor:
+        """The weight the forward pass uses: quantized afresh, or once for a
+        stretch of inference (:func:`frozen_weights`), the same values either way."""
+        return self.quantized_weight() if self._frozen_weight is None else self._frozen_weight
+
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, bits={self.bits}, step={float(self.step.detach()):.6g}"
 
@@ -64,7 +71,7 @@ class QuantLinear(_QuantWeight, nn.Linear):
         self._init_quant(bits, init_step)
 
     def forward(self, x):  # noqa: D102
-        return F.linear(x, self.quantized_weight(), self.bias)
+        return F.linear(x, self._forward_weight(), self.bias)
 
 
 class QuantConv2d(_QuantWeight, nn.Conv2d):
@@ -75,7 +82,7 @@ class QuantConv2d(_QuantWeight, nn.Conv2d):
         self._init_quant(bits, init_step)
 
     def forward(self, x):  # noqa: D102
-        return self._conv_forward(x, self.quantized_weight(), self.bias)
+        return self._conv_forward(x, self._forward_weight(), self.bias)
 
 
 def clone_layer(layer: nn.Module, linear_cls, conv_cls, weight: torch.Tensor | None = None, **kwargs) -> nn.Module:
@@ -159,6 +166,23 @@ def to_quantized(model: nn.Module, bits, *, float_first: bool = False, float_las
 def quantized_layers(model: nn.Module) -> list[tuple[str, _QuantWeight]]:
     """The quantized layers of a model made by :func:`to_quantized`, in order."""
     return [(n, m) for n, m in model.named_modules() if isinstance(m, _QuantWeight)]
+
+
+@contextmanager
+def frozen_weights(model: nn.Module):
+    """Quantize every layer's weights once for a stretch of inference (an
+    evaluation pass over many batches) instead of once per batch: the forward
+    pass sees the same tensors, so the outputs are bit for bit the same. The
+    weights must not change inside the block; the cache is dropped on exit."""
+    layers = [layer for _, layer in quantized_layers(model)]
+    try:
+        with torch.no_grad():
+            for layer in layers:
+                layer._frozen_weight = layer.quantized_weight()
+        yield model
+    finally:
+        for layer in layers:
+            layer._frozen_weight = None
 
 
 def update_steps(model: nn.Module) -> dict[str, float]:

@@ -44,14 +44,17 @@ class _SortedMagnitudes:
         buf[n] = np.inf
         a = buf[:n]
         self.a, self._a_pad, self.n = a, buf, n
-        # prefix sums in float64, written in place (each element widened exactly first)
-        self.p1 = np.empty(n + 1, dtype=np.float64)
-        self.p1[0] = 0.0
-        np.cumsum(a, dtype=np.float64, out=self.p1[1:])
-        self.p2 = np.empty(n + 1, dtype=np.float64)
-        self.p2[0] = 0.0
-        np.multiply(a, a, dtype=np.float64, out=self.p2[1:])
-        np.cumsum(self.p2[1:], out=self.p2[1:])
+        # prefix sums of |w| and w**2 in float64 (each element widened exactly
+        # first), both in one complex cumsum: its real and imaginary parts are
+        # two independent sequential float64 sums, bit for bit the two plain
+        # cumsums, in one pass (1.5x faster; the sums are latency-bound)
+        pair = np.empty(n + 1, dtype=np.complex128)
+        pair[0] = 0.0
+        parts = pair[1:].view(np.float64).reshape(n, 2)
+        parts[:, 0] = a
+        np.multiply(a, a, dtype=np.float64, out=parts[:, 1])
+        np.cumsum(pair[1:], out=pair[1:])
+        self.p1, self.p2 = pair.real, pair.imag  # strided views, side by side in memory
         self.total_sq = float(self.p2[-1])
         self.max = float(a[-1]) if n else 0.0
         self._k = None
@@ -137,28 +140,41 @@ class _SortedMagnitudes:
         cnt = hi - lo
         return np.maximum(s2 - 2.0 * center * s1 + center * center * cnt, 0.0)
 
-    def sums(self, steps: np.ndarray, k: int):
-        """For each step: S1 = sum |w| z and S2 = sum z**2, with z the integer
-        codes in 0..k that nearest-level rounding assigns to |w|."""
+    def band_counts(self, steps: np.ndarray, k: int) -> np.ndarray:
+        """``[i, j]`` = number of magnitudes below ``(j + 1/2) * steps[i]``, i.e.
+        at codes <= j for that step. The same counts are the band edges of
+        :meth:`lower_bounds` for an interval ending at that step, which is why
+        the branch and bound passes them on instead of counting twice."""
         half = np.arange(k, dtype=np.float64) + 0.5
-        thr = steps[:, None] * half[None, :]
-        # idx[:, j] = number of magnitudes below (j + 1/2) * step, i.e. at codes <= j
-        idx = self.count_below(thr)
+        return self.count_below(steps[:, None] * half[None, :])
+
+    def sums(self, steps: np.ndarray, k: int, counts: np.ndarray | None = None):
+        """For each step: S1 = sum |w| z and S2 = sum z**2, with z the integer
+        codes in 0..k that nearest-level rounding assigns to |w| (``counts``:
+        :meth:`band_counts` of ``steps``, if already known)."""
+        idx = self.band_counts(steps, k) if counts is None else counts
         # summation by parts: sum_z z (c_z - c_{z-1}) = K c_K - sum_{z<K} c_z
         s1 = k * self.p1[self.n] - self.p1[idx].sum(axis=1)
         s2 = float(k * k * self.n) - (idx * (2.0 * np.arange(k) + 1.0)[None, :]).sum(axis=1)
         return s1, s2
 
-    def evaluate(self, steps: np.ndarray, k: int):
+    def evaluate(self, steps: np.ndarray, k: int, counts: np.ndarray | None = None):
         """(E, S1, S2) of each step: the exact error and the sums of a Lloyd update."""
-        s1, s2 = self.sums(steps, k)
+        s1, s2 = self.sums(steps, k, counts)
         return np.maximum(self.total_sq - 2.0 * steps * s1 + steps * steps * s2, 0.0), s1, s2
 
     def errors(self, steps: np.ndarray, k: int) -> np.ndarray:
         """Exact squared quantization error E(step) for each step."""
         return self.evaluate(steps, k)[0]
 
-    def lower_bounds(self, lo: np.ndarray, hi: np.ndarray, k: int) -> np.ndarray:
+    def lower_bounds(
+        self,
+        lo: np.ndarray,
+        hi: np.ndarray,
+        k: int,
+        band_lo: np.ndarray | None = None,
+        band_hi: np.ndarray | None = None,
+    ) -> np.ndarray:
         """A lower bound of E(step) over each interval of steps [lo, hi].
 
         A magnitude outside every rounding band [(j+1/2) lo, (j+1/2) hi] gets the
@@ -168,6 +184,9 @@ class _SortedMagnitudes:
         level intervals [j lo, j hi] and [(j+1) lo, (j+1) hi] away from any
         level. The sum of both parts is a valid bound whose slack shrinks with the
         square of the interval width, which keeps the branch and bound small.
+
+        ``band_lo``/``band_hi``: :meth:`band_counts` of ``lo``/``hi``, if known
+        (exact integers: passing them changes nothing but the time).
         """
         j = np.arange(k, dtype=np.float64)[None, :]
         lo2, hi2 = lo[:, None], hi[:, None]
@@ -176,7 +195,10 @@ class _SortedMagnitudes:
         def idx(values):
             return self.count_below(values.reshape(shape))
 
-        band_lo, band_hi = idx((j + 0.5) * lo2), idx((j + 0.5) * hi2)
+        if band_lo is None:
+            band_lo = self.band_counts(lo, k)
+        if band_hi is None:
+            band_hi = self.band_counts(hi, k)
         # fixed magnitudes at code j: indices [band_hi[j-1], band_lo[j]); code k: [band_hi[k-1], n)
         start = np.concatenate([np.zeros((lo.size, 1), dtype=band_hi.dtype), band_hi], axis=1)
         stop = np.concatenate([band_lo, np.full((lo.size, 1), self.n, dtype=band_lo.dtype)], axis=1)
@@ -205,12 +227,16 @@ class _SortedMagnitudes:
         return fixed + band
 
 
-def _lloyd_polish(sm, step: float, k: int, max_iter: int = 100):
+_POLISH_ITER = 100
+
+
+def _lloyd_polish(sm, step: float, k: int, max_iter: int = _POLISH_ITER, start=None):
     """Alternate (assign levels, set step = S1/S2) from a good start, one
     evaluation per iteration; the error never increases, and the fixed point
     is a local optimum. A quick way to a good incumbent: the branch and bound,
-    not this polish, guarantees optimality."""
-    err, s1, s2 = sm.evaluate_one(step, k)
+    not this polish, guarantees optimality. ``start``: (E, S1, S2) of ``step``
+    if already known."""
+    err, s1, s2 = sm.evaluate_one(step, k) if start is None else start
     for _ in range(max_iter):
         if s2 <= 0 or s1 <= 0:
             break
@@ -222,6 +248,30 @@ def _lloyd_polish(sm, step: float, k: int, max_iter: int = 100):
     return step, err
 
 
+def _lloyd_polish_many(sm, steps, starts, k: int, max_iter: int = _POLISH_ITER):
+    """:func:`_lloyd_polish` of several starts in lock step: each run takes
+    exactly the steps it would take alone (the runs are independent and
+    :meth:`~_SortedMagnitudes.evaluate` is :meth:`~_SortedMagnitudes.evaluate_one`
+    bit for bit), but the live runs share one batched evaluation per iteration."""
+    step = np.array(steps, dtype=np.float64)
+    err = np.array([e for e, _, _ in starts], dtype=np.float64)
+    s1 = np.array([a for _, a, _ in starts], dtype=np.float64)
+    s2 = np.array([b for _, _, b in starts], dtype=np.float64)
+    live = np.ones(step.size, dtype=bool)
+    for _ in range(max_iter):
+        live &= (s2 > 0) & (s1 > 0)
+        if not live.any():
+            break
+        ids = np.flatnonzero(live)
+        new = s1[ids] / s2[ids]
+        new_err, n1, n2 = sm.evaluate(new, k)
+        take = (new_err < err[ids]) & (new != step[ids])
+        live[ids[~take]] = False
+        ids = ids[take]
+        step[ids], err[ids], s1[ids], s2[ids] = new[take], new_err[take], n1[take], n2[take]
+    return [(float(a), float(b)) for a, b in zip(step, err)]
+
+
 def _branch_and_bound(sm, k: int, rtol: float, max_rounds: int) -> tuple[float, bool]:
     """Global minimisation of E(step) over step > 0 (see :func:`l2_optimal_step`).
     Returns the best step and whether the (1 + rtol) certificate was reached."""
@@ -229,31 +279,40 @@ def _branch_and_bound(sm, k: int, rtol: float, max_rounds: int) -> tuple[float, 
     # Beyond 2 max|w| every weight rounds to 0 (error = sum w**2, the worst), so
     # the optimum lies in (0, 2 max|w|). Start from a geometric grid plus [0, s0].
     pts = np.geomspace(sm.max / (k + 0.5) * 1e-3, 2.0 * sm.max, 65)
-    errs = sm.errors(pts, k)
+    cnt_pts = sm.band_counts(pts, k)
+    errs, ps1, ps2 = sm.evaluate(pts, k, cnt_pts)
     order = np.argsort(errs)
     best_step, best_err = float(pts[order[0]]), float(errs[order[0]])
-    for i in order[:4]:
-        s, e = _lloyd_polish(sm, float(pts[i]), k)
+    first = order[:4]
+    polished = _lloyd_polish_many(sm, pts[first], [(errs[i], ps1[i], ps2[i]) for i in first], k)
+    for s, e in polished:
         if e < best_err:
             best_step, best_err = s, e
     lo = np.concatenate(([0.0], pts[:-1]))
     hi = pts.copy()
+    # the band counts of every interval end travel with it: the ends of the
+    # next round's intervals are this round's ends and evaluated candidates
+    cnt_lo = np.concatenate([sm.band_counts(lo[:1], k), cnt_pts[:-1]])
+    cnt_hi = cnt_pts
     frac = np.array([0.25, 0.5, 0.75])
     for _ in range(max_rounds):
-        lb = sm.lower_bounds(lo, hi, k)
+        lb = sm.lower_bounds(lo, hi, k, cnt_lo, cnt_hi)
         keep = lb * (1.0 + rtol) + atol < best_err
-        lo, hi = lo[keep], hi[keep]
+        lo, hi, cnt_lo, cnt_hi = lo[keep], hi[keep], cnt_lo[keep], cnt_hi[keep]
         if lo.size == 0:
             return best_step, True
         # split every surviving interval in 4 and evaluate the new points
         inner = lo[:, None] + (hi - lo)[:, None] * frac[None, :]
         cand = inner.ravel()
-        cerr = sm.errors(cand, k)
+        cnt_cand = sm.band_counts(cand, k)
+        cerr, cs1, cs2 = sm.evaluate(cand, k, cnt_cand)
         i = int(np.argmin(cerr))
         if cerr[i] < best_err:
-            best_step, best_err = _lloyd_polish(sm, float(cand[i]), k)
+            best_step, best_err = _lloyd_polish(sm, float(cand[i]), k, start=(cerr[i], cs1[i], cs2[i]))
         edges = np.concatenate([lo[:, None], inner, hi[:, None]], axis=1)
+        cnt_edges = np.concatenate([cnt_lo[:, None], cnt_cand.reshape(lo.size, 3, k), cnt_hi[:, None]], axis=1)
         lo, hi = edges[:, :-1].ravel(), edges[:, 1:].ravel()
+        cnt_lo, cnt_hi = cnt_edges[:, :-1].reshape(-1, k), cnt_edges[:, 1:].reshape(-1, k)
     return best_step, False
 
 
