@@ -121,3 +121,53 @@ def test_metrics_split_adds_up_to_at_most_the_job(digits, tmp_path):
         parts = [row[f"{k}_seconds"] for k in ("train", "evaluate", "load", "write")]
         assert all(p >= 0 and math.isfinite(p) for p in parts)
         assert sum(parts) <= row["job_seconds"]
+
+
+@pytest.mark.parametrize("kind", ["fcdnn", "cnn"])
+@pytest.mark.parametrize("learned", [False, True])
+def test_frozen_weights_evaluate_bit_for_bit_and_are_dropped(kind, learned):
+    """evaluate() quantizes each layer's weights once per pass (frozen_weights);
+    the logits are the same as quantizing per batch, and the cache is gone after."""
+    from qdesign.models import build_model  # noqa: PLC0415
+    from qdesign.quantize import quantized_layers, to_learned, to_quantized  # noqa: PLC0415
+    from qdesign.quantize.layers import frozen_weights  # noqa: PLC0415
+    from qdesign.train import evaluate  # noqa: PLC0415
+
+    torch.manual_seed(0)
+    cfg = (
+        {"type": "fcdnn", "depth": 2}
+        if kind == "fcdnn"
+        else {"type": "cnn", "channel_multipliers": [1, 2], "convs_per_block": 1, "kernel_size": 3, "pool": "max"}
+    )
+    qmodel = to_quantized(build_model(cfg, 8, (1, 8, 8), 10), 3)
+    if learned:
+        to_learned(qmodel)
+        with torch.no_grad():
+            for _, layer in quantized_layers(qmodel):
+                layer.log_step.fill_(0.01)  # a step away from the start
+    x = torch.randn(300, 1, 8, 8)
+    y = torch.randint(0, 10, (300,))
+    qmodel.eval()
+    with torch.no_grad():
+        fresh = qmodel(x)
+        with frozen_weights(qmodel):
+            assert all(layer._frozen_weight is not None for _, layer in quantized_layers(qmodel))
+            frozen = qmodel(x)
+    assert torch.equal(fresh, frozen)
+    assert all(layer._frozen_weight is None for _, layer in quantized_layers(qmodel))
+    wrong = int((fresh.argmax(1) != y).sum())
+    assert evaluate(qmodel, x, y, batch_size=64) == wrong / 300
+    assert all(layer._frozen_weight is None for _, layer in quantized_layers(qmodel))
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_in_place_normalisation_is_the_out_of_place_expression(dtype):
+    from qdesign.data import _normalise  # noqa: PLC0415
+
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(50, 3, 5, 5, generator=g) * 255).to(dtype)
+    before = x.clone()
+    mean, std = [0.49, 0.48, 0.45], [0.25, 0.24, 0.26]
+    m, s = torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
+    assert torch.equal(_normalise(x, mean, std), (x.to(torch.float32) - m) / s)
+    assert torch.equal(x, before)  # the payload is never modified
