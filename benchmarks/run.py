@@ -242,26 +242,34 @@ def item4_vs_brevitas(data, bs, n_steps, repeats, bits=2):
     )
 
 
-def item5_step_search_vs_epoch(data, bs, bits_list=(2, 8)):
-    for bits in bits_list:
+def item5_step_search_vs_epoch(data, bs, bits_list=(2, 8), one_thread_bits=(8,)):
+    """The step search of every layer against one retraining epoch, both on the
+    benchmark's threads; for ``one_thread_bits`` also both on 1 thread, as the
+    study's jobs run (``threads: 1`` in config/cpu.yaml)."""
+    threads = torch.get_num_threads()
+    runs = [(bits, threads) for bits in bits_list] + [(bits, 1) for bits in one_thread_bits if threads != 1]
+    for bits, n_threads in runs:
+        torch.set_num_threads(n_threads)
         torch.manual_seed(0)
         qmodel = to_quantized(build_model(FC, 1024, (1, 28, 28), 10), bits)
-        search = statistics.median(_time(lambda: update_steps(qmodel)) for _ in range(3))
+        search = statistics.median(_time(lambda: update_steps(qmodel)) for _ in range(5))
         opt = make_optimizer(qmodel.parameters(), {**ADAM, "batch_size": bs})
         gen = torch.Generator().manual_seed(0)
         epoch = _time(lambda: train_epoch(qmodel, opt, data.x_train, data.y_train, bs, gen))
         frac = search / epoch
         record(
             "5",
-            f"l2_optimal_step, all 4 layers ({bits}-bit) / one retraining epoch",
+            f"l2_optimal_step, all 4 layers ({bits}-bit) / one retraining epoch, {n_threads} thread(s)",
             frac,
             "fraction",
             "< 0.01",
             frac < 0.01,
             search_s=search,
             epoch_s=epoch,
+            threads=n_threads,
             n_train=int(data.x_train.shape[0]),
         )
+    torch.set_num_threads(threads)
 
 
 def item7_cnn_flops(bs, repeats, peak, width=128):
