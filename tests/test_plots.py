@@ -346,3 +346,29 @@ def test_bad_format_leaves_nothing(tables, tmp_path):
     with pytest.raises(ValueError):
         figures(s, e, f, tmp_path, formats=("nosuchformat",))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_method_comparison_draws_the_best_method_band():
+    """Several methods: one pale band per quantized word length that follows the
+    lowest seed-mean error over the methods at each width; one method: none."""
+    from qdesign.plots import plot_method_comparison  # noqa: PLC0415
+
+    base = synthetic_summary(bits=(2, 4, 32))
+    quant = base[base["bits"] < 32]
+    slower = quant.assign(method="epoch", test_error=quant["test_error"] + 0.01)
+    faster = quant.assign(method="learned", test_error=quant["test_error"] - 0.005)
+    df = pd.concat([base.assign(method=np.where(base["bits"] < 32, "fixed", None)), slower, faster])
+    ax = Figure().subplots()
+    plot_method_comparison(df, ax)
+    bands = [ln for ln in ax.get_lines() if ln.get_linewidth() == 6]
+    assert len(bands) == 2
+    best = faster.groupby(["bits", "width"])["test_error"].mean()
+    matched = set()
+    for band in bands:
+        x, y = band.get_data()
+        matched |= {b for b in (2, 4) if np.allclose(y, 100 * best.loc[b].reindex(x).to_numpy())}
+    assert matched == {2, 4}
+    assert "best method (per bits)" in [t.get_text() for t in ax.get_legend().get_texts()]
+    one = Figure().subplots()
+    plot_method_comparison(base.assign(method=np.where(base["bits"] < 32, "fixed", None)), one)
+    assert not [ln for ln in one.get_lines() if ln.get_linewidth() == 6]

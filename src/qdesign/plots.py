@@ -611,7 +611,8 @@ def primary_method_rows(df: pd.DataFrame) -> pd.DataFrame:
 def plot_method_comparison(summary: pd.DataFrame, ax, styles: Mapping | None = None):
     """Retrained test error (%) vs width for every retraining method, one colour
     per bits value and one line style per method, float in black: which method
-    wins at each width and word length (seed means)."""
+    wins at each width and word length (seed means). With several methods, a
+    pale band per bits value follows the best of them (the best-method frontier)."""
     _require(summary, ("width", "bits", "test_error"), "summary")
     df = summary.copy()
     if "method" not in df.columns:
@@ -621,6 +622,15 @@ def plot_method_comparison(summary: pd.DataFrame, ax, styles: Mapping | None = N
     methods = sorted(m for m in means["method"].unique() if m != "float")
     order = _bits_order(means["bits"])
     styles = _styles_for(styles, order)
+    if len(methods) > 1:
+        # the best-method frontier: per word length, the lowest seed-mean error
+        # over the methods at each width, as a broad pale band under the lines
+        quant = means[(means["method"] != "float") & (means["bits"] < FLOAT_BITS)]
+        best = quant.groupby(["bits", "width"], sort=True)["test_error"].min().reset_index()
+        for b in order:
+            s = best[best["bits"] == b]
+            if len(s):
+                ax.plot(s["width"], 100 * s["test_error"], color=styles[b]["color"], lw=6, alpha=0.22, zorder=1)
     for b in order:
         for i, m in enumerate(["float"] if b >= FLOAT_BITS else methods):
             s = means[(means["bits"] == b) & (means["method"] == m)].sort_values("width")
@@ -647,6 +657,8 @@ def plot_method_comparison(summary: pd.DataFrame, ax, styles: Mapping | None = N
         Line2D([], [], color="0.3", lw=1.3, ls=_METHOD_LINES[i % len(_METHOD_LINES)], label=f"method: {m}")
         for i, m in enumerate(methods)
     ]
+    if len(methods) > 1:
+        handles.append(Line2D([], [], color="0.3", lw=6, alpha=0.22, label="best method (per bits)"))
     _legend(ax, handles)
     return ax
 
