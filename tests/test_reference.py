@@ -56,6 +56,7 @@ def test_export_reference(study_tables):
     ]
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["wall_seconds"] == 12.5 and prov["studies"]["s"]["cells"] == 12
+    assert prov["numeric_platform"]["torch"] and "cpu_flags" in prov["numeric_platform"]
     assert (out / "config.yaml").read_bytes() == config.read_bytes()
     assert (out / "config.sha256").read_text().split()[0] == prov["config_sha256"]
     with pytest.raises(TableError, match="study tables missing"):

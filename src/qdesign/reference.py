@@ -15,6 +15,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from .numerics import numeric_platform
 from .registry import MIXED_TABLES, TABLES  # noqa: E402 - one definition of the table names
 
 
@@ -85,6 +86,9 @@ def export_reference(
         "python": platform.python_version(),
         "machine": platform.machine(),
         "processor": platform.processor(),
+        # what the last bits depend on (qdesign.numerics): a rerun reproduces the
+        # tables bit for bit where this agrees (the machine that exported them)
+        "numeric_platform": numeric_platform(),
         "wall_seconds": wall_seconds,
         "note": note,
         "studies": studies,
