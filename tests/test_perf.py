@@ -25,7 +25,8 @@ STEPS = json.loads((REPO / "tests" / "golden" / "step_search_steps.json").read_t
 
 
 def _sample(dist, n, seed, dtype):
-    """As tests/golden/step_search_steps.json was made (by the step search before issue 13)."""
+    """As tests/golden/step_search_steps.json was made (by the step search before issue 13;
+    the ties / zeros / tiny cases by that same code, at 30e30e6, on 2026-12-02)."""
     g = torch.Generator().manual_seed(seed)
     if dist == "gaussian":
         w = torch.randn(n, generator=g)
@@ -34,6 +35,13 @@ def _sample(dist, n, seed, dtype):
     elif dist == "outlier":
         w = torch.randn(n, generator=g)
         w[0] = 40.0
+    elif dist == "ties":  # a coarse grid of values: many equal magnitudes
+        w = torch.round(torch.randn(n, generator=g) * 4) / 4
+    elif dist == "zeros":  # half the weights exactly zero (pruned)
+        w = torch.randn(n, generator=g)
+        w[: n // 2] = 0.0
+    elif dist == "tiny":  # magnitudes near float32's smallest normals
+        w = torch.randn(n, generator=g) * 1e-36
     else:
         u = torch.rand(n, generator=g, dtype=torch.float64) - 0.5
         w = (-torch.sign(u) * torch.log1p(-2 * u.abs())).float()
