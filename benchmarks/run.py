@@ -427,7 +427,7 @@ def item6_orchestration(quick: bool):
         record("6", f"snakemake --dry-run of config/paper.yaml ({n_jobs} jobs)", sec, "s", "<= 10", sec <= 10)
 
         # per-job start-up: a bare interpreter, torch, and a whole qdesign job
-        # that trains nothing (epochs 0), in its own process and via the worker
+        # that trains one epoch of a width-8 digits network, in its own process and via the worker
         bare = min(_py(["-c", "pass"]) for _ in range(3))
         torch_imp = min(_py(["-c", "import torch"]) for _ in range(3))
         record("6", "process start: python -c pass", bare, "s")
@@ -480,36 +480,34 @@ def item6_orchestration(quick: bool):
             sec, _ = _smk(ref, "--cores", "2", "reference")
             record("6", "snakemake reference: figures of the shipped tables", sec, "s", "<= 15", sec <= 15)
 
-        # one tiny cell (no epochs) started as a rule starts it: own process vs warm worker
+        # one tiny cell (1 epoch of width 8 on digits) started as a rule starts it: own process vs warm worker
         spec_cmd = [
             sys.executable,
             "-c",
             (
-                "import json,sys; from qdesign.config import *; "
+                "from qdesign.config import validate_config; from qdesign.specs import float_spec; "
                 "c=validate_config({'device':'cpu','studies':{'s':{'dataset':'digits','model':{'type':'fcdnn','widths':[8]},"
-                "'training':{'epochs':0}}}}); print(float_spec(c,'s',8,0).to_json())"
+                "'training':{'epochs':1}}}}); print(float_spec(c,'s',8,0).to_json())"
             ),
         ]
         spec = subprocess.run(spec_cmd, capture_output=True, text=True, check=True).stdout.strip()
         data = study / "results" / "data" / "digits.pt"
         job = ["-m", "qdesign", "train-float", "--spec", spec, "--data", str(data), "--out-dir", str(tmp / "cell")]
         own = statistics.median(_py(job) for _ in range(3))
+        from qdesign import cli as qcli  # noqa: PLC0415
         from qdesign import worker  # noqa: PLC0415
 
-        sock = str(tmp / "w.sock")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "qdesign.worker", "--socket", sock],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        # the worker exactly as the workflow starts it (workflow/rules/common.smk)
+        proc = worker.start(tmp / "worker.log", handler=qcli.WORKER_HANDLER, preload=qcli.WORKER_PRELOAD)
+        if proc is None:
+            raise RuntimeError(f"the warm worker did not start; see {tmp / 'worker.log'}")
         try:
-            while not os.path.exists(sock):
-                time.sleep(0.05)
-            _py(job, env={worker.ENV_SOCKET: sock})  # waits for the worker's imports
-            warm = statistics.median(_py(job, env={worker.ENV_SOCKET: sock}) for _ in range(5))
+            env = {k: os.environ[k] for k in (worker.ENV_SOCKET, worker.ENV_PID)}
+            _py(job, env=env)  # waits for the worker's imports
+            warm = statistics.median(_py(job, env=env) for _ in range(5))
         finally:
-            proc.terminate()
-        record("6", "per-job start-up: a job that trains nothing, own process", own, "s")
+            worker.stop(proc)
+        record("6", "per-job start-up: a 1-epoch width-8 digits cell, own process", own, "s")
         record("6", "per-job start-up: same job through the warm worker", warm, "s", "", None, speedup=own / warm)
 
 
