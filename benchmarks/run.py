@@ -419,6 +419,16 @@ def _py(args, env=None) -> float:
     return time.perf_counter() - t0
 
 
+def tiny_cell_spec() -> str:
+    """The JSON spec of the per-job start-up measurement's cell: 1 epoch of a
+    width-8 FCDNN on the offline digits set (what the default study trains)."""
+    from qdesign.config import validate_config  # noqa: PLC0415
+    from qdesign.specs import float_spec  # noqa: PLC0415
+
+    study = {"dataset": "digits", "model": {"type": "fcdnn", "widths": [8]}, "training": {"epochs": 1}}
+    return float_spec(validate_config({"device": "cpu", "studies": {"s": study}}), "s", 8, 0).to_json()
+
+
 def item6_orchestration(quick: bool):
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -480,17 +490,8 @@ def item6_orchestration(quick: bool):
             sec, _ = _smk(ref, "--cores", "2", "reference")
             record("6", "snakemake reference: figures of the shipped tables", sec, "s", "<= 15", sec <= 15)
 
-        # one tiny cell (1 epoch of width 8 on digits) started as a rule starts it: own process vs warm worker
-        spec_cmd = [
-            sys.executable,
-            "-c",
-            (
-                "from qdesign.config import validate_config; from qdesign.specs import float_spec; "
-                "c=validate_config({'device':'cpu','studies':{'s':{'dataset':'digits','model':{'type':'fcdnn','widths':[8]},"
-                "'training':{'epochs':1}}}}); print(float_spec(c,'s',8,0).to_json())"
-            ),
-        ]
-        spec = subprocess.run(spec_cmd, capture_output=True, text=True, check=True).stdout.strip()
+        # one tiny cell started as a rule starts it: own process vs warm worker
+        spec = tiny_cell_spec()
         data = study / "results" / "data" / "digits.pt"
         job = ["-m", "qdesign", "train-float", "--spec", spec, "--data", str(data), "--out-dir", str(tmp / "cell")]
         own = statistics.median(_py(job) for _ in range(3))
