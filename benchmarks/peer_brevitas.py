@@ -347,6 +347,15 @@ def main(argv=None) -> None:
     p.add_argument("--timing-repeats", type=int, default=7)
     p.add_argument("--out", default=str(REPO / "benchmarks" / "out" / "peer_brevitas.json"))
     args = p.parse_args(argv)
+    # nothing to measure must not look like a measurement: refuse it before any training
+    if args.seeds < 1 or args.epochs < 1 or args.float_epochs < 1:
+        p.error("--seeds, --epochs and --float-epochs must be at least 1")
+    if not args.widths or not args.bits:
+        p.error("--widths and --bits need at least one value")
+    known = set(CONTENDERS) | set(VARIANTS)
+    unknown = sorted(set(args.only or ()) - known)
+    if unknown:
+        p.error(f"unknown contender(s) {', '.join(map(repr, unknown))}; known: {', '.join(sorted(CONTENDERS))}")
     if args.quick:
         args.seeds, args.widths, args.float_epochs, args.epochs, args.train_subset = 1, [64], 1, 1, 6000
         args.timing_steps, args.timing_repeats = 5, 3

@@ -20,6 +20,7 @@ why in the commit:
     python tests/golden/regenerate.py .test/results tests/golden/test_study.json
 """
 
+import importlib.util
 import json
 import math
 import shutil
@@ -27,7 +28,6 @@ import subprocess
 import sys
 import warnings
 
-import pandas as pd
 import pytest
 
 from qdesign.numerics import numeric_platform
@@ -66,23 +66,12 @@ def test_study(tmp_path_factory):
     return work / "results"
 
 
-def _tables(results, study) -> dict:
-    """The study's tables, encoded as tests/golden/regenerate.py writes them."""
-    s = pd.read_parquet(results / study / "summary.parquet")
-    keys = list(GOLDEN[0]["tables"][study]["summary"][0])
-    rows = [
-        {
-            k: (
-                [float(x).hex() for x in r[k]]
-                if k == "steps"
-                else (float(r[k]).hex() if isinstance(r[k], float) else int(r[k]))
-            )
-            for k in keys
-        }
-        for r in s.to_dict("records")
-    ]
-    ecr = pd.read_parquet(results / study / "ecr.parquet")
-    return {"summary": rows, "ecr": [float(x).hex() for x in ecr["ecr"]]}
+def _encoder():
+    """tests/golden/regenerate.py's encode_tables: the one encoding of a run's tables."""
+    spec = importlib.util.spec_from_file_location("golden_regenerate", REPO / "tests" / "golden" / "regenerate.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.encode_tables
 
 
 def _first_difference(got: dict, want: dict) -> str | None:
@@ -119,7 +108,7 @@ def _outside_tolerance(got: dict, want: dict) -> str | None:
 
 @pytest.mark.parametrize("study", STUDIES)
 def test_tables_reproduce_bit_for_bit(test_study, study):
-    got = _tables(test_study, study)
+    got = _encoder()(test_study, study)
     if any(_first_difference(got, e["tables"][study]) is None for e in GOLDEN):
         return
     here = numeric_platform()

@@ -163,18 +163,7 @@ class _SortedMagnitudes:
         s1, s2 = self.sums(steps, k, counts)
         return np.maximum(self.total_sq - 2.0 * steps * s1 + steps * steps * s2, 0.0), s1, s2
 
-    def errors(self, steps: np.ndarray, k: int) -> np.ndarray:
-        """Exact squared quantization error E(step) for each step."""
-        return self.evaluate(steps, k)[0]
-
-    def lower_bounds(
-        self,
-        lo: np.ndarray,
-        hi: np.ndarray,
-        k: int,
-        band_lo: np.ndarray | None = None,
-        band_hi: np.ndarray | None = None,
-    ) -> np.ndarray:
+    def lower_bounds(self, lo: np.ndarray, hi: np.ndarray, k: int, band_lo: np.ndarray, band_hi: np.ndarray):
         """A lower bound of E(step) over each interval of steps [lo, hi].
 
         A magnitude outside every rounding band [(j+1/2) lo, (j+1/2) hi] gets the
@@ -185,8 +174,8 @@ class _SortedMagnitudes:
         level. The sum of both parts is a valid bound whose slack shrinks with the
         square of the interval width, which keeps the branch and bound small.
 
-        ``band_lo``/``band_hi``: :meth:`band_counts` of ``lo``/``hi``, if known
-        (exact integers: passing them changes nothing but the time).
+        ``band_lo``/``band_hi``: :meth:`band_counts` of ``lo``/``hi`` (the branch
+        and bound already has them: the ends of its intervals were evaluated).
         """
         j = np.arange(k, dtype=np.float64)[None, :]
         lo2, hi2 = lo[:, None], hi[:, None]
@@ -195,10 +184,6 @@ class _SortedMagnitudes:
         def idx(values):
             return self.count_below(values.reshape(shape))
 
-        if band_lo is None:
-            band_lo = self.band_counts(lo, k)
-        if band_hi is None:
-            band_hi = self.band_counts(hi, k)
         # fixed magnitudes at code j: indices [band_hi[j-1], band_lo[j]); code k: [band_hi[k-1], n)
         start = np.concatenate([np.zeros((lo.size, 1), dtype=band_hi.dtype), band_hi], axis=1)
         stop = np.concatenate([band_lo, np.full((lo.size, 1), self.n, dtype=band_lo.dtype)], axis=1)
