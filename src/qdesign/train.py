@@ -19,6 +19,7 @@ from torch.nn import functional as F
 from .constants import EVAL_BATCH
 from .data import Splits
 from .errors import ConfigError, DivergedError
+from .inference import forward
 from .quantize.layers import frozen_weights
 
 
@@ -76,11 +77,10 @@ def use_channels_last(model: nn.Module, data: Splits) -> Splits:
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int | None = None) -> float:
-    """Classification error (fraction) of ``model`` in eval mode, without autograd.
-
-    Batches of 2048 for fully-connected models (matrix products); 256 for
-    convolutional ones, whose activations at 2048 leave the caches (measured 1.3x
-    to 2x faster on CPU at 256, and logits bit for bit the same at any batch)."""
+    """Classification error (fraction) of ``model`` in eval mode, without autograd,
+    in batches of :data:`qdesign.constants.EVAL_BATCH` (why those sizes: there).
+    The forward pass is :func:`qdesign.inference.forward` (the model's numbers,
+    with a faster exact max pooling)."""
     if batch_size is None:
         batch_size = EVAL_BATCH["conv" if any(isinstance(m, nn.Conv2d) for m in model.modules()) else "fc"]
     was_training = model.training
@@ -88,7 +88,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     wrong = torch.zeros((), dtype=torch.int64, device=x.device)
     with frozen_weights(model):  # quantized layers: weights quantized once, not per batch
         for i in range(0, x.shape[0], batch_size):
-            wrong += (model(x[i : i + batch_size]).argmax(dim=1) != y[i : i + batch_size]).sum()
+            wrong += (forward(model, x[i : i + batch_size]).argmax(dim=1) != y[i : i + batch_size]).sum()
     model.train(was_training)
     return float(wrong) / max(1, x.shape[0])
 

@@ -1,0 +1,118 @@
+"""The evaluation forward pass (qdesign.inference) gives the model's own
+numbers bit for bit: every recorded error is computed through it."""
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from qdesign.data import Splits
+from qdesign.inference import forward, max_pool_2x2
+from qdesign.models import build_model
+from qdesign.quantize import to_quantized
+from qdesign.train import evaluate, use_channels_last
+
+CNN_CPU = {
+    "type": "cnn",
+    "channel_multipliers": [1, 2],
+    "convs_per_block": 1,
+    "kernel_size": 3,
+    "pool": "max",
+    "fc_units": 0,
+    "dropout": 0.0,
+}
+CNN_PAPER = {**CNN_CPU, "channel_multipliers": [1, 2, 4], "convs_per_block": 2, "fc_units": 16, "dropout": 0.5}
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.shape == b.shape and a.dtype == b.dtype and torch.equal(a.nan_to_num(7.0), b.nan_to_num(7.0))
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 28, 28), (2, 4, 7, 7), (2, 3, 6, 9), (1, 1, 2, 2), (2, 2, 3, 2)])
+def test_max_pool_2x2_equals_max_pool2d(shape):
+    torch.manual_seed(0)
+    x = torch.randn(shape)
+    x[0, 0, 0, 0] = float("nan")
+    x.view(-1)[1::7] = 0.5  # ties
+    for xi in (x, x.contiguous(memory_format=torch.channels_last)):
+        ref, got = F.max_pool2d(xi, 2), max_pool_2x2(xi)
+        assert _same(got, ref)
+        # handed on in pooling's layout, so that the next convolution runs the same kernel
+        for fmt in (torch.contiguous_format, torch.channels_last):
+            assert got.is_contiguous(memory_format=fmt) == ref.is_contiguous(memory_format=fmt)
+
+
+def test_max_pool_2x2_refuses_what_max_pool2d_refuses():
+    with pytest.raises(RuntimeError, match="too small"):
+        max_pool_2x2(torch.ones(2, 2, 1, 5))
+
+
+@pytest.mark.parametrize("model_cfg,width,quantized", [(CNN_CPU, 32, True), (CNN_CPU, 8, False), (CNN_PAPER, 4, True)])
+def test_forward_equals_the_model_bit_for_bit(model_cfg, width, quantized):
+    """Width 32 of the CPU profile's CNN: its 32->64 convolution rounds
+    differently in channels-last, so a pass that changed a layout would show."""
+    torch.manual_seed(1)
+    model = build_model(model_cfg, width, (1, 28, 28), 10)
+    x = torch.randn(64, 1, 28, 28)
+    data = use_channels_last(model, Splits(x, x[:, 0, 0, 0].long(), x, x, x, x, 10))  # as the cells run it
+    if quantized:
+        model = to_quantized(model, 3)
+    model.eval()
+    before = data.x_train.clone()
+    with torch.inference_mode():
+        assert _same(forward(model, data.x_train), model(data.x_train))
+    assert torch.equal(data.x_train, before)  # the caller's input is never written to
+
+
+def test_forward_never_writes_its_input():
+    model = nn.Sequential(nn.ReLU(), nn.Flatten(), nn.ReLU(), nn.Linear(4, 2), nn.ReLU())
+    x = torch.randn(3, 1, 2, 2)
+    before = x.clone()
+    with torch.no_grad():
+        out = forward(model, x)
+        assert _same(out, model(x))
+    assert torch.equal(x, before)
+
+
+def test_forward_honours_hooks_on_the_model():
+    model = nn.Sequential(nn.Linear(3, 2))
+    seen = []
+    model.register_forward_hook(lambda _m, _a, out: seen.append(out.shape))
+    with torch.no_grad():
+        forward(model, torch.ones(4, 3))
+    assert seen == [(4, 2)]
+
+
+def test_forward_refuses_gradients():
+    with pytest.raises(RuntimeError, match="inference"):
+        forward(nn.Sequential(nn.ReLU()), torch.ones(1, requires_grad=True))
+
+
+def test_evaluate_counts_what_the_model_predicts():
+    """An independent count with the model's own forward pass."""
+    torch.manual_seed(2)
+    model = to_quantized(build_model(CNN_CPU, 4, (1, 28, 28), 10), 2).eval()
+    x, y = torch.randn(300, 1, 28, 28), torch.randint(0, 10, (300,))
+    with torch.no_grad():
+        want = float((model(x).argmax(1) != y).sum()) / 300
+    assert evaluate(model, x, y, batch_size=256) == want
+
+
+@pytest.mark.parametrize("width", [2, 4, 8, 16, 32])
+def test_cnn_logits_do_not_depend_on_the_evaluation_batch(width):
+    """What lets EVAL_BATCH["conv"] change without changing a recorded error:
+    batches of 64 or more give bit-identical logits (the CPU profile's CNN,
+    quantized and float), and 6,000 or 10,000 images leave the same last
+    partial batch at 128 as at 256."""
+    torch.manual_seed(width)
+    model = build_model(CNN_CPU, width, (1, 28, 28), 10)
+    x = torch.randn(600, 1, 28, 28)
+    data = use_channels_last(model, Splits(x, x, x, x, x, x, 10))
+    for m in (model, to_quantized(model, 4)):
+        m.eval()
+        with torch.inference_mode():
+            ref = torch.cat([forward(m, data.x_val[i : i + 256]) for i in range(0, 512, 256)])
+            for bs in (64, 128):
+                assert torch.equal(ref, torch.cat([forward(m, data.x_val[i : i + bs]) for i in range(0, 512, bs)]))
+    for n in (6000, 10000):
+        assert n % 128 == n % 256
