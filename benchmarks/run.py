@@ -317,8 +317,8 @@ def item8_cell_outside_training(data_dir: Path | None, subset: int | None, bits:
 
     from qdesign.cells import retrain, train_float  # noqa: PLC0415
     from qdesign.config import validate_config  # noqa: PLC0415
-    from qdesign.data import write_prepared  # noqa: PLC0415
-    from qdesign.specs import float_spec, quant_spec  # noqa: PLC0415
+    from qdesign.data import write_splits  # noqa: PLC0415
+    from qdesign.specs import float_spec, quant_spec, study_split_key  # noqa: PLC0415
 
     cfg = yaml.safe_load((REPO / "config" / "cpu.yaml").read_text())
     threads_before = torch.get_num_threads()  # the cells set their own
@@ -338,8 +338,6 @@ def item8_cell_outside_training(data_dir: Path | None, subset: int | None, bits:
                 record("8", f"outside training, {study}", float("nan"), "fraction", "<= 0.05", None, note="no data")
                 continue
             threads = int(s.get("threads", 1))  # as the study's jobs run
-            data_path = tmp / f"{s['dataset']}.pt"
-            write_prepared(payload, data_path)
             n_pool = payload["x_train"].shape[0] - int(round(s["val_fraction"] * payload["x_train"].shape[0]))
             n_full = min(s.get("train_subset") or n_pool, n_pool)
             n_run = min(subset, n_full) if subset else n_full
@@ -355,6 +353,8 @@ def item8_cell_outside_training(data_dir: Path | None, subset: int | None, bits:
                 }
             }
             c = validate_config(run_cfg)
+            data_path = tmp / f"{study}.splits.pt"  # as the workflow hands it to the cells (split_data)
+            write_splits(payload, study_split_key(c, study), data_path)
             for width in widths or s["model"]["widths"]:
                 fspec = float_spec(c, study, width, 0)
                 cell = tmp / study / str(width)

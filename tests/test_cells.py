@@ -8,12 +8,12 @@ import torch
 
 from qdesign.cells import CheckpointError, load_checkpoint, retrain, train_float
 from qdesign.config import validate_config
-from qdesign.data import prepare_dataset, write_prepared
+from qdesign.data import prepare_dataset, write_prepared, write_splits
 from qdesign.ecr import network_memory_bits
 from qdesign.models import build_model, count_weights, weight_layers
 from qdesign.quantize import max_level
 from qdesign.resources import training_flops_per_example
-from qdesign.specs import float_spec, quant_spec
+from qdesign.specs import float_spec, quant_spec, study_split_key
 from qdesign.train import lr_factor
 
 from .conftest import tiny_study
@@ -92,6 +92,20 @@ def test_float_cell_outputs_and_determinism(digits, tmp_path):
     sc = load_checkpoint(tmp_path / "c" / "model.pt")
     assert not torch.equal(sa["state_dict"]["1.weight"], sc["state_dict"]["1.weight"])
     assert c["seed"] == 1
+
+
+def test_cells_from_a_splits_file_record_the_same_numbers(digits, tmp_path):
+    """The workflow hands cells their study's mapped splits file; the numbers
+    are those of splitting the prepared dataset in the cell."""
+    cfg = make_cfg()
+    write_splits(prepare_dataset("digits"), study_split_key(cfg, "s"), tmp_path / "s.pt")
+    keys = ("test_error", "val_error", "direct_test_error", "direct_val_error", "steps", "best_epoch")
+    rows = []
+    for data, out in ((digits, tmp_path / "a"), (tmp_path / "s.pt", tmp_path / "b")):
+        train_float(float_spec(cfg, "s", 8, 0), data, out / "f")
+        row = retrain(quant_spec(cfg, "s", 8, 2, 0), data, out / "f" / "model.pt", out / "q")
+        rows.append({k: row[k] for k in keys})
+    assert rows[0] == rows[1]
 
 
 @pytest.mark.parametrize("bits", [2, 3])

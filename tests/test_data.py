@@ -3,6 +3,8 @@
 import gzip
 import pickle
 import struct
+import subprocess
+import sys
 import urllib.error
 
 import numpy as np
@@ -10,7 +12,17 @@ import pytest
 import torch
 
 from qdesign import data as qdata
-from qdesign.data import DatasetError, ensure_available, load_prepared, make_splits, prepare_dataset, write_prepared
+from qdesign.data import (
+    DatasetError,
+    ensure_available,
+    load_cell_data,
+    load_prepared,
+    make_splits,
+    prepare_dataset,
+    write_prepared,
+    write_splits,
+)
+from qdesign.specs import split_key
 
 
 def write_idx(path, array: np.ndarray, compress=False):
@@ -174,3 +186,72 @@ def test_real_mnist_from_shared_data(shared_data):
     # label histograms given in shared/data/README.md
     assert torch.bincount(p["y_test"]).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
     assert 33.0 < p["mean"][0] < 33.5 and 78.0 < p["std"][0] < 79.0  # the usual 0.1307 / 0.3081 x 255
+
+
+# ------------------------------------------------------------------ splits files
+
+_SPLIT = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+
+
+def test_a_splits_file_holds_exactly_the_split(tmp_path):
+    payload = prepare_dataset("digits")
+    key = split_key("digits", 0.2, 3, 500)
+    write_splits(payload, key, tmp_path / "s.pt")
+    got, want = load_cell_data(tmp_path / "s.pt", key), make_splits(payload, 0.2, 3, 500)
+    for name in _SPLIT:
+        assert torch.equal(getattr(got, name), getattr(want, name)), name
+    assert got.n_classes == want.n_classes
+    # a prepared dataset gives the cell the same split
+    write_prepared(payload, tmp_path / "d.pt")
+    direct = load_cell_data(tmp_path / "d.pt", key)
+    assert all(torch.equal(getattr(direct, n), getattr(want, n)) for n in _SPLIT)
+
+
+def test_a_mapped_split_is_copy_on_write(tmp_path):
+    """The cells map the file: writing into a tensor must never reach it."""
+    key = split_key("digits", 0.2, 0, None)
+    write_splits(prepare_dataset("digits"), key, tmp_path / "s.pt")
+    before = (tmp_path / "s.pt").read_bytes()
+    got = load_cell_data(tmp_path / "s.pt", key)
+    got.x_train.add_(1.0)
+    assert (tmp_path / "s.pt").read_bytes() == before
+    assert not torch.equal(load_cell_data(tmp_path / "s.pt", key).x_train, got.x_train)
+
+
+@pytest.mark.parametrize(
+    "change", [dict(val_fraction=0.25), dict(split_seed=1), dict(train_subset=100), dict(dataset="mnist")]
+)
+def test_a_stale_splits_file_is_refused(tmp_path, change):
+    key = split_key("digits", 0.2, 0, None)
+    write_splits(prepare_dataset("digits"), key, tmp_path / "s.pt")
+    with pytest.raises(DatasetError, match="stale splits file") as err:
+        load_cell_data(tmp_path / "s.pt", {**key, **change})
+    assert len(str(err.value).splitlines()) == 1
+
+
+def test_bad_data_files_for_a_cell(tmp_path):
+    key = split_key("digits", 0.2, 0, None)
+    with pytest.raises(DatasetError, match="not found"):
+        load_cell_data(tmp_path / "missing.pt", key)
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(DatasetError, match="corrupt"):
+        load_cell_data(tmp_path / "junk.pt", key)
+    write_prepared(prepare_dataset("digits"), tmp_path / "d.pt")
+    with pytest.raises(DatasetError, match="holds dataset 'digits', the cell needs 'mnist'"):
+        load_cell_data(tmp_path / "d.pt", {**key, "dataset": "mnist"})
+    with pytest.raises(DatasetError, match="the split is of 'mnist'"):
+        write_splits(prepare_dataset("digits"), {**key, "dataset": "mnist"}, tmp_path / "s.pt")
+    assert not (tmp_path / "s.pt").exists()
+
+
+def test_split_data_command_refuses_a_bad_key_in_one_line(tmp_path):
+    write_prepared(prepare_dataset("digits"), tmp_path / "d.pt")
+    out = tmp_path / "s.pt"
+    cmd = [sys.executable, "-m", "qdesign", "split-data", "--data", str(tmp_path / "d.pt"), "--out", str(out)]
+    bad = subprocess.run([*cmd, "--split", '{"dataset": "digits"}'], capture_output=True, text=True)
+    assert bad.returncode != 0 and "--split is not a split key" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and not out.exists()
+    key = '{"dataset": "digits", "val_fraction": 0.2, "split_seed": 0, "train_subset": null}'
+    ok = subprocess.run([*cmd, "--split", key], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert load_cell_data(out, split_key("digits", 0.2, 0, None)).x_val.shape[0] == round(0.2 * 1437)

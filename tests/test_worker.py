@@ -96,7 +96,7 @@ def test_exit_status_and_errors_come_back_through_the_worker(server, tmp_path):
     args = ["train-float", "--spec", spec, "--data", "missing.pt", "--out-dir", "x"]
     assert client(args, server, tmp_path, tmp_path / "err.log") == 1
     assert (tmp_path / "err.log").read_text() == (
-        "qdesign: error: prepared dataset not found: missing.pt (run the prepare_data rule)\n"
+        "qdesign: error: dataset file not found: missing.pt (run the split_data rule)\n"
     )
     assert not (tmp_path / "x").exists()
     args = ["train-float", "--spec", '{"dataset": "digits"}', "--data", "missing.pt", "--out-dir", "x"]

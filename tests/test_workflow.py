@@ -42,6 +42,7 @@ def test_default_config_dry_run_job_counts(tmp_path):
     # FCDNN 6 widths, CNN 5 widths, 3 seeds each; 6 bits values each
     assert counts == {
         "prepare_data": 1,
+        "split_data": 2,
         "train_float": 33,
         "retrain": 198,
         "aggregate": 2,
@@ -129,8 +130,8 @@ def test_tiny_run_figures(tiny_run):
 def test_warm_worker_served_the_training_jobs(tiny_run):
     work, _, _ = tiny_run
     log = (work / "results" / "logs" / "worker.log").read_text()
-    # 4 float + 6 retrain jobs of the two studies went through the worker
-    assert re.search(r"served 10 jobs", log), log
+    # 2 split + 4 float + 6 retrain jobs of the two studies went through the worker
+    assert re.search(r"served 12 jobs", log), log
 
 
 def test_second_run_does_nothing(tiny_run):

@@ -24,14 +24,14 @@ import torch
 
 from . import __version__
 from .constants import CHECKPOINT_VERSION, FLOAT_BITS, MIXED_BITS
-from .data import load_prepared, make_splits
+from .data import load_cell_data
 from .ecr import network_memory_bits
 from .errors import CheckpointError
 from .io import parquet_write_atomic, torch_load_checked, torch_save_atomic
 from .methods import get_method
 from .models import build_model, weight_layers
 from .quantize import bake, integer_codes, quantized_layers, to_quantized
-from .specs import FloatSpec, QuantSpec
+from .specs import FloatSpec, QuantSpec, split_key
 from .train import chance_level, evaluate, fit, pick_device, use_channels_last
 
 __all__ = ["CHECKPOINT_VERSION", "CheckpointError", "load_checkpoint", "retrain", "train_float"]
@@ -171,13 +171,12 @@ def _write_cell(out_dir: str | Path, row: dict, res, clock: _Clock, data, checkp
 
 
 def _prepare(spec: FloatSpec, data_path: str | Path, threads: int):
+    """Threads, device and the cell's data: its study's splits file (mapped) or
+    a prepared dataset (split here); see :func:`qdesign.data.load_cell_data`."""
     torch.set_num_threads(int(threads))
     device = pick_device(spec.device)
-    payload = load_prepared(data_path)
-    if payload["name"] != spec.dataset:
-        raise CheckpointError(f"{data_path} holds dataset '{payload['name']}', the cell needs '{spec.dataset}'")
-    data = make_splits(payload, spec.val_fraction, spec.split_seed, spec.train_subset).to(device)
-    return device, data
+    key = split_key(spec.dataset, spec.val_fraction, spec.split_seed, spec.train_subset)
+    return device, load_cell_data(data_path, key).to(device)
 
 
 def train_float(spec: FloatSpec, data_path: str | Path, out_dir: str | Path, threads: int = 1) -> dict:

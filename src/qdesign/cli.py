@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .errors import UserError
 
-WORKER_COMMANDS = {"train-float", "retrain", "sensitivity"}
+WORKER_COMMANDS = {"split-data", "train-float", "retrain", "sensitivity"}
 # what the warm worker serves and imports up front (torch.optim imports torch._dynamo, ~2.5 s, when the first
 # optimizer is built: preload it too, or every job pays it again)
 WORKER_HANDLER = "qdesign.cli:run"
@@ -63,6 +63,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default="data")
     p.add_argument("--download", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--out", required=True, type=Path)
+
+    p = sub.add_parser("split-data", help="normalise and split a prepared dataset once for a study's cells")
+    p.add_argument("--data", required=True, type=Path, help="the prepared dataset (results/data/<dataset>.pt)")
+    p.add_argument("--split", required=True, help="the split as JSON: dataset, val_fraction, split_seed, train_subset")
     p.add_argument("--out", required=True, type=Path)
 
     def cell_args(p, float_checkpoint: bool) -> None:
@@ -301,6 +306,26 @@ def _cmd_prepare(args) -> None:
     )
 
 
+def _cmd_split(args) -> None:
+    import json  # noqa: PLC0415
+
+    from .data import load_prepared, write_splits  # noqa: PLC0415
+    from .specs import split_key  # noqa: PLC0415
+
+    t0 = time.perf_counter()
+    try:
+        raw = json.loads(args.split)
+        key = split_key(raw["dataset"], raw["val_fraction"], raw["split_seed"], raw["train_subset"])
+    except (ValueError, TypeError, KeyError) as exc:
+        raise UserError(f"--split is not a split key ({type(exc).__name__}: {exc})") from None
+    s = write_splits(load_prepared(args.data), key, args.out)
+    print(
+        f"{key['dataset']}: {s.x_train.shape[0]} train / {s.x_val.shape[0]} val / {s.x_test.shape[0]} test "
+        f"({time.perf_counter() - t0:.1f}s)",
+        flush=True,
+    )
+
+
 def _spec_of(text: str, kind):
     from .specs import spec_from_json  # noqa: PLC0415
 
@@ -383,6 +408,7 @@ def _cmd_figures(args) -> None:
 _COMMANDS = {
     "validate-config": _cmd_validate,
     "prepare-data": _cmd_prepare,
+    "split-data": _cmd_split,
     "train-float": _cmd_train_float,
     "retrain": _cmd_retrain,
     "sensitivity": _cmd_sensitivity,

@@ -27,6 +27,7 @@ from .io import torch_load_checked, torch_save_atomic
 from .registry import DATASETS
 
 FORMAT_VERSION = 1
+SPLITS_FORMAT_VERSION = 1
 
 
 # ------------------------------------------------------------------ readers
@@ -316,3 +317,58 @@ def make_splits(payload: dict, val_fraction: float, split_seed: int, train_subse
         payload["y_test"].clone(),
         int(payload["n_classes"]),
     )
+
+
+# ------------------------------------------------------------------ splits files
+
+
+_SPLIT_TENSORS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+
+
+def _describe(key: dict) -> str:
+    subset = "all" if key.get("train_subset") is None else key["train_subset"]
+    return (
+        f"{key.get('dataset')} (val_fraction {key.get('val_fraction')}, split_seed {key.get('split_seed')}, "
+        f"train_subset {subset})"
+    )
+
+
+def write_splits(payload: dict, key: dict, out: str | Path) -> Splits:
+    """Normalise and split a prepared dataset once for a whole study, into a
+    file the study's cells map instead of each making its own copy (a cell's
+    ``load`` goes from 0.2-0.4 s of fresh memory to a few milliseconds for
+    MNIST, and concurrent cells share one copy in the page cache)."""
+    if payload["name"] != key["dataset"]:
+        raise DatasetError(f"the prepared dataset holds '{payload['name']}', the split is of '{key['dataset']}'")
+    s = make_splits(payload, key["val_fraction"], key["split_seed"], key["train_subset"])
+    obj = {k: getattr(s, k) for k in _SPLIT_TENSORS}
+    obj.update(kind="splits", key=dict(key), n_classes=s.n_classes, format_version=SPLITS_FORMAT_VERSION)
+    torch_save_atomic(obj, out)
+    return s
+
+
+def load_cell_data(path: str | Path, key: dict) -> Splits:
+    """A cell's data: a splits file (:func:`write_splits`; tensors mapped, not
+    copied) or a prepared dataset (split here by :func:`make_splits`, the
+    same numbers). Either must be of ``key``'s dataset and, for a splits file,
+    of exactly ``key``'s split, or a one-line DatasetError names the mismatch."""
+    obj = torch_load_checked(
+        path, "dataset file", DatasetError, (), None, missing_hint=" (run the split_data rule)", mmap=True
+    )
+    if obj.get("kind") == "splits":
+        if any(k not in obj for k in (*_SPLIT_TENSORS, "key", "n_classes")):
+            raise DatasetError(f"corrupt splits file {path} (missing keys); delete it and rerun")
+        if obj["format_version"] != SPLITS_FORMAT_VERSION:
+            got, want = obj["format_version"], SPLITS_FORMAT_VERSION
+            raise DatasetError(f"splits file {path} has format {got}, expected {want}; delete it and rerun")
+        if obj["key"] != key:
+            raise DatasetError(
+                f"{path} holds the split of {_describe(obj['key'])}, the cell needs {_describe(key)} "
+                "(stale splits file: rerun its split_data job)"
+            )
+        return Splits(*(obj[k] for k in _SPLIT_TENSORS), int(obj["n_classes"]))
+    if any(k not in obj for k in _KEYS) or obj["format_version"] != FORMAT_VERSION:
+        raise DatasetError(f"{path} is neither a splits file nor a prepared dataset of format {FORMAT_VERSION}")
+    if obj["name"] != key["dataset"]:
+        raise DatasetError(f"{path} holds dataset '{obj['name']}', the cell needs '{key['dataset']}'")
+    return make_splits(obj, key["val_fraction"], key["split_seed"], key["train_subset"])

@@ -177,6 +177,24 @@ def study_device(config: Mapping, study: str) -> str:
     return config["studies"][study].get("device") or config["device"]
 
 
+def split_key(dataset: str, val_fraction: float, split_seed: int, train_subset: int | None) -> dict:
+    """What a study's train / validation / test split depends on. Its splits
+    file records it (:func:`qdesign.data.write_splits`), and a cell refuses a
+    file whose key is not its own."""
+    return {
+        "dataset": str(dataset),
+        "val_fraction": float(val_fraction),
+        "split_seed": int(split_seed),
+        "train_subset": None if train_subset is None else int(train_subset),
+    }
+
+
+def study_split_key(config: Mapping, study: str) -> dict:
+    """The split of every cell of ``study`` (they share one splits file)."""
+    s = config["studies"][study]
+    return split_key(s["dataset"], s["val_fraction"], config["split_seed"], s["train_subset"])
+
+
 def float_spec(config: Mapping, study: str, width: int, seed: int) -> FloatSpec:
     """The float network of (study, width, seed) in a validated config."""
     s = config["studies"][study]

@@ -1,5 +1,6 @@
 # Shared set-up: config validation, the cell grid, paths, resources, and the
 # warm worker that serves training jobs on local runs.
+import json
 import os
 import shlex
 import sys
@@ -68,6 +69,11 @@ def prepare_args(wildcards):
 
 def data_file(wildcards):
     return layout.data_file(study_cfg(wildcards.study)["dataset"])
+
+
+def splits_file(wildcards):
+    """The study's split, which its training jobs map instead of splitting."""
+    return layout.splits_file(wildcards.study)
 
 
 def cell_files(study):

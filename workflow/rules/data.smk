@@ -1,9 +1,12 @@
-# Dataset -> results/data/{dataset}.pt (uint8 images, labels, normalisation).
-# A local rule: on a cluster, downloads happen where the network is.
+# Dataset -> results/data/{dataset}.pt (uint8 images, labels, normalisation)
+# -> results/data/splits/{study}.pt (the study's normalised split, mapped by
+# its training jobs). Local rules: on a cluster, downloads happen where the
+# network is, and a split takes a second.
 
 
 localrules:
     prepare_data,
+    split_data,
 
 
 rule prepare_data:
@@ -25,4 +28,23 @@ rule prepare_data:
     shell:
         "python -m qdesign prepare-data --dataset {wildcards.dataset} "
         "{params.source} --split-seed {params.split_seed} "
+        "--out {output} > {log} 2>&1"
+
+
+rule split_data:
+    input:
+        data=data_file,
+    output:
+        layout.SPLITS_FILE,
+    log:
+        "results/logs/split_data/{study}.log",
+    conda:
+        "../../envs/qdesign.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        split=lambda wc: json.dumps(qspecs.study_split_key(config, wc.study)),
+    shell:
+        "python -m qdesign split-data --data {input.data} --split {params.split:q} "
         "--out {output} > {log} 2>&1"

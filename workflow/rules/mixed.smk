@@ -7,7 +7,7 @@
 
 rule sensitivity:
     input:
-        data=data_file,
+        data=splits_file,
         float_model=f"{layout.FLOAT_DIR}/model.pt",
     output:
         layout.SENSITIVITY_FILE,
@@ -33,7 +33,7 @@ rule sensitivity:
 
 rule retrain_budget:
     input:
-        data=data_file,
+        data=splits_file,
         float_model=f"{layout.FLOAT_DIR}/model.pt",
         sensitivity=layout.SENSITIVITY_FILE,
     output:

@@ -5,7 +5,7 @@
 
 rule retrain:
     input:
-        data=data_file,
+        data=splits_file,
         float_model=f"{layout.FLOAT_DIR}/model.pt",
     output:
         model=f"{layout.QUANT_DIR}/model.pt",

@@ -4,7 +4,7 @@
 
 rule train_float:
     input:
-        data=data_file,
+        data=splits_file,
     output:
         model=f"{layout.FLOAT_DIR}/model.pt",
         metrics=f"{layout.FLOAT_DIR}/metrics.parquet",
