@@ -42,7 +42,7 @@ def test_default_config_dry_run_job_counts(tmp_path):
     # FCDNN 6 widths, CNN 5 widths, 3 seeds each; 6 bits values each
     assert counts == {
         "prepare_data": 1,
-        "split_data": 2,
+        "split_data": 1,  # the two digits studies share their split
         "train_float": 33,
         "retrain": 198,
         "aggregate": 2,
@@ -52,6 +52,17 @@ def test_default_config_dry_run_job_counts(tmp_path):
         "report_provenance": 1,
         "all": 1,
     }
+
+
+def test_studies_with_the_same_split_share_one_splits_file(tmp_path):
+    res = smk(tmp_path, "-n", "--configfile", str(REPO / "config" / "paper.yaml"))
+    assert res.returncode == 0, res.stderr
+    # the three MNIST depths share one split, CIFAR-10 has its own
+    assert job_counts(res.stdout)["split_data"] == 2
+    assert sorted(set(re.findall(r"output: (results/data/splits/\S+\.pt)", res.stdout))) == [
+        "results/data/splits/cifar10-val0.1-seed0-all.pt",
+        "results/data/splits/mnist-val0.1-seed0-all.pt",
+    ]
 
 
 def test_methods_share_the_float_networks(tmp_path):
@@ -130,8 +141,8 @@ def test_tiny_run_figures(tiny_run):
 def test_warm_worker_served_the_training_jobs(tiny_run):
     work, _, _ = tiny_run
     log = (work / "results" / "logs" / "worker.log").read_text()
-    # 2 split + 4 float + 6 retrain jobs of the two studies went through the worker
-    assert re.search(r"served 12 jobs", log), log
+    # 1 split (shared) + 4 float + 6 retrain jobs of the two studies went through the worker
+    assert re.search(r"served 11 jobs", log), log
 
 
 def test_second_run_does_nothing(tiny_run):

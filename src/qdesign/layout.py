@@ -2,7 +2,7 @@
 (with ``{wildcards}``), Python code the functions; both come from here.
 
     results/data/{dataset}.pt                              prepared dataset
-    results/data/splits/{study}.pt                         a study's normalised train / val / test split
+    results/data/splits/{split}.pt                         a normalised train / val / test split (specs.split_tag)
     results/{study}/float/w{width}-s{seed}/                float cell
     results/{study}/{method}/b{bits}/w{width}-s{seed}/     quantized cell
     results/{study}/{method}/m{mean}/w{width}-s{seed}/     mixed cell for a budget of {mean} bits per weight
@@ -19,7 +19,7 @@ from .registry import DEFAULT_METHOD
 
 RESULTS = "results"
 DATA_FILE = RESULTS + "/data/{dataset}.pt"
-SPLITS_FILE = RESULTS + "/data/splits/{study}.pt"
+SPLITS_FILE = RESULTS + "/data/splits/{split}.pt"
 FLOAT_DIR = RESULTS + "/{study}/float/w{width}-s{seed}"
 QUANT_DIR = RESULTS + "/{study}/{method}/b{bits}/w{width}-s{seed}"
 BUDGET_DIR = RESULTS + "/{study}/{method}/m{mean}/w{width}-s{seed}"
@@ -35,8 +35,9 @@ def data_file(dataset: str) -> str:
     return DATA_FILE.format(dataset=dataset)
 
 
-def splits_file(study: str) -> str:
-    return SPLITS_FILE.format(study=study)
+def splits_file(split: str) -> str:
+    """``split``: :func:`qdesign.specs.split_tag` of the split's key."""
+    return SPLITS_FILE.format(split=split)
 
 
 def float_dir(study: str, width: int, seed: int) -> str:

@@ -190,9 +190,16 @@ def split_key(dataset: str, val_fraction: float, split_seed: int, train_subset: 
 
 
 def study_split_key(config: Mapping, study: str) -> dict:
-    """The split of every cell of ``study`` (they share one splits file)."""
+    """The split of every cell of ``study``."""
     s = config["studies"][study]
     return split_key(s["dataset"], s["val_fraction"], config["split_seed"], s["train_subset"])
+
+
+def split_tag(key: Mapping) -> str:
+    """The name of a split's file: studies with the same split share it (the
+    paper config's three MNIST depths), e.g. ``mnist-val0.1-seed0-all``."""
+    subset = "all" if key["train_subset"] is None else f"n{int(key['train_subset'])}"
+    return f"{key['dataset']}-val{float(key['val_fraction'])!r}-seed{int(key['split_seed'])}-{subset}"
 
 
 def float_spec(config: Mapping, study: str, width: int, seed: int) -> FloatSpec:

@@ -2,6 +2,7 @@
 # warm worker that serves training jobs on local runs.
 import json
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -40,10 +41,16 @@ if "conda" not in {str(m) for m in workflow.deployment_settings.deployment_metho
 shell.prefix(" ".join(_PREFIX) + " ")
 STUDIES = list(config["studies"])
 FIGURES = registry.FIGURES
+# one splits file per distinct split: studies with the same split share it
+SPLITS = {
+    qspecs.split_tag(key): key
+    for key in (qspecs.study_split_key(config, study) for study in STUDIES)
+}
 
 
 wildcard_constraints:
     study="|".join(STUDIES),
+    split="|".join(re.escape(tag) for tag in SPLITS),
     dataset="|".join(registry.DATASETS),
     method="|".join(registry.METHODS),
     width=r"\d+",
@@ -73,7 +80,7 @@ def data_file(wildcards):
 
 def splits_file(wildcards):
     """The study's split, which its training jobs map instead of splitting."""
-    return layout.splits_file(wildcards.study)
+    return layout.splits_file(qspecs.split_tag(qspecs.study_split_key(config, wildcards.study)))
 
 
 def cell_files(study):

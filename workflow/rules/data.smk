@@ -1,6 +1,6 @@
 # Dataset -> results/data/{dataset}.pt (uint8 images, labels, normalisation)
-# -> results/data/splits/{study}.pt (the study's normalised split, mapped by
-# its training jobs). Local rules: on a cluster, downloads happen where the
+# -> results/data/splits/{split}.pt (a normalised split, mapped by the
+# training jobs of every study with that split). Local rules: on a cluster, downloads happen where the
 # network is, and a split takes a second.
 
 
@@ -33,18 +33,18 @@ rule prepare_data:
 
 rule split_data:
     input:
-        data=data_file,
+        data=lambda wc: layout.data_file(SPLITS[wc.split]["dataset"]),
     output:
         layout.SPLITS_FILE,
     log:
-        "results/logs/split_data/{study}.log",
+        "results/logs/split_data/{split}.log",
     conda:
         "../../envs/qdesign.yaml"
     resources:
         mem_mb=4000,
         runtime=30,
     params:
-        split=lambda wc: json.dumps(qspecs.study_split_key(config, wc.study)),
+        split=lambda wc: json.dumps(SPLITS[wc.split]),
     shell:
         "python -m qdesign split-data --data {input.data} --split {params.split:q} "
         "--out {output} > {log} 2>&1"
