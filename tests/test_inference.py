@@ -116,3 +116,112 @@ def test_cnn_logits_do_not_depend_on_the_evaluation_batch(width):
                 assert torch.equal(ref, torch.cat([forward(m, data.x_val[i : i + bs]) for i in range(0, 512, bs)]))
     for n in (6000, 10000):
         assert n % 128 == n % 256
+
+
+# ------------------------------------------------- convolutions on blocked tensors
+
+
+def _cell_model(cfg, width, bits, shape=(1, 28, 28), n=300):
+    """A model and input laid out as a cell runs them (channels-last float,
+    quantized copy in NCHW), in eval mode."""
+    torch.manual_seed(width)
+    model = build_model(cfg, width, shape, 10)
+    x = torch.randn(n, *shape)
+    data = use_channels_last(model, Splits(x, x, x, x, x, x, 10))
+    if bits is not None:
+        model = to_quantized(model, bits)
+    return model.eval(), data.x_train
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(
+    "cfg,shape,widths",
+    [(CNN_CPU, (1, 28, 28), [2, 8, 32]), (CNN_PAPER, (1, 28, 28), [4, 16]), (CNN_PAPER, (3, 32, 32), [16])],
+)
+def test_forward_is_exact_whichever_path_it_takes(cfg, shape, widths, threads, monkeypatch):
+    """Each case is checked once and then runs the path its check chose: the
+    second pass of every batch size (the last partial batches of the splits,
+    and a single image, which oneDNN computes with another kernel) must equal
+    the model's own forward pass bit for bit, on whichever path it took."""
+    from qdesign import inference
+    from qdesign.quantize.layers import frozen_weights
+
+    monkeypatch.setattr(inference, "_VERDICTS", {})
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for width in widths:
+            for bits in (None, 2, 8):
+                model, x = _cell_model(cfg, width, bits, shape)
+                with torch.inference_mode(), frozen_weights(model):
+                    for bs in (128, 112, 16, 1):
+                        want = model(x[:bs])
+                        for _ in range(2):  # checked, then decided
+                            assert _same(forward(model, x[:bs]), want), (width, bits, bs)
+    finally:
+        torch.set_num_threads(before)
+    # one input channel: the quantized CNNs run NCHW, candidates; three: their
+    # channels-last input keeps them in channels-last, nothing to block
+    assert bool(inference.blocked_path_verdicts()) == (shape[0] == 1)
+
+
+def test_the_blocked_path_is_used_only_where_it_was_exact(monkeypatch):
+    """A blocked path that rounds differently (simulated: one logit nudged)
+    is refused on its first check and never used; the numbers stay the dense
+    path's."""
+    from qdesign import inference
+
+    monkeypatch.setattr(inference, "_VERDICTS", {})
+    real = inference._blocked
+    calls = []
+
+    def off_by_one_ulp(modules, x):
+        calls.append(x.shape[0])
+        out = real(modules, x)
+        return torch.nextafter(out, torch.full_like(out, float("inf")))
+
+    monkeypatch.setattr(inference, "_blocked", off_by_one_ulp)
+    model, x = _cell_model(CNN_CPU, 8, 4)
+    with torch.inference_mode():
+        want = model(x[:128])
+        for _ in range(3):
+            assert _same(forward(model, x[:128]), want)
+    assert calls == [128]  # the check only
+    assert list(inference.blocked_path_verdicts().values()) == [False]
+
+
+def test_blocked_path_skips_what_it_cannot_reproduce(monkeypatch):
+    """Channels-last convolutions (the float CNN), hooked layers and
+    convolutions that are not plain never run on blocked tensors."""
+    from qdesign import inference
+
+    monkeypatch.setattr(inference, "_VERDICTS", {})
+    model, x = _cell_model(CNN_CPU, 8, None)  # float: channels-last weights
+    with torch.inference_mode():
+        assert _same(forward(model, x[:64]), model(x[:64]))
+    assert inference.blocked_path_verdicts() == {}
+
+    qmodel, x = _cell_model(CNN_CPU, 8, 4)
+    seen = []
+    qmodel[0].register_forward_hook(lambda _m, _a, out: seen.append(out.shape))
+    with torch.inference_mode():
+        out = forward(qmodel, x[:64])
+    assert seen == [(64, 8, 28, 28)]  # the hook ran: that layer took the plain path
+    with torch.inference_mode():
+        assert _same(out, qmodel(x[:64]))
+
+    reflect = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, padding_mode="reflect"), nn.ReLU()).eval()
+    monkeypatch.setattr(inference, "_VERDICTS", {})
+    with torch.inference_mode():
+        assert _same(forward(reflect, x[:8]), reflect(x[:8]))
+    assert inference.blocked_path_verdicts() == {}  # a reflect-padded convolution: never blocked
+
+
+def test_blocked_path_leaves_the_input_alone():
+    model, x = _cell_model(CNN_PAPER, 4, 3, n=32)
+    x = x.contiguous()  # NCHW: the first convolution is a candidate too
+    before = x.clone()
+    with torch.inference_mode():
+        for _ in range(2):
+            forward(model, x)
+    assert torch.equal(x, before)
