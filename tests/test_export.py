@@ -262,3 +262,43 @@ def test_corrupt_packed_file_is_reported(cells, tmp_path):
         packed.read_packed(tmp_path / "short.qdpk")
     with pytest.raises(ExportError, match="CRC mismatch"):
         verify_export(cells["fcdnn-3"], tmp_path / "flip.qdpk", cells["data"])
+
+
+# ------------------------------------------- the reference logits of verification
+
+CNN_CPU = {"type": "cnn", "channel_multipliers": [1, 2], "convs_per_block": 1, "kernel_size": 3, "pool": "max"}
+
+
+@pytest.mark.parametrize("kind", ["quantized", "float", "float-first"])
+def test_verification_logits_are_the_cells_own(kind):
+    """What a cell computed its test error with and what verification compares
+    an export against are one computation, bit for bit: a width-32 CNN (its
+    32->64 convolution rounds differently in channels-last than in NCHW, so
+    a verification run in the float layout for a quantized cell would show),
+    300 images (two full batches and a partial one)."""
+    from qdesign.data import Splits
+    from qdesign.export.cell import Cell
+    from qdesign.export.verify import torch_logits
+    from qdesign.models import build_model
+    from qdesign.quantize import bake, integer_codes, to_quantized
+    from qdesign.train import evaluate, logits, use_channels_last
+
+    torch.manual_seed(3)
+    model = build_model(CNN_CPU, 32, (1, 28, 28), 10)
+    x = torch.randn(300, 1, 28, 28)
+    y = torch.randint(0, 10, (300,))
+    data = use_channels_last(model, Splits(x, y, x, y, x, y, 10))  # as a cell holds model and data
+    spec = {"model": CNN_CPU, "width": 32}
+    common = {"input_shape": (1, 28, 28), "n_classes": 10}
+    if kind == "float":
+        net = model
+        ckpt = {"kind": "float", "spec": spec, "state_dict": model.state_dict(), **common}
+    else:
+        net = to_quantized(model, 8, float_first=kind == "float-first")
+        codes = {n: {"codes": q.codes, "step": q.step, "bits": q.bits} for n, q in integer_codes(net).items()}
+        ckpt = {"kind": "quantized", "float_spec": spec, "state_dict": bake(net).state_dict(), "codes": codes, **common}
+    want = logits(net, data.x_test)
+    error = float((want.argmax(1) != y).sum()) / 300
+    assert evaluate(net, data.x_test, y) == error  # logits() is evaluate's computation
+    got = torch_logits(Cell(REPO, ckpt, {}), x.numpy())
+    assert np.array_equal(got, want.numpy())

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -75,14 +75,50 @@ def use_channels_last(model: nn.Module, data: Splits) -> Splits:
     )
 
 
+def evaluation_layout(model: nn.Module, quantized: Iterable[str] = ()) -> nn.Module:
+    """Give a network rebuilt from a cell's checkpoint the memory layout the
+    cell evaluated it in, so that its convolutions run the same kernels and
+    its logits are the cell's bit for bit (export verification): a CNN's
+    layers in channels-last (:func:`use_channels_last`), except the layers
+    named in ``quantized``, whose weights :func:`qdesign.quantize.to_quantized`
+    made afresh in NCHW. The input goes in channels-last too (:func:`logits`)."""
+    if any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        model.to(memory_format=torch.channels_last)
+        for name in quantized:
+            w = model.get_submodule(name).weight
+            # strides too: a weight of one input channel is "contiguous" either way
+            w.data = torch.empty_like(w.data, memory_format=torch.contiguous_format).copy_(w.data)
+    return model
+
+
+def eval_batch_size(model: nn.Module) -> int:
+    """:data:`qdesign.constants.EVAL_BATCH` for this model's kind."""
+    return EVAL_BATCH["conv" if any(isinstance(m, nn.Conv2d) for m in model.modules()) else "fc"]
+
+
+@torch.inference_mode()
+def logits(model: nn.Module, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+    """The outputs of ``model`` in eval mode, computed exactly as
+    :func:`evaluate` computes them (its batches, its forward pass; a
+    convolutional model's input in channels-last, as the cells hold it)."""
+    batch_size = batch_size or eval_batch_size(model)
+    if x.dim() == 4 and any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        x = x.contiguous(memory_format=torch.channels_last)
+    was_training = model.training
+    model.eval()
+    with frozen_weights(model):
+        out = [forward(model, x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)]
+    model.train(was_training)
+    return torch.cat(out) if out else forward(model, x)
+
+
 @torch.inference_mode()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int | None = None) -> float:
     """Classification error (fraction) of ``model`` in eval mode, without autograd,
     in batches of :data:`qdesign.constants.EVAL_BATCH` (why those sizes: there).
     The forward pass is :func:`qdesign.inference.forward` (the model's numbers,
-    with a faster exact max pooling)."""
-    if batch_size is None:
-        batch_size = EVAL_BATCH["conv" if any(isinstance(m, nn.Conv2d) for m in model.modules()) else "fc"]
+    with faster exact pooling and convolutions)."""
+    batch_size = batch_size or eval_batch_size(model)
     was_training = model.training
     model.eval()
     wrong = torch.zeros((), dtype=torch.int64, device=x.device)

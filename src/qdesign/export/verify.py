@@ -13,8 +13,6 @@ from ..errors import CheckpointError, ExportError
 from . import packed
 from .cell import Cell, cell_ops, load_cell
 
-EVAL_BATCH = 2048  # qdesign.train.evaluate's batch: the recorded error's exact arithmetic
-
 
 @dataclass
 class ExportCheck:
@@ -68,17 +66,17 @@ def cell_test_data(cell: Cell, data_path: str | Path) -> tuple[np.ndarray, np.nd
 
 def torch_logits(cell: Cell, x: np.ndarray) -> np.ndarray:
     """Logits of the cell's PyTorch model, computed as the cell computed its
-    test error (eval mode, batches of 2048, channels-last for CNNs)."""
+    test error: its memory layout (:func:`qdesign.train.evaluation_layout`:
+    a quantized layer's convolution runs another kernel than a float one's,
+    rounding differently), its batches and its forward pass
+    (:func:`qdesign.train.logits`)."""
     import torch  # noqa: PLC0415
 
-    model = cell.model()
-    xt = torch.from_numpy(x)
-    if any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
-        model.to(memory_format=torch.channels_last)
-        xt = xt.contiguous(memory_format=torch.channels_last)
-    with torch.no_grad():
-        outs = [model(xt[i : i + EVAL_BATCH]) for i in range(0, xt.shape[0], EVAL_BATCH)]
-    return torch.cat(outs).numpy()
+    from ..train import evaluation_layout, logits  # noqa: PLC0415
+
+    quantized = cell.checkpoint.get("codes", {}) if cell.kind == "quantized" else {}
+    model = evaluation_layout(cell.model(), quantized)
+    return logits(model, torch.from_numpy(x)).numpy()
 
 
 def export_logits(fmt: str, path: str | Path, x: np.ndarray) -> np.ndarray:
