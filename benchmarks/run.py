@@ -315,6 +315,7 @@ def item8_cell_outside_training(data_dir: Path | None, subset: int | None, bits:
     import pandas as pd  # noqa: PLC0415
     import yaml  # noqa: PLC0415
 
+    from qdesign import inference  # noqa: PLC0415
     from qdesign.cells import retrain, train_float  # noqa: PLC0415
     from qdesign.config import validate_config  # noqa: PLC0415
     from qdesign.data import write_splits  # noqa: PLC0415
@@ -359,9 +360,11 @@ def item8_cell_outside_training(data_dir: Path | None, subset: int | None, bits:
                 fspec = float_spec(c, study, width, 0)
                 cell = tmp / study / str(width)
                 qspec = quant_spec(c, study, width, bits, 0)
+                inference.forget_blocked_path_verdicts()  # each cell checks its cases, as a job's process does
                 with contextlib.redirect_stdout(io.StringIO()):  # the cells' own logs
                     rows = {"float": train_float(fspec, data_path, cell / "float", threads=threads)}
                     rows["retrain"] = retrain(qspec, data_path, cell / "float" / "model.pt", cell / "q", threads)
+                blocked = sorted({v for v in inference.blocked_path_verdicts().values()})
                 for kind, row in rows.items():
                     job, train = float(row["job_seconds"]), float(row["train_seconds"])
                     outside = job - train
@@ -390,7 +393,19 @@ def item8_cell_outside_training(data_dir: Path | None, subset: int | None, bits:
                     # the part of it that is the evaluations the cell reports (the floor without fewer of them)
                     eval_frac = float(row["evaluate_seconds"]) / (outside + train_proj)
                     RESULTS[-1]["evaluate_fraction"] = eval_frac
-                    out.append(dict(study=study, kind=kind, width=width, fraction=frac, evaluate_fraction=eval_frac))
+                    if kind == "retrain" and s["model"]["type"] == "cnn":
+                        # True: its convolutions ran on blocked tensors (qdesign.inference); [False]: checked, not exact
+                        RESULTS[-1]["blocked_evaluation"] = blocked
+                    out.append(
+                        dict(
+                            study=study,
+                            kind=kind,
+                            width=width,
+                            fraction=frac,
+                            evaluate_fraction=eval_frac,
+                            blocked=kind == "retrain" and True in blocked,
+                        )
+                    )
             for kind in ("float", "retrain"):
                 got = [r for r in out if r["study"] == study and r["kind"] == kind]
                 if got:
@@ -401,6 +416,9 @@ def item8_cell_outside_training(data_dir: Path | None, subset: int | None, bits:
                         f"of which its reported evaluations {elo:.1%}-{ehi:.1%}",
                         flush=True,
                     )
+                    if kind == "retrain" and s["model"]["type"] == "cnn":
+                        widths_blocked = [r["width"] for r in got if r["blocked"]]
+                        print(f"     {study} retrain: convolutions on blocked tensors at widths {widths_blocked}")
     torch.set_num_threads(threads_before)
     return pd.DataFrame(out)
 

@@ -190,6 +190,11 @@ def blocked_path_verdicts() -> dict[tuple, bool]:
     return dict(_VERDICTS)
 
 
+def forget_blocked_path_verdicts() -> None:
+    """Check every case afresh, as a new process would (benchmarks)."""
+    _VERDICTS.clear()
+
+
 def _run_segment(modules, x: torch.Tensor, caller: int) -> torch.Tensor:
     key = _signature(modules, x)
     verdict = _VERDICTS.get(key)
