@@ -225,3 +225,19 @@ def test_blocked_path_leaves_the_input_alone():
         for _ in range(2):
             forward(model, x)
     assert torch.equal(x, before)
+
+
+def test_a_network_with_nan_takes_the_dense_path(monkeypatch):
+    """NaN logits never compare equal: the check refuses the blocked path and
+    the NaN of the dense path comes out (a diverged network is reported, not hidden)."""
+    from qdesign import inference
+
+    monkeypatch.setattr(inference, "_VERDICTS", {})
+    model, x = _cell_model(CNN_CPU, 8, 4)
+    with torch.no_grad():
+        model[3].weight[0, 0, 0, 0] = float("nan")
+    with torch.inference_mode():
+        want = model(x[:128])
+        got = forward(model, x[:128])
+    assert torch.isnan(got).any() and _same(got, want)
+    assert list(inference.blocked_path_verdicts().values()) == [False]
