@@ -132,20 +132,21 @@ def _blockable(module: nn.Module) -> bool:
     return type(module) is nn.MaxPool2d and _is_plain_2x2(module)
 
 
-def _segment_end(modules, start: int, x: torch.Tensor) -> int:
-    """End of the run of blockable modules from ``start`` (``start`` itself if
-    none: the run must begin with a convolution of an NCHW float32 CPU input)."""
-    if not (
+def _blocking_available() -> bool:
+    """oneDNN is there and on, and no global module hooks expect calls."""
+    return (
         BLOCKED_CONVOLUTIONS
-        and isinstance(modules[start], nn.Conv2d)
-        and x.dim() == 4
-        and x.dtype == torch.float32
-        and x.device.type == "cpu"
-        and x.is_contiguous()
         and torch.backends.mkldnn.is_available()
         and torch.backends.mkldnn.enabled
         and not (_module._global_forward_hooks or _module._global_forward_pre_hooks)
-    ):
+    )
+
+
+def _segment_end(modules, start: int, x: torch.Tensor) -> int:
+    """End of the run of blockable modules from ``start`` (``start`` itself if
+    none: the run must begin with a convolution of an NCHW float32 CPU input,
+    and be wide enough to gain, :data:`BLOCKED_MIN_CHANNELS`)."""
+    if not (x.dim() == 4 and x.dtype == torch.float32 and x.is_cpu and x.is_contiguous()):
         return start
     end = start
     while end < len(modules) and _blockable(modules[end]):
@@ -218,13 +219,21 @@ def forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return model(x)  # hooks on the container itself expect to be called: the plain path
     caller = x.untyped_storage().data_ptr()  # never written to
     modules = list(model)
+    blocking = _blocking_available() and any(
+        isinstance(m, nn.Conv2d) and m.out_channels >= BLOCKED_MIN_CHANNELS for m in modules
+    )
     i = 0
     while i < len(modules):
-        end = _segment_end(modules, i, x)
-        if end > i:
-            x = _run_segment(modules[i:end], x, caller)
-            i = end
-        else:
-            x = _dense(modules[i : i + 1], x, caller)
-            i += 1
+        if blocking and isinstance(modules[i], nn.Conv2d):
+            end = _segment_end(modules, i, x)
+            if end > i:
+                x = _run_segment(modules[i:end], x, caller)
+                i = end
+                continue
+        # densely up to the next convolution that could start a blocked run
+        end = i + 1
+        while end < len(modules) and not (blocking and isinstance(modules[end], nn.Conv2d)):
+            end += 1
+        x = _dense(modules[i:end], x, caller)
+        i = end
     return x
