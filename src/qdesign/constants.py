@@ -33,5 +33,6 @@ Logits are bit for bit the same at every batch of 64 images or more (tested;
 batches of 1 or 7 round differently), and an MNIST/Fashion-MNIST split of 6,000
 or 10,000 images leaves the same last partial batch (112, 16) at 128 as at 256,
 so no recorded error changed with the batch (256 before 2026-12-02). Used by
-:func:`qdesign.train.evaluate`, the sensitivity pass and the memory estimate
-of :mod:`qdesign.resources`."""
+:func:`qdesign.train.evaluate` and :func:`qdesign.train.logits` (export
+verification), the sensitivity pass and the memory estimate of
+:mod:`qdesign.resources`."""
