@@ -241,3 +241,21 @@ def test_a_network_with_nan_takes_the_dense_path(monkeypatch):
         got = forward(model, x[:128])
     assert torch.isnan(got).any() and _same(got, want)
     assert list(inference.blocked_path_verdicts().values()) == [False]
+
+
+def test_a_platform_without_blocked_ops_takes_the_dense_path(monkeypatch):
+    """Where oneDNN's blocked operations are missing (another CPU, another
+    build), evaluation goes on densely instead of failing."""
+    from qdesign import inference
+
+    monkeypatch.setattr(inference, "_VERDICTS", {})
+
+    def unsupported(modules, x):
+        raise RuntimeError("mkldnn_convolution: unsupported on this platform")
+
+    monkeypatch.setattr(inference, "_blocked", unsupported)
+    model, x = _cell_model(CNN_CPU, 8, 4)
+    with torch.inference_mode():
+        for _ in range(2):
+            assert _same(forward(model, x[:128]), model(x[:128]))
+    assert list(inference.blocked_path_verdicts().values()) == [False]
