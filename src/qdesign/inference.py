@@ -10,9 +10,10 @@ Two exact shortcuts, both checked against the model's own modules:
 * A run of NCHW convolutions, ReLUs and 2x2 max pools is computed on oneDNN's
   blocked tensors (``to_mkldnn``) instead of dense ones. For an NCHW
   convolution PyTorch calls the same oneDNN kernel on a blocked copy of its
-  input and reorders the result back to NCHW; the reorders (3 of every 5 ms
-  of a quantized width-32 CNN's batch on the machine of docs/performance.md)
-  disappear when the blocked tensor is handed straight to the next layer.
+  input and reorders the result back to NCHW; the reorders (15 of the 39 ms
+  of a quantized width-32 CNN's batch of 128, docs/performance.md, fourth
+  pass) disappear when the blocked tensor is handed straight to the next
+  layer.
   Whether oneDNN picks the same kernel both ways depends on the shapes, the
   ISA and the thread count (not always: batches of 1, some layers at 2
   threads), so each new case runs both ways once and the blocked path is used
