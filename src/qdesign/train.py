@@ -57,10 +57,15 @@ def lr_factor(schedule: str, epoch: int, epochs: int) -> float:
     raise ValueError(f"unknown schedule {schedule!r}")
 
 
+def is_convolutional(model: nn.Module) -> bool:
+    """Whether ``model`` has a convolution: what decides its layout and evaluation batch."""
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
 def use_channels_last(model: nn.Module, data: Splits) -> Splits:
     """Convolutional models train ~20% faster on CPU with NHWC tensors
     (measured: 3-block CNN, batch 128); fully-connected ones are unaffected."""
-    if not any(isinstance(m, nn.Conv2d) for m in model.modules()):
+    if not is_convolutional(model):
         return data
     model.to(memory_format=torch.channels_last)
     fmt = dict(memory_format=torch.channels_last)
@@ -82,7 +87,7 @@ def evaluation_layout(model: nn.Module, quantized: Iterable[str] = ()) -> nn.Mod
     layers in channels-last (:func:`use_channels_last`), except the layers
     named in ``quantized``, whose weights :func:`qdesign.quantize.to_quantized`
     made afresh in NCHW. The input goes in channels-last too (:func:`logits`)."""
-    if any(isinstance(m, nn.Conv2d) for m in model.modules()):
+    if is_convolutional(model):
         model.to(memory_format=torch.channels_last)
         for name in quantized:
             w = model.get_submodule(name).weight
@@ -93,7 +98,7 @@ def evaluation_layout(model: nn.Module, quantized: Iterable[str] = ()) -> nn.Mod
 
 def eval_batch_size(model: nn.Module) -> int:
     """:data:`qdesign.constants.EVAL_BATCH` for this model's kind."""
-    return EVAL_BATCH["conv" if any(isinstance(m, nn.Conv2d) for m in model.modules()) else "fc"]
+    return EVAL_BATCH["conv" if is_convolutional(model) else "fc"]
 
 
 @torch.inference_mode()
@@ -102,7 +107,7 @@ def logits(model: nn.Module, x: torch.Tensor, batch_size: int | None = None) -> 
     :func:`evaluate` computes them (its batches, its forward pass; a
     convolutional model's input in channels-last, as the cells hold it)."""
     batch_size = batch_size or eval_batch_size(model)
-    if x.dim() == 4 and any(isinstance(m, nn.Conv2d) for m in model.modules()):
+    if x.dim() == 4 and is_convolutional(model):
         x = x.contiguous(memory_format=torch.channels_last)
     was_training = model.training
     model.eval()
