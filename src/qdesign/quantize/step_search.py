@@ -14,6 +14,15 @@ import torch
 
 from .primitives import check_bits, max_level
 
+try:  # the optional compiled counting (setup.py); exact, so only speed depends on it
+    from . import _counting
+except ImportError:  # built without a C compiler: NumPy does the same counting
+    _counting = None
+
+#: Use the compiled counting where it was built (tests switch it off to check
+#: that both paths return the same steps bit for bit).
+USE_KERNELS = True
+
 _BINNED_MIN_N = 4096  # magnitudes below this: plain binary searches only
 _BINNED_MIN_QUERIES = 2048  # fewer queries: one np.searchsorted is as fast
 _BIN_OCCUPANCY = 4  # mean magnitudes per bin of count_below's table
@@ -44,17 +53,22 @@ class _SortedMagnitudes:
         buf[n] = np.inf
         a = buf[:n]
         self.a, self._a_pad, self.n = a, buf, n
+        self._kern = _counting if USE_KERNELS else None
         # prefix sums of |w| and w**2 in float64 (each element widened exactly
         # first), both in one complex cumsum: its real and imaginary parts are
         # two independent sequential float64 sums, bit for bit the two plain
         # cumsums, in one pass (1.5x faster; the sums are latency-bound)
         pair = np.empty(n + 1, dtype=np.complex128)
-        pair[0] = 0.0
-        parts = pair[1:].view(np.float64).reshape(n, 2)
-        parts[:, 0] = a
-        np.multiply(a, a, dtype=np.float64, out=parts[:, 1])
-        np.cumsum(pair[1:], out=pair[1:])
+        if self._kern is not None:  # the same sums in the same order, in one compiled pass
+            self._kern.prefix_sums(a, pair.view(np.float64))
+        else:
+            pair[0] = 0.0
+            parts = pair[1:].view(np.float64).reshape(n, 2)
+            parts[:, 0] = a
+            np.multiply(a, a, dtype=np.float64, out=parts[:, 1])
+            np.cumsum(pair[1:], out=pair[1:])
         self.p1, self.p2 = pair.real, pair.imag  # strided views, side by side in memory
+        self._pair = pair.view(np.float64)  # the same, interleaved, for the compiled kernels
         self.total_sq = float(self.p2[-1])
         self.max = float(a[-1]) if n else 0.0
         self._k = None
@@ -85,6 +99,10 @@ class _SortedMagnitudes:
         if not 0.0 < scale < math.inf:
             return
         self._scale, self._n_bins = scale, n_bins
+        if self._kern is not None:
+            self._cum = np.empty(n_bins + 2, dtype=np.intp)
+            self._max_occupancy = self._kern.count_table(self.a, scale, n_bins, self._cum)
+            return
         self._cum = np.zeros(n_bins + 2, dtype=np.intp)
         np.cumsum(np.bincount(self._bin_of(self.a), minlength=n_bins + 1), out=self._cum[1:])
         self._max_occupancy = int(np.diff(self._cum).max())
@@ -101,6 +119,14 @@ class _SortedMagnitudes:
         instead of one cache-missing binary search over all N magnitudes each
         (about 2x faster at 10^4 queries into 10^6 magnitudes)."""
         v = np.asarray(x, dtype=np.float64)
+        if self._kern is not None:  # the same counts: one compiled search per query, in its bin
+            v = np.ascontiguousarray(v)
+            out = np.empty(v.shape, dtype=np.intp)
+            if self._n_bins:
+                self._kern.count_below(self.a, v, out, self._cum, self._scale, self._n_bins)
+            else:
+                self._kern.count_below(self.a, v, out, None, 1.0, 1)
+            return out
         if self._n_bins == 0 or v.size < _BINNED_MIN_QUERIES or not (np.isfinite(v).all() and v.min() >= 0.0):
             return np.searchsorted(self.a, self._keys(v), side="left")
         flat = v.ravel()  # float32 magnitudes compare exactly with float64 queries
@@ -127,7 +153,8 @@ class _SortedMagnitudes:
         """:meth:`evaluate` of a single step, bit for bit, in a handful of NumPy
         calls (the Lloyd polish makes hundreds of these one after another)."""
         self._constants(k)
-        idx = np.searchsorted(self.a, self._keys(step * self._half), side="left")
+        x = step * self._half
+        idx = self.count_below(x) if self._kern is not None else np.searchsorted(self.a, self._keys(x), side="left")
         s1 = float(k * self.p1[self.n] - self.p1[idx].sum())
         # S2 is an integer below 2**53: exact in any order of summation
         s2 = float(k * k * self.n - int(np.dot(idx, self._odd)))
@@ -135,6 +162,12 @@ class _SortedMagnitudes:
 
     def _range_sq(self, lo, hi, center):
         """sum over sorted indices [lo, hi) of (a - center)**2, clipped at 0."""
+        if self._kern is not None:  # the same arithmetic, elementwise, in one compiled pass
+            lo, hi = np.ascontiguousarray(lo), np.ascontiguousarray(hi)
+            center = np.ascontiguousarray(np.broadcast_to(center, lo.shape), dtype=np.float64)
+            out = np.empty(lo.shape, dtype=np.float64)
+            self._kern.range_sq(self._pair, lo, hi, center, out)
+            return out
         s2 = self.p2[hi] - self.p2[lo]
         s1 = self.p1[hi] - self.p1[lo]
         cnt = hi - lo
@@ -190,8 +223,13 @@ class _SortedMagnitudes:
         stop = np.maximum(stop, start)
         codes = np.arange(k + 1, dtype=np.float64)[None, :]
         cnt = stop - start
-        qa = (self.p2[stop] - self.p2[start]).sum(axis=1)
-        qb = (codes * (self.p1[stop] - self.p1[start])).sum(axis=1)
+        if self._kern is not None:  # the same differences, in one compiled pass
+            d1, d2 = np.empty(stop.shape), np.empty(stop.shape)
+            self._kern.pair_diffs(self._pair, start, stop, d1, d2)
+        else:
+            d1, d2 = self.p1[stop] - self.p1[start], self.p2[stop] - self.p2[start]
+        qa = d2.sum(axis=1)
+        qb = (codes * d1).sum(axis=1)
         qc = (codes * codes * cnt).sum(axis=1)
         with np.errstate(divide="ignore", invalid="ignore"):
             s = np.clip(np.where(qc > 0, qb / qc, lo), lo, hi)
