@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from qdesign.data import DatasetError, make_splits, prepare_dataset
 from qdesign.models import build_model
-from qdesign.quantize import to_quantized, update_steps
+from qdesign.quantize import step_search, to_quantized, update_steps
 from qdesign.train import make_optimizer, train_epoch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -252,7 +252,15 @@ def item5_step_search_vs_epoch(data, bs, bits_list=(2, 8), one_thread_bits=(8,))
         torch.set_num_threads(n_threads)
         torch.manual_seed(0)
         qmodel = to_quantized(build_model(FC, 1024, (1, 28, 28), 10), bits)
-        search = statistics.median(_time(lambda: update_steps(qmodel)) for _ in range(5))
+        # the compiled counting and the NumPy path (same steps) alternated
+        searches = {True: [], False: []}
+        for _ in range(5):
+            for compiled in (True, False):
+                step_search.USE_KERNELS = compiled
+                searches[compiled].append(_time(lambda: update_steps(qmodel)))
+        step_search.USE_KERNELS = True
+        search = statistics.median(searches[True])
+        numpy_search = statistics.median(searches[False])
         opt = make_optimizer(qmodel.parameters(), {**ADAM, "batch_size": bs})
         gen = torch.Generator().manual_seed(0)
         epoch = _time(lambda: train_epoch(qmodel, opt, data.x_train, data.y_train, bs, gen))
@@ -268,6 +276,14 @@ def item5_step_search_vs_epoch(data, bs, bits_list=(2, 8), one_thread_bits=(8,))
             epoch_s=epoch,
             threads=n_threads,
             n_train=int(data.x_train.shape[0]),
+            compiled=step_search._counting is not None,
+            numpy_search_s=numpy_search,
+        )
+        record(
+            "5",
+            f"  the same with NumPy's counting (before the compiled kernels), {n_threads} thread(s)",
+            numpy_search / epoch,
+            "fraction",
         )
     torch.set_num_threads(threads)
 
