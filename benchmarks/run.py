@@ -252,15 +252,20 @@ def item5_step_search_vs_epoch(data, bs, bits_list=(2, 8), one_thread_bits=(8,))
         torch.set_num_threads(n_threads)
         torch.manual_seed(0)
         qmodel = to_quantized(build_model(FC, 1024, (1, 28, 28), 10), bits)
-        # the compiled counting and the NumPy path (same steps) alternated
-        searches = {True: [], False: []}
+        # three paths to the same steps, alternated: compiled counting and
+        # polish; compiled counting with the Python polish (before the sixth
+        # pass); NumPy alone (before the compiled kernels)
+        polish_kernel = step_search.POLISH_KERNEL
+        variants = {"compiled": (True, polish_kernel), "python_polish": (True, False), "numpy": (False, False)}
+        searches = {name: [] for name in variants}
         for _ in range(5):
-            for compiled in (True, False):
-                step_search.USE_KERNELS = compiled
-                searches[compiled].append(_time(lambda: update_steps(qmodel)))
-        step_search.USE_KERNELS = True
-        search = statistics.median(searches[True])
-        numpy_search = statistics.median(searches[False])
+            for name, (kernels, polish) in variants.items():
+                step_search.USE_KERNELS, step_search.POLISH_KERNEL = kernels, polish
+                searches[name].append(_time(lambda: update_steps(qmodel)))
+        step_search.USE_KERNELS, step_search.POLISH_KERNEL = True, polish_kernel
+        search = statistics.median(searches["compiled"])
+        python_polish_search = statistics.median(searches["python_polish"])
+        numpy_search = statistics.median(searches["numpy"])
         opt = make_optimizer(qmodel.parameters(), {**ADAM, "batch_size": bs})
         gen = torch.Generator().manual_seed(0)
         epoch = _time(lambda: train_epoch(qmodel, opt, data.x_train, data.y_train, bs, gen))
@@ -277,7 +282,15 @@ def item5_step_search_vs_epoch(data, bs, bits_list=(2, 8), one_thread_bits=(8,))
             threads=n_threads,
             n_train=int(data.x_train.shape[0]),
             compiled=step_search._counting is not None,
+            compiled_polish=polish_kernel,
+            python_polish_search_s=python_polish_search,
             numpy_search_s=numpy_search,
+        )
+        record(
+            "5",
+            f"  the same with the Python Lloyd polish (before the sixth pass), {n_threads} thread(s)",
+            python_polish_search / epoch,
+            "fraction",
         )
         record(
             "5",

@@ -19,6 +19,7 @@ kernels = pytest.mark.skipif(step_search._counting is None, reason="the compiled
 def test_the_compiled_counting_was_built_where_required():
     if os.environ.get("QDESIGN_REQUIRE_KERNELS") == "1":
         assert step_search._counting is not None, "qdesign.quantize._counting did not build (see setup.py)"
+        assert step_search.POLISH_KERNEL, "the compiled polish does not sum as this NumPy does"
 
 
 def _both(w, monkeypatch):
@@ -142,3 +143,126 @@ def test_bad_buffers_fail_loudly_instead_of_reading_out_of_bounds():
         kern.count_table(np.array([0.0, np.nan]), 1.0, 4, np.empty(6, dtype=np.intp))
     with pytest.raises(ValueError, match="scale"):
         kern.count_table(a, 0.0, 4, np.empty(6, dtype=np.intp))
+
+
+@kernels
+def test_the_compiled_sum_is_numpys_for_every_length_and_kind_of_value():
+    kern = step_search._counting
+    rng = np.random.default_rng(5)
+    for n in [0, 1, 2, 7, 8, 9, 15, 16, 17, 127, 128, 129, 135, 136, 255, 256, 257, 1023, 1024, 1025, 5000]:
+        for x in (
+            rng.standard_normal(n),
+            rng.standard_normal(n) * 10.0 ** rng.uniform(-300, 300, n),
+            np.cumsum(rng.uniform(0, 1, n)),  # prefix-sum-like: growing, all positive
+            -np.zeros(n),  # signed zeros: NumPy adds them to +0.0
+        ):
+            assert kern.sum(x).hex() == float(x.sum()).hex(), n
+    assert np.isnan(kern.sum(np.array([1.0, np.nan, 2.0])))
+    with pytest.raises(TypeError):
+        kern.sum(np.arange(3))  # int64, not float64
+
+
+def test_a_different_summation_order_switches_the_compiled_polish_off(monkeypatch):
+    class PlainOrder:  # left to right: differs from NumPy's pairwise sums from 9 items on
+        @staticmethod
+        def sum(x):
+            total = 0.0
+            for v in x:
+                total += float(v)
+            return total
+
+    monkeypatch.setattr(step_search, "_counting", PlainOrder)
+    assert step_search._kernel_sums_are_numpys() is False
+
+
+def _polish_both(sm, steps, k, max_iter, monkeypatch):
+    """_lloyd_polish and _lloyd_polish_many from each start, NumPy and compiled."""
+    starts = [sm.evaluate_one(float(s), k) for s in steps]
+    out = {}
+    for compiled in (False, True):
+        monkeypatch.setattr(step_search, "POLISH_KERNEL", compiled)
+        assert sm.polish_compiled(k) is compiled
+        single = [step_search._lloyd_polish(sm, float(s), k, max_iter, start=st) for s, st in zip(steps, starts)]
+        many = step_search._lloyd_polish_many(sm, steps, starts, k, max_iter)
+        out[compiled] = [(float(a).hex(), float(b).hex()) for a, b in single + many]
+    return out
+
+
+@kernels
+@pytest.mark.parametrize("k", [1, 3, 7, 127])
+@pytest.mark.parametrize("kind,n,dtype", [c for c in CASES if c[1] != 50], ids=lambda c: str(c))
+def test_the_compiled_lloyd_polish_takes_numpys_steps(k, kind, n, dtype, monkeypatch):
+    sm = _SortedMagnitudes(_weights(kind, n, dtype, seed=k))
+    assert sm._kern is not None
+    if sm.max == 0.0:
+        return
+    rng = np.random.default_rng(k)
+    steps = np.concatenate([rng.uniform(0.01, 2.5, 12) * sm.max / (k + 0.5), [2.5 * sm.max, 1e-30]])
+    for max_iter in (0, 1, 3, step_search._POLISH_ITER):
+        out = _polish_both(sm, steps, k, max_iter, monkeypatch)
+        assert out[True] == out[False]
+
+
+@kernels
+def test_the_compiled_polish_ends_where_either_python_loop_ends_on_nan(monkeypatch):
+    sm = _SortedMagnitudes(_weights("gaussian", 20_000, torch.float32))
+    k = 7
+    good = sm.evaluate_one(0.3, k)
+    starts = [(good[0], float("nan"), good[2]), (good[0], good[1], float("nan")), (float("nan"), *good[1:])]
+    for start in starts:
+        results = []
+        for compiled in (False, True):
+            monkeypatch.setattr(step_search, "POLISH_KERNEL", compiled)
+            results.append(
+                (
+                    str(step_search._lloyd_polish(sm, 0.3, k, start=start)),
+                    str(step_search._lloyd_polish_many(sm, [0.3], [start], k)),
+                )
+            )
+        assert results[0] == results[1], start
+
+
+@kernels
+def test_the_compiled_polish_is_not_used_where_its_integer_sums_could_round(monkeypatch):
+    sm = _SortedMagnitudes(_weights("gaussian", 5000, torch.float32))
+    assert sm.polish_compiled(127)
+    monkeypatch.setattr(sm, "n", 2**53 // (127 * 127) + 1)
+    assert not sm.polish_compiled(127)
+
+
+@kernels
+def test_bad_polish_arguments_fail_loudly():
+    kern = step_search._counting
+    sm = _SortedMagnitudes(_weights("gaussian", 5000, torch.float32))
+    one = np.ones(2)
+    with pytest.raises(TypeError, match="errs must be"):
+        kern.polish(sm.a, sm._pair, *sm._table(), 3, one.copy(), np.ones(1), one.copy(), one.copy(), 5)
+    with pytest.raises(TypeError, match="pair must be"):
+        kern.polish(sm.a, sm._pair[:-2], *sm._table(), 3, one.copy(), one.copy(), one.copy(), one.copy(), 5)
+    with pytest.raises(ValueError, match="k <="):
+        kern.polish(sm.a, sm._pair, *sm._table(), 0, one.copy(), one.copy(), one.copy(), one.copy(), 5)
+    with pytest.raises(ValueError):  # read-only steps: the polish writes them
+        ro = one.copy()
+        ro.flags.writeable = False
+        kern.polish(sm.a, sm._pair, *sm._table(), 3, ro, one.copy(), one.copy(), one.copy(), 5)
+
+
+@kernels
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_the_compiled_polish_evaluates_a_step_exactly_where_queries_hit_magnitudes(dtype, monkeypatch):
+    # magnitudes at exactly the queries (j + 1/2) * step of a few steps: a
+    # count (and so the error) changes if a query is computed one ulp off
+    k = 31
+    rng = np.random.default_rng(3)
+    steps = rng.uniform(0.01, 0.05, 6)
+    on_queries = (steps[:, None] * (np.arange(k) + 0.5)[None, :]).ravel()
+    w = torch.from_numpy(np.concatenate([on_queries, rng.uniform(0, 1.6, 3000)])).to(dtype)
+    sm = _SortedMagnitudes(w)
+    for step in steps:
+        # a start whose S1 / S2 is the step itself: one polish iteration evaluates it
+        start = (np.inf, float(step), 1.0)
+        want = step_search._lloyd_polish(sm, 1.0, k, 1, start=start)
+        monkeypatch.setattr(step_search, "POLISH_KERNEL", False)
+        plain = step_search._lloyd_polish(sm, 1.0, k, 1, start=start)
+        monkeypatch.setattr(step_search, "POLISH_KERNEL", True)
+        assert want[0] == step and want[1] == plain[1] == sm.evaluate_one(float(step), k)[0]

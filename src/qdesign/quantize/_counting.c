@@ -5,7 +5,10 @@
  * NumPy counterpart in step_search.py returns (counts are integers; the
  * prefix sums add in NumPy's cumsum order, one element after the other), so
  * the steps never depend on whether it was built; tests/test_counting.py
- * checks both paths against each other.
+ * checks both paths against each other. The one reduction done here, the
+ * Lloyd polish's sum of 2^(b-1) - 1 prefix sums, reproduces NumPy's
+ * pairwise summation order, which step_search checks against the installed
+ * NumPy at import (the polish runs compiled only where they agree).
  *
  * Build flags matter for the prefix sums: -ffp-contract=off keeps
  * `s2 += x * x` a rounded product and a rounded sum, as NumPy computes it,
@@ -162,21 +165,27 @@ count_table(PyObject *self, PyObject *args)
     Py_ssize_t max_occ = 0;
     int bad = 0;
     Py_BEGIN_ALLOW_THREADS
-    /* magnitudes are sorted, so their bins are too: one pass writes every
-     * bin's start (cum[b] = index of the first magnitude in bin >= b) */
-    Py_ssize_t b_next = 0; /* the next table entry to fill */
-    for (Py_ssize_t i = 0; i < m.n; i++) {
-        double v = AT(&m, i);
-        if (v != v) {
-            bad = 1;
-            break;
+    /* a histogram, c[b + 1] = magnitudes in bin b, then its running sum: no
+     * branch on the data (magnitudes need not even be sorted) */
+    memset(c, 0, (size_t)(n_bins + 2) * sizeof(Py_ssize_t));
+    if (m.is_f32) {
+        const float *a = (const float *)m.view.buf;
+        for (Py_ssize_t i = 0; i < m.n && !bad; i++) {
+            double v = (double)a[i];
+            bad = v != v;
+            c[(bad ? 0 : bin_of(v, scale, n_bins)) + 1]++;
         }
-        Py_ssize_t b = bin_of(v, scale, n_bins);
-        while (b_next <= b)
-            c[b_next++] = i;
     }
-    while (b_next <= n_bins + 1)
-        c[b_next++] = m.n;
+    else {
+        const double *a = (const double *)m.view.buf;
+        for (Py_ssize_t i = 0; i < m.n && !bad; i++) {
+            double v = a[i];
+            bad = v != v;
+            c[(bad ? 0 : bin_of(v, scale, n_bins)) + 1]++;
+        }
+    }
+    for (Py_ssize_t b = 1; b <= n_bins + 1; b++)
+        c[b] += c[b - 1];
     if (!bad)
         for (Py_ssize_t b = 0; b <= n_bins; b++)
             if (c[b + 1] - c[b] > max_occ)
@@ -205,6 +214,58 @@ lower_bound(const Magnitudes *m, Py_ssize_t lo, Py_ssize_t hi, double v)
     return lo;
 }
 
+/* The count below v, in the bracket of v's bin when there is a count table
+ * (cum from count_table with this scale and n_bins), else over all of a. */
+typedef struct {
+    const Magnitudes *m;
+    const Py_ssize_t *cum; /* NULL: no table */
+    double scale;
+    Py_ssize_t n_bins;
+} Counter;
+
+static inline Py_ssize_t
+count_one(const Counter *ct, double v)
+{
+    if (ct->cum != NULL && v == v) {
+        Py_ssize_t b = bin_of(v, ct->scale, ct->n_bins);
+        return lower_bound(ct->m, ct->cum[b], ct->cum[b + 1], v);
+    }
+    return lower_bound(ct->m, 0, ct->m->n, v);
+}
+
+/* A set of buffers held by one call, released together on every way out
+ * (each function below takes its arguments through hold()). */
+typedef struct {
+    Py_buffer b[8];
+    int n;
+} Held;
+
+static void
+release_all(Held *h)
+{
+    while (h->n > 0)
+        PyBuffer_Release(&h->b[--h->n]);
+}
+
+/* the buffer of obj, typed as get_typed checks it; NULL (with the error set
+ * and everything held so far released) if it is not */
+static void *
+hold(Held *h, PyObject *obj, int writable, char kind, Py_ssize_t min_items, const char *what)
+{
+    if (get_typed(obj, &h->b[h->n], writable, kind, min_items, what) < 0) {
+        release_all(h);
+        return NULL;
+    }
+    return h->b[h->n++].buf;
+}
+
+/* items of the buffer held last */
+static Py_ssize_t
+items_of_last(const Held *h)
+{
+    return h->b[h->n - 1].len / 8;
+}
+
 /* count_below(a, queries, out, cum, scale, n_bins): out[i] = number of
  * magnitudes below queries[i]. With a count table (cum not None, from
  * count_table with the same scale and n_bins), each search runs inside the
@@ -217,49 +278,32 @@ count_below(PyObject *self, PyObject *args)
     Py_ssize_t n_bins;
     if (!PyArg_ParseTuple(args, "OOOOdn", &a_obj, &q_obj, &out_obj, &cum_obj, &scale, &n_bins))
         return NULL;
-    Magnitudes m;
-    Py_buffer q, out, cum;
     int have_cum = cum_obj != Py_None;
     if (have_cum && (n_bins < 1 || !(scale > 0.0) || !isfinite(scale))) {
         PyErr_SetString(PyExc_ValueError, "count_below needs n_bins >= 1 and a finite scale > 0");
         return NULL;
     }
+    Magnitudes m;
+    Held h = {.n = 0};
     if (get_magnitudes(a_obj, &m) < 0)
         return NULL;
-    if (get_typed(q_obj, &q, 0, 'd', 0, "queries") < 0) {
+    const double *v = hold(&h, q_obj, 0, 'd', 0, "queries");
+    Py_ssize_t nq = v ? items_of_last(&h) : 0;
+    Py_ssize_t *o = v ? hold(&h, out_obj, 1, 'l', nq, "out") : NULL;
+    const Py_ssize_t *c = NULL;
+    if (o && have_cum)
+        c = hold(&h, cum_obj, 0, 'l', n_bins + 2, "cum");
+    if (!o || (have_cum && !c)) {
         PyBuffer_Release(&m.view);
         return NULL;
     }
-    Py_ssize_t nq = q.len / 8;
-    if (get_typed(out_obj, &out, 1, 'l', nq, "out") < 0) {
-        PyBuffer_Release(&q);
-        PyBuffer_Release(&m.view);
-        return NULL;
-    }
-    if (have_cum && get_typed(cum_obj, &cum, 0, 'l', n_bins + 2, "cum") < 0) {
-        PyBuffer_Release(&out);
-        PyBuffer_Release(&q);
-        PyBuffer_Release(&m.view);
-        return NULL;
-    }
-    const double *v = (const double *)q.buf;
-    Py_ssize_t *o = (Py_ssize_t *)out.buf;
-    const Py_ssize_t *c = have_cum ? (const Py_ssize_t *)cum.buf : NULL;
+    Counter ct = {&m, c, scale, n_bins};
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < nq; i++) {
-        double x = v[i];
-        if (c != NULL && x == x) {
-            Py_ssize_t b = bin_of(x, scale, n_bins);
-            o[i] = lower_bound(&m, c[b], c[b + 1], x);
-        }
-        else
-            o[i] = lower_bound(&m, 0, m.n, x);
+        o[i] = count_one(&ct, v[i]);
     }
     Py_END_ALLOW_THREADS
-    if (have_cum)
-        PyBuffer_Release(&cum);
-    PyBuffer_Release(&out);
-    PyBuffer_Release(&q);
+    release_all(&h);
     PyBuffer_Release(&m.view);
     Py_RETURN_NONE;
 }
@@ -268,12 +312,6 @@ count_below(PyObject *self, PyObject *args)
  * float64 arithmetic rounds the same in C as in NumPy, operation by
  * operation (the reductions stay in NumPy, whose summation order is its own).
  * `pair` is the interleaved (p1, p2) buffer of prefix_sums. */
-static int
-get_pair(PyObject *obj, Py_buffer *view)
-{
-    return get_typed(obj, view, 0, 'd', 2, "pair");
-}
-
 static int
 check_index(const Py_ssize_t *idx, Py_ssize_t n, Py_ssize_t limit)
 {
@@ -291,22 +329,16 @@ pair_diffs(PyObject *self, PyObject *args)
     PyObject *pair_obj, *start_obj, *stop_obj, *d1_obj, *d2_obj;
     if (!PyArg_ParseTuple(args, "OOOOO", &pair_obj, &start_obj, &stop_obj, &d1_obj, &d2_obj))
         return NULL;
-    Py_buffer pair, start, stop, d1, d2;
-    if (get_pair(pair_obj, &pair) < 0)
+    Held h = {.n = 0};
+    const double *p = hold(&h, pair_obj, 0, 'd', 2, "pair");
+    Py_ssize_t limit = p ? items_of_last(&h) / 2 : 0;
+    const Py_ssize_t *a = p ? hold(&h, start_obj, 0, 'l', 0, "start") : NULL;
+    Py_ssize_t n = a ? items_of_last(&h) : 0;
+    const Py_ssize_t *b = a ? hold(&h, stop_obj, 0, 'l', n, "stop") : NULL;
+    double *o1 = b ? hold(&h, d1_obj, 1, 'd', n, "d1") : NULL;
+    double *o2 = o1 ? hold(&h, d2_obj, 1, 'd', n, "d2") : NULL;
+    if (!o2)
         return NULL;
-    if (get_typed(start_obj, &start, 0, 'l', 0, "start") < 0)
-        goto fail0;
-    Py_ssize_t n = start.len / 8;
-    if (get_typed(stop_obj, &stop, 0, 'l', n, "stop") < 0)
-        goto fail1;
-    if (get_typed(d1_obj, &d1, 1, 'd', n, "d1") < 0)
-        goto fail2;
-    if (get_typed(d2_obj, &d2, 1, 'd', n, "d2") < 0)
-        goto fail3;
-    const double *p = (const double *)pair.buf;
-    const Py_ssize_t *a = (const Py_ssize_t *)start.buf, *b = (const Py_ssize_t *)stop.buf;
-    double *o1 = (double *)d1.buf, *o2 = (double *)d2.buf;
-    Py_ssize_t limit = pair.len / 16;
     int bad = 0;
     Py_BEGIN_ALLOW_THREADS
     bad = check_index(a, n, limit) || check_index(b, n, limit);
@@ -316,84 +348,212 @@ pair_diffs(PyObject *self, PyObject *args)
             o2[i] = p[2 * b[i] + 1] - p[2 * a[i] + 1];
         }
     Py_END_ALLOW_THREADS
-    PyBuffer_Release(&d2);
-    PyBuffer_Release(&d1);
-    PyBuffer_Release(&stop);
-    PyBuffer_Release(&start);
-    PyBuffer_Release(&pair);
+    release_all(&h);
     if (bad) {
         PyErr_SetString(PyExc_IndexError, "pair_diffs: index out of range");
         return NULL;
     }
     Py_RETURN_NONE;
-fail3:
-    PyBuffer_Release(&d1);
-fail2:
-    PyBuffer_Release(&stop);
-fail1:
-    PyBuffer_Release(&start);
-fail0:
-    PyBuffer_Release(&pair);
-    return NULL;
 }
 
-/* range_sq(pair, lo, hi, center, out): out = maximum(s2 - 2.0 * center * s1
- * + center * center * cnt, 0.0) with s1, s2 the sums of a and a**2 over the
- * sorted indices [lo, hi) and cnt = hi - lo: step_search's _range_sq, in
- * NumPy's order of operations. */
+/* maximum(s2 - 2.0 * center * s1 + center * center * cnt, 0.0) with s1, s2
+ * the sums of a and a**2 over the sorted indices [lo, hi) and cnt = hi - lo,
+ * in NumPy's order of operations. An empty range reads no memory: its
+ * differences are exactly 0.0 (the prefix sums are finite). */
+static inline double
+range_sq_one(const double *p, Py_ssize_t lo, Py_ssize_t hi, double c)
+{
+    double s1 = 0.0, s2 = 0.0;
+    if (hi != lo) {
+        s2 = p[2 * hi + 1] - p[2 * lo + 1];
+        s1 = p[2 * hi] - p[2 * lo];
+    }
+    double cnt = (double)(hi - lo);
+    double x = (s2 - (2.0 * c) * s1) + (c * c) * cnt;
+    return (x != x || x >= 0.0) ? x : 0.0; /* np.maximum(x, 0.0): NaN propagates */
+}
+
+/* range_sq(pair, lo, hi, center, out): out = range_sq_one elementwise:
+ * step_search's _range_sq. */
 static PyObject *
 range_sq(PyObject *self, PyObject *args)
 {
     PyObject *pair_obj, *lo_obj, *hi_obj, *c_obj, *out_obj;
     if (!PyArg_ParseTuple(args, "OOOOO", &pair_obj, &lo_obj, &hi_obj, &c_obj, &out_obj))
         return NULL;
-    Py_buffer pair, lo, hi, cen, out;
-    if (get_pair(pair_obj, &pair) < 0)
+    Held h = {.n = 0};
+    const double *p = hold(&h, pair_obj, 0, 'd', 2, "pair");
+    Py_ssize_t limit = p ? items_of_last(&h) / 2 : 0;
+    const Py_ssize_t *a = p ? hold(&h, lo_obj, 0, 'l', 0, "lo") : NULL;
+    Py_ssize_t n = a ? items_of_last(&h) : 0;
+    const Py_ssize_t *b = a ? hold(&h, hi_obj, 0, 'l', n, "hi") : NULL;
+    const double *c = b ? hold(&h, c_obj, 0, 'd', n, "center") : NULL;
+    double *o = c ? hold(&h, out_obj, 1, 'd', n, "out") : NULL;
+    if (!o)
         return NULL;
-    if (get_typed(lo_obj, &lo, 0, 'l', 0, "lo") < 0)
-        goto fail0;
-    Py_ssize_t n = lo.len / 8;
-    if (get_typed(hi_obj, &hi, 0, 'l', n, "hi") < 0)
-        goto fail1;
-    if (get_typed(c_obj, &cen, 0, 'd', n, "center") < 0)
-        goto fail2;
-    if (get_typed(out_obj, &out, 1, 'd', n, "out") < 0)
-        goto fail3;
-    const double *p = (const double *)pair.buf, *c = (const double *)cen.buf;
-    const Py_ssize_t *a = (const Py_ssize_t *)lo.buf, *b = (const Py_ssize_t *)hi.buf;
-    double *o = (double *)out.buf;
-    Py_ssize_t limit = pair.len / 16;
     int bad = 0;
     Py_BEGIN_ALLOW_THREADS
     bad = check_index(a, n, limit) || check_index(b, n, limit);
     if (!bad)
-        for (Py_ssize_t i = 0; i < n; i++) {
-            double s2 = p[2 * b[i] + 1] - p[2 * a[i] + 1];
-            double s1 = p[2 * b[i]] - p[2 * a[i]];
-            double cnt = (double)(b[i] - a[i]);
-            double x = (s2 - (2.0 * c[i]) * s1) + (c[i] * c[i]) * cnt;
-            o[i] = (x != x || x >= 0.0) ? x : 0.0; /* np.maximum(x, 0.0): NaN propagates */
-        }
+        for (Py_ssize_t i = 0; i < n; i++)
+            o[i] = range_sq_one(p, a[i], b[i], c[i]);
     Py_END_ALLOW_THREADS
-    PyBuffer_Release(&out);
-    PyBuffer_Release(&cen);
-    PyBuffer_Release(&hi);
-    PyBuffer_Release(&lo);
-    PyBuffer_Release(&pair);
+    release_all(&h);
     if (bad) {
         PyErr_SetString(PyExc_IndexError, "range_sq: index out of range");
         return NULL;
     }
     Py_RETURN_NONE;
-fail3:
-    PyBuffer_Release(&cen);
-fail2:
-    PyBuffer_Release(&hi);
-fail1:
-    PyBuffer_Release(&lo);
-fail0:
-    PyBuffer_Release(&pair);
-    return NULL;
+}
+
+/* NumPy's sum of a contiguous float64 array, in NumPy's order: 0.0 plus its
+ * pairwise summation (blocks of at most 128 with eight accumulators, halved
+ * at multiples of 8 above that). step_search checks at import that this is
+ * what the installed NumPy computes, and uses polish only if it is. */
+static double
+pairwise(const double *a, Py_ssize_t n)
+{
+    if (n < 8) {
+        double res = 0.0;
+        for (Py_ssize_t i = 0; i < n; i++)
+            res += a[i];
+        return res;
+    }
+    if (n <= 128) {
+        double r[8];
+        for (int j = 0; j < 8; j++)
+            r[j] = a[j];
+        Py_ssize_t i;
+        for (i = 8; i < n - (n % 8); i += 8)
+            for (int j = 0; j < 8; j++)
+                r[j] += a[i + j];
+        double res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+        for (; i < n; i++)
+            res += a[i];
+        return res;
+    }
+    Py_ssize_t n2 = n / 2;
+    n2 -= n2 % 8;
+    return pairwise(a, n2) + pairwise(a + n2, n - n2);
+}
+
+static inline double
+numpy_sum(const double *a, Py_ssize_t n)
+{
+    return 0.0 + pairwise(a, n);
+}
+
+/* sum(x) -> float: numpy_sum of a contiguous float64 buffer (for the check) */
+static PyObject *
+sum(PyObject *self, PyObject *arg)
+{
+    Held h = {.n = 0};
+    const double *x = hold(&h, arg, 0, 'd', 0, "x");
+    if (!x)
+        return NULL;
+    double s = numpy_sum(x, items_of_last(&h));
+    release_all(&h);
+    return PyFloat_FromDouble(s);
+}
+
+/* What one step evaluation needs: step_search's evaluate_one. */
+typedef struct {
+    Counter ct;
+    const double *p; /* interleaved prefix sums */
+    Py_ssize_t k;
+    double k_p1n;      /* k * p1[n] */
+    long long kkn;     /* k * k * n, below 2**53 (checked by the caller) */
+    double total_sq;   /* p2[n] */
+    Py_ssize_t *idx;   /* scratch, k items */
+    double *gathered;  /* scratch, k items */
+} Evaluator;
+
+/* (E, S1, S2) of one step, bit for bit _SortedMagnitudes.evaluate_one (and
+ * evaluate): counts below (j + 1/2) step, S1 = k p1[n] - sum_j p1[count_j],
+ * S2 = k^2 n - sum_j (2j + 1) count_j (an integer, exact), E clipped at 0. */
+static void
+evaluate_step(const Evaluator *ev, double step, double *err, double *s1, double *s2)
+{
+    long long dot = 0;
+    for (Py_ssize_t j = 0; j < ev->k; j++) {
+        Py_ssize_t c = count_one(&ev->ct, step * ((double)j + 0.5));
+        ev->idx[j] = c;
+        dot += (long long)(2 * j + 1) * (long long)c;
+    }
+    for (Py_ssize_t j = 0; j < ev->k; j++)
+        ev->gathered[j] = ev->p[2 * ev->idx[j]];
+    *s1 = ev->k_p1n - numpy_sum(ev->gathered, ev->k);
+    *s2 = (double)(ev->kkn - dot);
+    double e = (ev->total_sq - (2.0 * step) * *s1) + (step * step) * *s2;
+    *err = (e >= 0.0 || e != e) ? e : 0.0; /* max(e, 0.0) */
+}
+
+/* polish(a, pair, cum, scale, n_bins, k, steps, errs, s1s, s2s, max_iter):
+ * step_search's Lloyd polish of every start, in place: while S1 > 0 and
+ * S2 > 0, try step = S1 / S2 and keep it while the error drops (at most
+ * max_iter evaluations). _lloyd_polish also tries a NaN S1 or S2, where this
+ * stops; as a NaN step never lowers the error, both end on the same step. */
+static PyObject *
+polish(PyObject *self, PyObject *args)
+{
+    PyObject *a_obj, *pair_obj, *cum_obj, *st_obj, *er_obj, *s1_obj, *s2_obj;
+    double scale;
+    Py_ssize_t n_bins, k, max_iter;
+    if (!PyArg_ParseTuple(args, "OOOdnnOOOOn", &a_obj, &pair_obj, &cum_obj, &scale, &n_bins, &k, &st_obj, &er_obj,
+                          &s1_obj, &s2_obj, &max_iter))
+        return NULL;
+    int have_cum = cum_obj != Py_None;
+    if (k < 1 || k > 1 << 20 || (have_cum && (n_bins < 1 || !(scale > 0.0) || !isfinite(scale)))) {
+        PyErr_SetString(PyExc_ValueError, "polish needs 1 <= k <= 2**20, and n_bins >= 1 and a finite scale > 0");
+        return NULL;
+    }
+    Magnitudes m;
+    Held h = {.n = 0};
+    if (get_magnitudes(a_obj, &m) < 0)
+        return NULL;
+    if ((double)k * (double)k * (double)m.n >= 9007199254740992.0) {
+        PyBuffer_Release(&m.view);
+        PyErr_SetString(PyExc_OverflowError, "polish: k * k * n must be below 2**53");
+        return NULL;
+    }
+    const double *p = hold(&h, pair_obj, 0, 'd', 2 * (m.n + 1), "pair");
+    double *steps = p ? hold(&h, st_obj, 1, 'd', 0, "steps") : NULL;
+    Py_ssize_t runs = steps ? items_of_last(&h) : 0;
+    double *errs = steps ? hold(&h, er_obj, 1, 'd', runs, "errs") : NULL;
+    double *s1s = errs ? hold(&h, s1_obj, 1, 'd', runs, "s1s") : NULL;
+    double *s2s = s1s ? hold(&h, s2_obj, 1, 'd', runs, "s2s") : NULL;
+    const Py_ssize_t *c = NULL;
+    if (s2s && have_cum)
+        c = hold(&h, cum_obj, 0, 'l', n_bins + 2, "cum");
+    void *scratch = (s2s && (c || !have_cum)) ? PyMem_Malloc(k * (sizeof(Py_ssize_t) + sizeof(double))) : NULL;
+    if (!scratch) {
+        if (s2s && (c || !have_cum))
+            PyErr_NoMemory();
+        release_all(&h);
+        PyBuffer_Release(&m.view);
+        return NULL;
+    }
+    Evaluator ev = {{&m, c, scale, n_bins}, p, k, (double)k * p[2 * m.n], (long long)k * k * m.n, p[2 * m.n + 1],
+                    (Py_ssize_t *)scratch, (double *)((char *)scratch + k * sizeof(Py_ssize_t))};
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t r = 0; r < runs; r++) {
+        double step = steps[r], err = errs[r], s1 = s1s[r], s2 = s2s[r];
+        for (Py_ssize_t it = 0; it < max_iter; it++) {
+            if (!(s2 > 0.0 && s1 > 0.0))
+                break;
+            double next = s1 / s2, e, n1, n2;
+            evaluate_step(&ev, next, &e, &n1, &n2);
+            if (!(e < err) || next == step)
+                break;
+            step = next, err = e, s1 = n1, s2 = n2;
+        }
+        steps[r] = step, errs[r] = err, s1s[r] = s1, s2s[r] = s2;
+    }
+    Py_END_ALLOW_THREADS
+    PyMem_Free(scratch);
+    release_all(&h);
+    PyBuffer_Release(&m.view);
+    Py_RETURN_NONE;
 }
 
 static PyMethodDef methods[] = {
@@ -402,6 +562,9 @@ static PyMethodDef methods[] = {
     {"count_below", count_below, METH_VARARGS, "count_below(a, queries, out, cum, scale, n_bins)"},
     {"pair_diffs", pair_diffs, METH_VARARGS, "pair_diffs(pair, start, stop, d1, d2): prefix-sum differences"},
     {"range_sq", range_sq, METH_VARARGS, "range_sq(pair, lo, hi, center, out): squared distances of index ranges"},
+    {"sum", sum, METH_O, "sum(x): NumPy's sum of a float64 buffer, in NumPy's order"},
+    {"polish", polish, METH_VARARGS,
+     "polish(a, pair, cum, scale, n_bins, k, steps, errs, s1s, s2s, max_iter): Lloyd polish in place"},
     {NULL, NULL, 0, NULL},
 };
 

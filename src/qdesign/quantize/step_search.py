@@ -23,6 +23,23 @@ except ImportError:  # built without a C compiler: NumPy does the same counting
 #: that both paths return the same steps bit for bit).
 USE_KERNELS = True
 
+
+def _kernel_sums_are_numpys() -> bool:
+    """Whether the compiled Lloyd polish sums as this NumPy sums (its order of
+    summation is NumPy's own, not a documented contract): checked once, on
+    sums of every length up to 300 and a few longer ones, where a different
+    order would show."""
+    rng = np.random.default_rng(20261203)
+    for n in [*range(1, 301), 511, 1000, 4097]:
+        x = rng.standard_normal(n) * 10.0 ** rng.uniform(-8, 8, n)
+        if _counting.sum(x) != x.sum():
+            return False
+    return True
+
+
+#: The Lloyd polish runs compiled only where its sums are NumPy's, bit for bit.
+POLISH_KERNEL = _counting is not None and _kernel_sums_are_numpys()
+
 _BINNED_MIN_N = 4096  # magnitudes below this: plain binary searches only
 _BINNED_MIN_QUERIES = 2048  # fewer queries: one np.searchsorted is as fast
 _BIN_OCCUPANCY = 4  # mean magnitudes per bin of count_below's table
@@ -107,6 +124,26 @@ class _SortedMagnitudes:
         np.cumsum(np.bincount(self._bin_of(self.a), minlength=n_bins + 1), out=self._cum[1:])
         self._max_occupancy = int(np.diff(self._cum).max())
 
+    def _table(self):
+        """(cum, scale, n_bins): the count table as the compiled kernels take it
+        (cum None: no table, plain binary searches)."""
+        return (self._cum, self._scale, self._n_bins) if self._n_bins else (None, 1.0, 1)
+
+    def polish_compiled(self, k: int) -> bool:
+        """Whether :func:`_lloyd_polish` may run compiled for this tensor: the
+        kernels are on, their sums are NumPy's, and S2 = k^2 n - ... stays an
+        integer below 2**53 (exact in a double, as in Python)."""
+        return self._kern is not None and POLISH_KERNEL and k * k * self.n < 2**53
+
+    def polish(self, steps, starts, k: int, max_iter: int):
+        """The compiled Lloyd polish of several starts ((E, S1, S2) each), each
+        run step for step :func:`_lloyd_polish`. Returns the final steps and
+        errors."""
+        step = np.array(steps, dtype=np.float64)
+        err, s1, s2 = (np.array([s[i] for s in starts], dtype=np.float64) for i in range(3))
+        self._kern.polish(self.a, self._pair, *self._table(), k, step, err, s1, s2, max_iter)
+        return step, err
+
     def _bin_of(self, v: np.ndarray) -> np.ndarray:
         b = np.multiply(v, self._scale, dtype=np.float64)
         np.clip(b, 0.0, self._n_bins, out=b)
@@ -122,10 +159,7 @@ class _SortedMagnitudes:
         if self._kern is not None:  # the same counts: one compiled search per query, in its bin
             v = np.ascontiguousarray(v)
             out = np.empty(v.shape, dtype=np.intp)
-            if self._n_bins:
-                self._kern.count_below(self.a, v, out, self._cum, self._scale, self._n_bins)
-            else:
-                self._kern.count_below(self.a, v, out, None, 1.0, 1)
+            self._kern.count_below(self.a, v, out, *self._table())
             return out
         if self._n_bins == 0 or v.size < _BINNED_MIN_QUERIES or not (np.isfinite(v).all() and v.min() >= 0.0):
             return np.searchsorted(self.a, self._keys(v), side="left")
@@ -260,6 +294,9 @@ def _lloyd_polish(sm, step: float, k: int, max_iter: int = _POLISH_ITER, start=N
     not this polish, guarantees optimality. ``start``: (E, S1, S2) of ``step``
     if already known."""
     err, s1, s2 = sm.evaluate_one(step, k) if start is None else start
+    if sm.polish_compiled(k):  # the same iteration, compiled
+        steps, errs = sm.polish([step], [(err, s1, s2)], k, max_iter)
+        return float(steps[0]), float(errs[0])
     for _ in range(max_iter):
         if s2 <= 0 or s1 <= 0:
             break
@@ -276,6 +313,9 @@ def _lloyd_polish_many(sm, steps, starts, k: int, max_iter: int = _POLISH_ITER):
     exactly the steps it would take alone (the runs are independent and
     :meth:`~_SortedMagnitudes.evaluate` is :meth:`~_SortedMagnitudes.evaluate_one`
     bit for bit), but the live runs share one batched evaluation per iteration."""
+    if sm.polish_compiled(k):  # each run alone, compiled: the same steps
+        steps, errs = sm.polish(steps, starts, k, max_iter)
+        return [(float(a), float(b)) for a, b in zip(steps, errs)]
     step = np.array(steps, dtype=np.float64)
     err = np.array([e for e, _, _ in starts], dtype=np.float64)
     s1 = np.array([a for _, a, _ in starts], dtype=np.float64)
