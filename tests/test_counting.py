@@ -239,6 +239,10 @@ def test_bad_polish_arguments_fail_loudly():
         kern.polish(sm.a, sm._pair, *sm._table(), 3, one.copy(), np.ones(1), one.copy(), one.copy(), 5)
     with pytest.raises(TypeError, match="pair must be"):
         kern.polish(sm.a, sm._pair[:-2], *sm._table(), 3, one.copy(), one.copy(), one.copy(), one.copy(), 5)
+    with pytest.raises(TypeError, match="cum must be"):  # a table shorter than its bins
+        kern.polish(sm.a, sm._pair, sm._cum[:-1], sm._scale, sm._n_bins, 3, *(one.copy() for _ in range(4)), 5)
+    with pytest.raises(ValueError, match="finite scale"):
+        kern.count_below(sm.a, one, np.empty(2, dtype=np.intp), sm._cum, float("inf"), sm._n_bins)
     with pytest.raises(ValueError, match="k <="):
         kern.polish(sm.a, sm._pair, *sm._table(), 0, one.copy(), one.copy(), one.copy(), one.copy(), 5)
     with pytest.raises(ValueError):  # read-only steps: the polish writes them

@@ -266,6 +266,24 @@ items_of_last(const Held *h)
     return h->b[h->n - 1].len / 8;
 }
 
+/* The count table arguments (cum, scale, n_bins) of count_below and polish
+ * as a Counter over m, cum held in h (None: no table). 0, or -1 with the
+ * error set and h released. */
+static int
+hold_counter(Held *h, const Magnitudes *m, PyObject *cum_obj, double scale, Py_ssize_t n_bins, Counter *ct)
+{
+    *ct = (Counter){m, NULL, scale, n_bins};
+    if (cum_obj == Py_None)
+        return 0;
+    if (n_bins < 1 || !(scale > 0.0) || !isfinite(scale)) {
+        release_all(h);
+        PyErr_SetString(PyExc_ValueError, "a count table needs n_bins >= 1 and a finite scale > 0");
+        return -1;
+    }
+    ct->cum = hold(h, cum_obj, 0, 'l', n_bins + 2, "cum");
+    return ct->cum ? 0 : -1;
+}
+
 /* count_below(a, queries, out, cum, scale, n_bins): out[i] = number of
  * magnitudes below queries[i]. With a count table (cum not None, from
  * count_table with the same scale and n_bins), each search runs inside the
@@ -278,30 +296,21 @@ count_below(PyObject *self, PyObject *args)
     Py_ssize_t n_bins;
     if (!PyArg_ParseTuple(args, "OOOOdn", &a_obj, &q_obj, &out_obj, &cum_obj, &scale, &n_bins))
         return NULL;
-    int have_cum = cum_obj != Py_None;
-    if (have_cum && (n_bins < 1 || !(scale > 0.0) || !isfinite(scale))) {
-        PyErr_SetString(PyExc_ValueError, "count_below needs n_bins >= 1 and a finite scale > 0");
-        return NULL;
-    }
     Magnitudes m;
     Held h = {.n = 0};
+    Counter ct;
     if (get_magnitudes(a_obj, &m) < 0)
         return NULL;
     const double *v = hold(&h, q_obj, 0, 'd', 0, "queries");
     Py_ssize_t nq = v ? items_of_last(&h) : 0;
     Py_ssize_t *o = v ? hold(&h, out_obj, 1, 'l', nq, "out") : NULL;
-    const Py_ssize_t *c = NULL;
-    if (o && have_cum)
-        c = hold(&h, cum_obj, 0, 'l', n_bins + 2, "cum");
-    if (!o || (have_cum && !c)) {
+    if (!o || hold_counter(&h, &m, cum_obj, scale, n_bins, &ct) < 0) {
         PyBuffer_Release(&m.view);
         return NULL;
     }
-    Counter ct = {&m, c, scale, n_bins};
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < nq; i++) {
+    for (Py_ssize_t i = 0; i < nq; i++)
         o[i] = count_one(&ct, v[i]);
-    }
     Py_END_ALLOW_THREADS
     release_all(&h);
     PyBuffer_Release(&m.view);
@@ -502,13 +511,13 @@ polish(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "OOOdnnOOOOn", &a_obj, &pair_obj, &cum_obj, &scale, &n_bins, &k, &st_obj, &er_obj,
                           &s1_obj, &s2_obj, &max_iter))
         return NULL;
-    int have_cum = cum_obj != Py_None;
-    if (k < 1 || k > 1 << 20 || (have_cum && (n_bins < 1 || !(scale > 0.0) || !isfinite(scale)))) {
-        PyErr_SetString(PyExc_ValueError, "polish needs 1 <= k <= 2**20, and n_bins >= 1 and a finite scale > 0");
+    if (k < 1 || k > 1 << 20) {
+        PyErr_SetString(PyExc_ValueError, "polish needs 1 <= k <= 2**20");
         return NULL;
     }
     Magnitudes m;
     Held h = {.n = 0};
+    Counter ct;
     if (get_magnitudes(a_obj, &m) < 0)
         return NULL;
     if ((double)k * (double)k * (double)m.n >= 9007199254740992.0) {
@@ -522,19 +531,17 @@ polish(PyObject *self, PyObject *args)
     double *errs = steps ? hold(&h, er_obj, 1, 'd', runs, "errs") : NULL;
     double *s1s = errs ? hold(&h, s1_obj, 1, 'd', runs, "s1s") : NULL;
     double *s2s = s1s ? hold(&h, s2_obj, 1, 'd', runs, "s2s") : NULL;
-    const Py_ssize_t *c = NULL;
-    if (s2s && have_cum)
-        c = hold(&h, cum_obj, 0, 'l', n_bins + 2, "cum");
-    void *scratch = (s2s && (c || !have_cum)) ? PyMem_Malloc(k * (sizeof(Py_ssize_t) + sizeof(double))) : NULL;
-    if (!scratch) {
-        if (s2s && (c || !have_cum))
+    void *scratch = NULL;
+    if (!s2s || hold_counter(&h, &m, cum_obj, scale, n_bins, &ct) < 0 ||
+        !(scratch = PyMem_Malloc(k * (sizeof(Py_ssize_t) + sizeof(double))))) {
+        if (!PyErr_Occurred()) /* only the allocation failed */
             PyErr_NoMemory();
         release_all(&h);
         PyBuffer_Release(&m.view);
         return NULL;
     }
-    Evaluator ev = {{&m, c, scale, n_bins}, p, k, (double)k * p[2 * m.n], (long long)k * k * m.n, p[2 * m.n + 1],
-                    (Py_ssize_t *)scratch, (double *)((char *)scratch + k * sizeof(Py_ssize_t))};
+    Evaluator ev = {ct, p, k, (double)k * p[2 * m.n], (long long)k * k * m.n, p[2 * m.n + 1], (Py_ssize_t *)scratch,
+                    (double *)((char *)scratch + k * sizeof(Py_ssize_t))};
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t r = 0; r < runs; r++) {
         double step = steps[r], err = errs[r], s1 = s1s[r], s2 = s2s[r];
