@@ -330,6 +330,34 @@ check_index(const Py_ssize_t *idx, Py_ssize_t n, Py_ssize_t limit)
     return 0;
 }
 
+/* The interleaved prefix sums and two index arrays of equal length into
+ * them (pair_diffs and range_sq), held in h. 0, or -1 (error set, h
+ * released) on a bad buffer; check_ranges checks the indices. */
+typedef struct {
+    const double *p;
+    const Py_ssize_t *lo, *hi;
+    Py_ssize_t n, limit;
+} Ranges;
+
+static int
+hold_ranges(Held *h, PyObject *pair_obj, PyObject *lo_obj, PyObject *hi_obj, const char *lo_name,
+            const char *hi_name, Ranges *r)
+{
+    r->p = hold(h, pair_obj, 0, 'd', 2, "pair");
+    r->limit = r->p ? items_of_last(h) / 2 : 0;
+    r->lo = r->p ? hold(h, lo_obj, 0, 'l', 0, lo_name) : NULL;
+    r->n = r->lo ? items_of_last(h) : 0;
+    r->hi = r->lo ? hold(h, hi_obj, 0, 'l', r->n, hi_name) : NULL;
+    return r->hi ? 0 : -1;
+}
+
+/* every index within the prefix sums (call without the GIL) */
+static int
+check_ranges(const Ranges *r)
+{
+    return check_index(r->lo, r->n, r->limit) || check_index(r->hi, r->n, r->limit);
+}
+
 /* pair_diffs(pair, start, stop, d1, d2): d1 = p1[stop] - p1[start],
  * d2 = p2[stop] - p2[start], elementwise. */
 static PyObject *
@@ -339,22 +367,20 @@ pair_diffs(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "OOOOO", &pair_obj, &start_obj, &stop_obj, &d1_obj, &d2_obj))
         return NULL;
     Held h = {.n = 0};
-    const double *p = hold(&h, pair_obj, 0, 'd', 2, "pair");
-    Py_ssize_t limit = p ? items_of_last(&h) / 2 : 0;
-    const Py_ssize_t *a = p ? hold(&h, start_obj, 0, 'l', 0, "start") : NULL;
-    Py_ssize_t n = a ? items_of_last(&h) : 0;
-    const Py_ssize_t *b = a ? hold(&h, stop_obj, 0, 'l', n, "stop") : NULL;
-    double *o1 = b ? hold(&h, d1_obj, 1, 'd', n, "d1") : NULL;
-    double *o2 = o1 ? hold(&h, d2_obj, 1, 'd', n, "d2") : NULL;
+    Ranges r;
+    if (hold_ranges(&h, pair_obj, start_obj, stop_obj, "start", "stop", &r) < 0)
+        return NULL;
+    double *o1 = hold(&h, d1_obj, 1, 'd', r.n, "d1");
+    double *o2 = o1 ? hold(&h, d2_obj, 1, 'd', r.n, "d2") : NULL;
     if (!o2)
         return NULL;
     int bad = 0;
     Py_BEGIN_ALLOW_THREADS
-    bad = check_index(a, n, limit) || check_index(b, n, limit);
+    bad = check_ranges(&r);
     if (!bad)
-        for (Py_ssize_t i = 0; i < n; i++) {
-            o1[i] = p[2 * b[i]] - p[2 * a[i]];
-            o2[i] = p[2 * b[i] + 1] - p[2 * a[i] + 1];
+        for (Py_ssize_t i = 0; i < r.n; i++) {
+            o1[i] = r.p[2 * r.hi[i]] - r.p[2 * r.lo[i]];
+            o2[i] = r.p[2 * r.hi[i] + 1] - r.p[2 * r.lo[i] + 1];
         }
     Py_END_ALLOW_THREADS
     release_all(&h);
@@ -391,21 +417,19 @@ range_sq(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "OOOOO", &pair_obj, &lo_obj, &hi_obj, &c_obj, &out_obj))
         return NULL;
     Held h = {.n = 0};
-    const double *p = hold(&h, pair_obj, 0, 'd', 2, "pair");
-    Py_ssize_t limit = p ? items_of_last(&h) / 2 : 0;
-    const Py_ssize_t *a = p ? hold(&h, lo_obj, 0, 'l', 0, "lo") : NULL;
-    Py_ssize_t n = a ? items_of_last(&h) : 0;
-    const Py_ssize_t *b = a ? hold(&h, hi_obj, 0, 'l', n, "hi") : NULL;
-    const double *c = b ? hold(&h, c_obj, 0, 'd', n, "center") : NULL;
-    double *o = c ? hold(&h, out_obj, 1, 'd', n, "out") : NULL;
+    Ranges r;
+    if (hold_ranges(&h, pair_obj, lo_obj, hi_obj, "lo", "hi", &r) < 0)
+        return NULL;
+    const double *c = hold(&h, c_obj, 0, 'd', r.n, "center");
+    double *o = c ? hold(&h, out_obj, 1, 'd', r.n, "out") : NULL;
     if (!o)
         return NULL;
     int bad = 0;
     Py_BEGIN_ALLOW_THREADS
-    bad = check_index(a, n, limit) || check_index(b, n, limit);
+    bad = check_ranges(&r);
     if (!bad)
-        for (Py_ssize_t i = 0; i < n; i++)
-            o[i] = range_sq_one(p, a[i], b[i], c[i]);
+        for (Py_ssize_t i = 0; i < r.n; i++)
+            o[i] = range_sq_one(r.p, r.lo[i], r.hi[i], c[i]);
     Py_END_ALLOW_THREADS
     release_all(&h);
     if (bad) {
