@@ -28,6 +28,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from qdesign.invocation import snakemake_command
+
 REPO = Path(__file__).resolve().parents[1]
 STUDY = "mnist-fcdnn-d2"
 COLS = ["width", "bits", "seed", "test_error", "val_error", "direct_test_error"]
@@ -103,20 +105,7 @@ def run(name: str, work: Path, config: dict, cores: int, timeout: int) -> tuple[
     d = work / name
     d.mkdir(parents=True, exist_ok=True)
     (d / "config.yaml").write_text(yaml.safe_dump(config))
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(d),
-        "--configfile",
-        str(d / "config.yaml"),
-        "--cores",
-        str(cores),
-        f"results/{STUDY}/summary.parquet",
-    ]
+    cmd = snakemake_command(d, "--configfile", d / "config.yaml", "--cores", cores, f"results/{STUDY}/summary.parquet")
     t0 = time.perf_counter()
     with GpuSampler() as gpu:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)

@@ -35,6 +35,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from qdesign.data import DatasetError, make_splits, prepare_dataset
+from qdesign.invocation import snakemake_command
 from qdesign.models import build_model
 from qdesign.quantize import step_search, to_quantized, update_steps
 from qdesign.train import make_optimizer, train_epoch
@@ -456,16 +457,7 @@ def item8_cell_outside_training(data_dir: Path | None, subset: int | None, bits:
 
 
 def _smk(workdir, *args, env=None, timeout=900):
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        *args,
-    ]
+    cmd = snakemake_command(workdir, *args)
     t0 = time.perf_counter()
     res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=timeout)
     if res.returncode != 0:

@@ -25,11 +25,11 @@ import json
 import math
 import shutil
 import subprocess
-import sys
 import warnings
 
 import pytest
 
+from qdesign.invocation import snakemake_command
 from qdesign.numerics import numeric_platform
 
 from .conftest import REPO
@@ -47,17 +47,7 @@ def test_study(tmp_path_factory):
     work = tmp_path_factory.mktemp("dottest")
     shutil.copytree(REPO / ".test" / "config", work / "config")
     res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "--snakefile",
-            str(REPO / "Snakefile"),
-            "--directory",
-            str(work),
-            "--cores",
-            "2",
-        ],
+        snakemake_command(work, "--cores", 2),
         capture_output=True,
         text=True,
         timeout=900,
@@ -157,17 +147,7 @@ def test_report_holds_every_figure_table_and_provenance(test_study):
     work = test_study.parent
     out = work / "report.html"
     res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "--snakefile",
-            str(REPO / "Snakefile"),
-            "--directory",
-            str(work),
-            "--report",
-            str(out),
-        ],
+        snakemake_command(work, "--report", out),
         capture_output=True,
         text=True,
         timeout=600,

@@ -3,7 +3,6 @@ tables alone, no dataset, no training), and the findings report."""
 
 import json
 import subprocess
-import sys
 
 import pandas as pd
 import pytest
@@ -12,6 +11,7 @@ import yaml
 from qdesign.aggregate import aggregate
 from qdesign.errors import TableError
 from qdesign.findings import gap_table, report
+from qdesign.invocation import snakemake_command
 from qdesign.reference import export_reference
 from qdesign.registry import FIGURES
 
@@ -68,18 +68,7 @@ def test_reference_target_draws_figures_from_tables_alone(study_tables, tmp_path
     export_reference(config, tmp / "results", tmp / "work" / "reference" / "demo")
     work = tmp / "work"  # no results/, no data/: only the shipped tables
     res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "--snakefile",
-            str(REPO / "Snakefile"),
-            "--directory",
-            str(work),
-            "--cores",
-            "2",
-            "reference",
-        ],
+        snakemake_command(work, "--cores", 2, "reference"),
         capture_output=True,
         text=True,
         timeout=300,

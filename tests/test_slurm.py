@@ -11,13 +11,13 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 
 import pandas as pd
 import pytest
 import yaml
 
+from qdesign.invocation import snakemake_command
 from qdesign.resources import MIN_RUNTIME_MIN
 
 from .conftest import REPO, tiny_study
@@ -54,16 +54,7 @@ def snakemake_cmd(workdir, config, *args, timeout):
         "-k",
         "30",
         str(timeout),
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(config),
-        *args,
+        *snakemake_command(workdir, "--configfile", config, *args),
     ]
 
 

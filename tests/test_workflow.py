@@ -5,23 +5,23 @@ import os
 import re
 import struct
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
+from qdesign.invocation import snakemake_command
+
 from .conftest import REPO, tiny_study
 
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
 pytestmark = pytest.mark.slow
 
 
 def smk(workdir, *args, env=None, timeout=600):
     run_env = {**os.environ, **(env or {})}
     return subprocess.run(
-        [*SNAKEMAKE, "--directory", str(workdir), *args], capture_output=True, text=True, env=run_env, timeout=timeout
+        snakemake_command(workdir, *args), capture_output=True, text=True, env=run_env, timeout=timeout
     )
 
 

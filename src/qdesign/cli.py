@@ -235,6 +235,7 @@ def _cmd_report_tables(args) -> None:
 def _cmd_report_provenance(args) -> None:
     import json  # noqa: PLC0415
 
+    from .config import REPO_ROOT  # noqa: PLC0415
     from .io import write_text_atomic  # noqa: PLC0415
     from .plots import read_tables  # noqa: PLC0415
     from .report import provenance_html  # noqa: PLC0415
@@ -243,8 +244,7 @@ def _cmd_report_provenance(args) -> None:
     for path in args.summaries:
         s = read_tables(path, path, path)[0]
         summaries[str(s["study"].iloc[0]) if len(s) else str(path)] = s
-    repo = Path(__file__).resolve().parents[2]
-    write_text_atomic(args.out, provenance_html(json.loads(args.config_json), repo, summaries))
+    write_text_atomic(args.out, provenance_html(json.loads(args.config_json), REPO_ROOT, summaries))
 
 
 def _cmd_scaling(args) -> None:
