@@ -175,6 +175,14 @@ def test_a_different_summation_order_switches_the_compiled_polish_off(monkeypatc
     assert step_search._kernel_sums_are_numpys() is False
 
 
+def test_a_build_older_than_the_compiled_polish_leaves_it_off(monkeypatch):
+    class Stale:  # the counting kernels of the fifth pass: no sum, no polish
+        count_below = prefix_sums = count_table = pair_diffs = range_sq = None
+
+    monkeypatch.setattr(step_search, "_counting", Stale)
+    assert step_search._kernel_sums_are_numpys() is False
+
+
 def _polish_both(sm, steps, k, max_iter, monkeypatch):
     """_lloyd_polish and _lloyd_polish_many from each start, NumPy and compiled."""
     starts = [sm.evaluate_one(float(s), k) for s in steps]

@@ -28,7 +28,10 @@ def _kernel_sums_are_numpys() -> bool:
     """Whether the compiled Lloyd polish sums as this NumPy sums (its order of
     summation is NumPy's own, not a documented contract): checked once, on
     sums of every length up to 300 and a few longer ones, where a different
-    order would show."""
+    order would show. False too for a build older than the polish (a
+    checkout updated without rebuilding: ``pip install -e .`` rebuilds)."""
+    if not (hasattr(_counting, "sum") and hasattr(_counting, "polish")):
+        return False
     rng = np.random.default_rng(20261203)
     for n in [*range(1, 301), 511, 1000, 4097]:
         x = rng.standard_normal(n) * 10.0 ** rng.uniform(-8, 8, n)
