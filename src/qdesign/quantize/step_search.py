@@ -289,6 +289,14 @@ class _SortedMagnitudes:
 
 _POLISH_ITER = 100
 
+#: Intervals x levels of one round of the branch and bound, at most. Up to 8
+#: bits a round stays far below it (the benchmark network's 1024x1024 layers:
+#: at most 160 intervals x 127 levels), and rounds below it run as they always
+#: ran. Above it (14-16 bits: thousands of intervals x up to 32,767 levels, tens
+#: of GB in one round) the search goes on depth first in batches of this size,
+#: which bounds its memory to a few hundred MB whatever the word length.
+_ROUND_ELEMENTS = 1 << 21
+
 
 def _lloyd_polish(sm, step: float, k: int, max_iter: int = _POLISH_ITER, start=None):
     """Alternate (assign levels, set step = S1/S2) from a good start, one
@@ -361,7 +369,9 @@ def _branch_and_bound(sm, k: int, rtol: float, max_rounds: int) -> tuple[float, 
     cnt_lo = np.concatenate([sm.band_counts(lo[:1], k), cnt_pts[:-1]])
     cnt_hi = cnt_pts
     frac = np.array([0.25, 0.5, 0.75])
-    for _ in range(max_rounds):
+    for depth in range(max_rounds):
+        if lo.size * k > _ROUND_ELEMENTS:  # one round would not fit: the rest in bounded batches
+            return _depth_first(sm, k, rtol, atol, (best_step, best_err), lo, hi, max_rounds - depth)
         lb = sm.lower_bounds(lo, hi, k, cnt_lo, cnt_hi)
         keep = lb * (1.0 + rtol) + atol < best_err
         lo, hi, cnt_lo, cnt_hi = lo[keep], hi[keep], cnt_lo[keep], cnt_hi[keep]
@@ -380,6 +390,42 @@ def _branch_and_bound(sm, k: int, rtol: float, max_rounds: int) -> tuple[float, 
         lo, hi = edges[:, :-1].ravel(), edges[:, 1:].ravel()
         cnt_lo, cnt_hi = cnt_edges[:, :-1].reshape(-1, k), cnt_edges[:, 1:].reshape(-1, k)
     return best_step, False
+
+
+def _depth_first(sm, k: int, rtol: float, atol: float, best, lo, hi, rounds: int) -> tuple[float, bool]:
+    """The branch and bound of :func:`_branch_and_bound` from the intervals
+    [lo, hi] on, in batches of at most ``_ROUND_ELEMENTS // k`` intervals taken
+    depth first, so that its memory stays bounded however many intervals
+    survive. The same bounds, splits and polish, so the same certificate; the
+    order differs from the breadth-first rounds, so the step may differ from
+    theirs within it. Band counts are recounted per batch instead of carried
+    (carrying them is what needs the memory). ``rounds``: splits left per
+    interval, as ``max_rounds`` counts them."""
+    best_step, best_err = best
+    batch = max(1, _ROUND_ELEMENTS // k)
+    frac = np.array([0.25, 0.5, 0.75])
+    stack = [(lo[i : i + batch], hi[i : i + batch], 0) for i in reversed(range(0, lo.size, batch))]
+    certified = True
+    while stack:
+        lo, hi, depth = stack.pop()
+        lb = sm.lower_bounds(lo, hi, k, sm.band_counts(lo, k), sm.band_counts(hi, k))
+        keep = lb * (1.0 + rtol) + atol < best_err
+        lo, hi = lo[keep], hi[keep]
+        if lo.size == 0:
+            continue
+        if depth >= rounds:
+            certified = False
+            continue
+        inner = lo[:, None] + (hi - lo)[:, None] * frac[None, :]
+        cand = inner.ravel()
+        cerr, cs1, cs2 = sm.evaluate(cand, k)
+        i = int(np.argmin(cerr))
+        if cerr[i] < best_err:
+            best_step, best_err = _lloyd_polish(sm, float(cand[i]), k, start=(cerr[i], cs1[i], cs2[i]))
+        edges = np.concatenate([lo[:, None], inner, hi[:, None]], axis=1)
+        lo, hi = edges[:, :-1].ravel(), edges[:, 1:].ravel()
+        stack.extend((lo[i : i + batch], hi[i : i + batch], depth + 1) for i in reversed(range(0, lo.size, batch)))
+    return best_step, certified
 
 
 def l2_optimal_step(
