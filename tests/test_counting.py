@@ -5,6 +5,7 @@ without it; CI sets QDESIGN_REQUIRE_KERNELS=1 so that a silently missing build
 fails there."""
 
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -278,3 +279,27 @@ def test_the_compiled_polish_evaluates_a_step_exactly_where_queries_hit_magnitud
         plain = step_search._lloyd_polish(sm, 1.0, k, 1, start=start)
         monkeypatch.setattr(step_search, "POLISH_KERNEL", True)
         assert want[0] == step and want[1] == plain[1] == sm.evaluate_one(float(step), k)[0]
+
+
+@kernels
+def test_failed_calls_release_every_buffer_they_held():
+    # a held buffer keeps a reference to its array: the counts must come back
+    kern = step_search._counting
+    sm = _SortedMagnitudes(_weights("gaussian", 5000, torch.float32))
+    a, pair, cum = sm.a.copy(), sm._pair.copy(), sm._cum.copy()
+    one = np.ones(2)
+    bad_calls = [
+        lambda: kern.count_below(a, one, np.empty(2, dtype=np.intp), cum[:-1], sm._scale, sm._n_bins),
+        lambda: kern.count_below(a, one, np.empty(2, dtype=np.intp), cum, np.inf, sm._n_bins),
+        lambda: kern.polish(a, pair, cum[:-1], sm._scale, sm._n_bins, 3, *(one.copy() for _ in range(4)), 5),
+        lambda: kern.polish(a, pair[:-2], cum, sm._scale, sm._n_bins, 3, *(one.copy() for _ in range(4)), 5),
+        lambda: kern.prefix_sums(a, pair[:-1]),
+        lambda: kern.count_table(a, sm._scale, sm._n_bins, cum[:-1]),
+        lambda: kern.pair_diffs(pair, np.array([0, 10**6], dtype=np.intp), np.array([0, 1], dtype=np.intp), one, one),
+        lambda: kern.range_sq(pair, np.array([0, 1], dtype=np.intp), np.array([0, 1], dtype=np.intp), one, one[:1]),
+    ]
+    before = [sys.getrefcount(x) for x in (a, pair, cum)]
+    for call in bad_calls:
+        with pytest.raises((TypeError, ValueError, IndexError)):
+            call()
+    assert [sys.getrefcount(x) for x in (a, pair, cum)] == before

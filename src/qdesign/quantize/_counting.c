@@ -28,33 +28,6 @@
 /* NumPy's ordering: x before v, NaN after everything */
 #define LT(x, v) ((x) < (v) || ((v) != (v) && (x) == (x)))
 
-typedef struct {
-    Py_buffer view;
-    int is_f32; /* else float64 */
-    Py_ssize_t n;
-} Magnitudes;
-
-static int
-get_magnitudes(PyObject *obj, Magnitudes *m)
-{
-    if (PyObject_GetBuffer(obj, &m->view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0)
-        return -1;
-    const char *f = m->view.format ? m->view.format : "B";
-    if (*f == '=' || *f == '<' || *f == '@')
-        f++;
-    if (strcmp(f, "f") == 0 && m->view.itemsize == 4)
-        m->is_f32 = 1;
-    else if (strcmp(f, "d") == 0 && m->view.itemsize == 8)
-        m->is_f32 = 0;
-    else {
-        PyBuffer_Release(&m->view);
-        PyErr_SetString(PyExc_TypeError, "magnitudes must be a contiguous float32 or float64 buffer");
-        return -1;
-    }
-    m->n = m->view.len / m->view.itemsize;
-    return 0;
-}
-
 static int
 get_typed(PyObject *obj, Py_buffer *view, int writable, char kind, Py_ssize_t min_items, const char *what)
 {
@@ -75,7 +48,74 @@ get_typed(PyObject *obj, Py_buffer *view, int writable, char kind, Py_ssize_t mi
     return 0;
 }
 
-#define AT(m, i) ((m)->is_f32 ? (double)((const float *)(m)->view.buf)[i] : ((const double *)(m)->view.buf)[i])
+/* A set of buffers held by one call, released together on every way out
+ * (each function below takes its arguments through hold()). */
+typedef struct {
+    Py_buffer b[8];
+    int n;
+} Held;
+
+static void
+release_all(Held *h)
+{
+    while (h->n > 0)
+        PyBuffer_Release(&h->b[--h->n]);
+}
+
+/* the buffer of obj, typed as get_typed checks it; NULL (with the error set
+ * and everything held so far released) if it is not */
+static void *
+hold(Held *h, PyObject *obj, int writable, char kind, Py_ssize_t min_items, const char *what)
+{
+    if (get_typed(obj, &h->b[h->n], writable, kind, min_items, what) < 0) {
+        release_all(h);
+        return NULL;
+    }
+    return h->b[h->n++].buf;
+}
+
+/* items of the buffer held last */
+static Py_ssize_t
+items_of_last(const Held *h)
+{
+    return h->b[h->n - 1].len / 8;
+}
+
+/* Sorted magnitudes: the data of a held float32 or float64 buffer. */
+typedef struct {
+    const void *buf;
+    int is_f32; /* else float64 */
+    Py_ssize_t n;
+} Magnitudes;
+
+/* the magnitudes buffer obj, held in h (hold's contract) */
+static int
+hold_magnitudes(Held *h, PyObject *obj, Magnitudes *m)
+{
+    Py_buffer *view = &h->b[h->n];
+    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        release_all(h);
+        return -1;
+    }
+    h->n++;
+    const char *f = view->format ? view->format : "B";
+    if (*f == '=' || *f == '<' || *f == '@')
+        f++;
+    if (strcmp(f, "f") == 0 && view->itemsize == 4)
+        m->is_f32 = 1;
+    else if (strcmp(f, "d") == 0 && view->itemsize == 8)
+        m->is_f32 = 0;
+    else {
+        release_all(h);
+        PyErr_SetString(PyExc_TypeError, "magnitudes must be a contiguous float32 or float64 buffer");
+        return -1;
+    }
+    m->buf = view->buf;
+    m->n = view->len / view->itemsize;
+    return 0;
+}
+
+#define AT(m, i) ((m)->is_f32 ? (double)((const float *)(m)->buf)[i] : ((const double *)(m)->buf)[i])
 
 /* prefix_sums(a, out): out is float64 of 2 * (n + 1) items, (p1, p2) pairs:
  * out[2 i] = sum of a[:i], out[2 i + 1] = sum of a[:i] ** 2 (each element
@@ -87,20 +127,18 @@ prefix_sums(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "OO", &a_obj, &out_obj))
         return NULL;
     Magnitudes m;
-    Py_buffer out;
-    if (get_magnitudes(a_obj, &m) < 0)
+    Held h = {.n = 0};
+    if (hold_magnitudes(&h, a_obj, &m) < 0)
         return NULL;
-    if (get_typed(out_obj, &out, 1, 'd', 2 * (m.n + 1), "out") < 0) {
-        PyBuffer_Release(&m.view);
+    double *p = hold(&h, out_obj, 1, 'd', 2 * (m.n + 1), "out");
+    if (!p)
         return NULL;
-    }
-    double *p = (double *)out.buf;
     Py_BEGIN_ALLOW_THREADS
     double s1 = 0.0, s2 = 0.0;
     p[0] = 0.0;
     p[1] = 0.0;
     if (m.is_f32) {
-        const float *a = (const float *)m.view.buf;
+        const float *a = (const float *)m.buf;
         for (Py_ssize_t i = 0; i < m.n; i++) {
             double x = (double)a[i];
             s1 = s1 + x;
@@ -110,7 +148,7 @@ prefix_sums(PyObject *self, PyObject *args)
         }
     }
     else {
-        const double *a = (const double *)m.view.buf;
+        const double *a = (const double *)m.buf;
         for (Py_ssize_t i = 0; i < m.n; i++) {
             double x = a[i];
             s1 = s1 + x;
@@ -120,8 +158,7 @@ prefix_sums(PyObject *self, PyObject *args)
         }
     }
     Py_END_ALLOW_THREADS
-    PyBuffer_Release(&out);
-    PyBuffer_Release(&m.view);
+    release_all(&h);
     Py_RETURN_NONE;
 }
 
@@ -154,14 +191,12 @@ count_table(PyObject *self, PyObject *args)
         return NULL;
     }
     Magnitudes m;
-    Py_buffer cum;
-    if (get_magnitudes(a_obj, &m) < 0)
+    Held h = {.n = 0};
+    if (hold_magnitudes(&h, a_obj, &m) < 0)
         return NULL;
-    if (get_typed(cum_obj, &cum, 1, 'l', n_bins + 2, "cum") < 0) {
-        PyBuffer_Release(&m.view);
+    Py_ssize_t *c = hold(&h, cum_obj, 1, 'l', n_bins + 2, "cum");
+    if (!c)
         return NULL;
-    }
-    Py_ssize_t *c = (Py_ssize_t *)cum.buf;
     Py_ssize_t max_occ = 0;
     int bad = 0;
     Py_BEGIN_ALLOW_THREADS
@@ -169,7 +204,7 @@ count_table(PyObject *self, PyObject *args)
      * branch on the data (magnitudes need not even be sorted) */
     memset(c, 0, (size_t)(n_bins + 2) * sizeof(Py_ssize_t));
     if (m.is_f32) {
-        const float *a = (const float *)m.view.buf;
+        const float *a = (const float *)m.buf;
         for (Py_ssize_t i = 0; i < m.n && !bad; i++) {
             double v = (double)a[i];
             bad = v != v;
@@ -177,7 +212,7 @@ count_table(PyObject *self, PyObject *args)
         }
     }
     else {
-        const double *a = (const double *)m.view.buf;
+        const double *a = (const double *)m.buf;
         for (Py_ssize_t i = 0; i < m.n && !bad; i++) {
             double v = a[i];
             bad = v != v;
@@ -191,8 +226,7 @@ count_table(PyObject *self, PyObject *args)
             if (c[b + 1] - c[b] > max_occ)
                 max_occ = c[b + 1] - c[b];
     Py_END_ALLOW_THREADS
-    PyBuffer_Release(&cum);
-    PyBuffer_Release(&m.view);
+    release_all(&h);
     if (bad) {
         PyErr_SetString(PyExc_ValueError, "count_table: magnitudes contain NaN");
         return NULL;
@@ -233,39 +267,6 @@ count_one(const Counter *ct, double v)
     return lower_bound(ct->m, 0, ct->m->n, v);
 }
 
-/* A set of buffers held by one call, released together on every way out
- * (each function below takes its arguments through hold()). */
-typedef struct {
-    Py_buffer b[8];
-    int n;
-} Held;
-
-static void
-release_all(Held *h)
-{
-    while (h->n > 0)
-        PyBuffer_Release(&h->b[--h->n]);
-}
-
-/* the buffer of obj, typed as get_typed checks it; NULL (with the error set
- * and everything held so far released) if it is not */
-static void *
-hold(Held *h, PyObject *obj, int writable, char kind, Py_ssize_t min_items, const char *what)
-{
-    if (get_typed(obj, &h->b[h->n], writable, kind, min_items, what) < 0) {
-        release_all(h);
-        return NULL;
-    }
-    return h->b[h->n++].buf;
-}
-
-/* items of the buffer held last */
-static Py_ssize_t
-items_of_last(const Held *h)
-{
-    return h->b[h->n - 1].len / 8;
-}
-
 /* The count table arguments (cum, scale, n_bins) of count_below and polish
  * as a Counter over m, cum held in h (None: no table). 0, or -1 with the
  * error set and h released. */
@@ -299,21 +300,18 @@ count_below(PyObject *self, PyObject *args)
     Magnitudes m;
     Held h = {.n = 0};
     Counter ct;
-    if (get_magnitudes(a_obj, &m) < 0)
+    if (hold_magnitudes(&h, a_obj, &m) < 0)
         return NULL;
     const double *v = hold(&h, q_obj, 0, 'd', 0, "queries");
     Py_ssize_t nq = v ? items_of_last(&h) : 0;
     Py_ssize_t *o = v ? hold(&h, out_obj, 1, 'l', nq, "out") : NULL;
-    if (!o || hold_counter(&h, &m, cum_obj, scale, n_bins, &ct) < 0) {
-        PyBuffer_Release(&m.view);
+    if (!o || hold_counter(&h, &m, cum_obj, scale, n_bins, &ct) < 0)
         return NULL;
-    }
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < nq; i++)
         o[i] = count_one(&ct, v[i]);
     Py_END_ALLOW_THREADS
     release_all(&h);
-    PyBuffer_Release(&m.view);
     Py_RETURN_NONE;
 }
 
@@ -542,10 +540,10 @@ polish(PyObject *self, PyObject *args)
     Magnitudes m;
     Held h = {.n = 0};
     Counter ct;
-    if (get_magnitudes(a_obj, &m) < 0)
+    if (hold_magnitudes(&h, a_obj, &m) < 0)
         return NULL;
     if ((double)k * (double)k * (double)m.n >= 9007199254740992.0) {
-        PyBuffer_Release(&m.view);
+        release_all(&h);
         PyErr_SetString(PyExc_OverflowError, "polish: k * k * n must be below 2**53");
         return NULL;
     }
@@ -561,7 +559,6 @@ polish(PyObject *self, PyObject *args)
         if (!PyErr_Occurred()) /* only the allocation failed */
             PyErr_NoMemory();
         release_all(&h);
-        PyBuffer_Release(&m.view);
         return NULL;
     }
     Evaluator ev = {ct, p, k, (double)k * p[2 * m.n], (long long)k * k * m.n, p[2 * m.n + 1], (Py_ssize_t *)scratch,
@@ -583,7 +580,6 @@ polish(PyObject *self, PyObject *args)
     Py_END_ALLOW_THREADS
     PyMem_Free(scratch);
     release_all(&h);
-    PyBuffer_Release(&m.view);
     Py_RETURN_NONE;
 }
 
