@@ -19,14 +19,14 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from qdesign.allocation import allocate
-from qdesign.cells import load_checkpoint
-from qdesign.config import load_config
-from qdesign.data import load_prepared, make_splits
-from qdesign.layout import float_dir, sensitivity_file
-from qdesign.models import build_model
+from qdesign.analysis.allocation import allocate
+from qdesign.core.config import load_config
+from qdesign.core.layout import float_dir, sensitivity_file
+from qdesign.nn.cells import load_checkpoint
+from qdesign.nn.data import load_prepared, make_splits
+from qdesign.nn.models import build_model
+from qdesign.nn.sensitivity import costs_from_table, loss_and_error
 from qdesign.quantize import to_quantized
-from qdesign.sensitivity import costs_from_table, loss_and_error
 
 
 def main() -> None:

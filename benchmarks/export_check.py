@@ -21,13 +21,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from qdesign.cells import retrain, train_float
-from qdesign.config import validate_config
-from qdesign.data import prepare_dataset, write_prepared
+from qdesign.core.config import validate_config
+from qdesign.core.specs import float_spec, quant_spec
 from qdesign.export import export_cell
 from qdesign.export.cell import load_cell
 from qdesign.export.verify import cell_test_data, torch_logits, verify_export
-from qdesign.specs import float_spec, quant_spec
+from qdesign.nn.cells import retrain, train_float
+from qdesign.nn.data import prepare_dataset, write_prepared
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -119,7 +119,7 @@ def main(argv=None) -> int:
 
 
 def _layer_bits(cell) -> list[int]:
-    from qdesign.ecr import layer_memory_bits
+    from qdesign.analysis.ecr import layer_memory_bits
     from qdesign.export import packed
     from qdesign.export.cell import cell_ops
 

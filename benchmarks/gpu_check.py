@@ -28,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from qdesign.invocation import snakemake_command
+from qdesign.run.invocation import snakemake_command
 
 REPO = Path(__file__).resolve().parents[1]
 STUDY = "mnist-fcdnn-d2"

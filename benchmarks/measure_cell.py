@@ -1,12 +1,12 @@
 """Measure one float cell's peak memory and training throughput, as a fresh
-process (what a cluster job is), to calibrate :mod:`qdesign.resources`.
+process (what a cluster job is), to calibrate :mod:`qdesign.run.resources`.
 
     python benchmarks/measure_cell.py --dataset cifar10 --model cnn --width 128 --n-train 256 --epochs 1
 
 Data are random uint8 images of the dataset's shape (``--fake``, the default
 for cifar10) or a prepared dataset file (``--data``). Prints one JSON line:
 max_rss_mb, train_seconds, n_train, epochs, the training FLOPs and GFLOP/s,
-and the estimate of :func:`qdesign.resources.job_peak_mb` for the same data.
+and the estimate of :func:`qdesign.run.resources.job_peak_mb` for the same data.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from qdesign.architecture import training_flops_per_example
-from qdesign.cells import train_float
-from qdesign.config import validate_config
-from qdesign.data import write_prepared
-from qdesign.resources import DATASET_SHAPES, job_peak_mb
-from qdesign.specs import float_spec
+from qdesign.core.architecture import training_flops_per_example
+from qdesign.core.config import validate_config
+from qdesign.core.specs import float_spec
+from qdesign.nn.cells import train_float
+from qdesign.nn.data import write_prepared
+from qdesign.run.resources import DATASET_SHAPES, job_peak_mb
 
 MODELS = {
     "fcdnn": {"type": "fcdnn", "depth": 2, "widths": [8], "dropout": 0.0},

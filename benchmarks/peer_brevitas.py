@@ -33,12 +33,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from qdesign.data import make_splits, prepare_dataset
-from qdesign.methods import METHODS
-from qdesign.models import build_model
+from qdesign.nn.data import make_splits, prepare_dataset
+from qdesign.nn.methods import METHODS
+from qdesign.nn.models import build_model
+from qdesign.nn.train import evaluate, fit
 from qdesign.quantize import integer_codes, to_learned, to_quantized, update_steps
 from qdesign.quantize.lsq import DEFAULT_RATE
-from qdesign.train import evaluate, fit
 
 REPO = Path(__file__).resolve().parents[1]
 FC = {"type": "fcdnn", "depth": 3, "dropout": 0.0}

@@ -34,11 +34,11 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from qdesign.data import DatasetError, make_splits, prepare_dataset
-from qdesign.invocation import snakemake_command
-from qdesign.models import build_model
+from qdesign.nn.data import DatasetError, make_splits, prepare_dataset
+from qdesign.nn.models import build_model
+from qdesign.nn.train import make_optimizer, train_epoch
 from qdesign.quantize import step_search, to_quantized, update_steps
-from qdesign.train import make_optimizer, train_epoch
+from qdesign.run.invocation import snakemake_command
 
 REPO = Path(__file__).resolve().parents[1]
 FC = {"type": "fcdnn", "depth": 3, "dropout": 0.0}
@@ -345,11 +345,11 @@ def item8_cell_outside_training(data_dir: Path | None, subset: int | None, bits:
     import pandas as pd  # noqa: PLC0415
     import yaml  # noqa: PLC0415
 
-    from qdesign import inference  # noqa: PLC0415
-    from qdesign.cells import retrain, train_float  # noqa: PLC0415
-    from qdesign.config import validate_config  # noqa: PLC0415
-    from qdesign.data import write_splits  # noqa: PLC0415
-    from qdesign.specs import float_spec, quant_spec, study_split_key  # noqa: PLC0415
+    from qdesign.core.config import validate_config  # noqa: PLC0415
+    from qdesign.core.specs import float_spec, quant_spec, study_split_key  # noqa: PLC0415
+    from qdesign.nn import inference  # noqa: PLC0415
+    from qdesign.nn.cells import retrain, train_float  # noqa: PLC0415
+    from qdesign.nn.data import write_splits  # noqa: PLC0415
 
     cfg = yaml.safe_load((REPO / "config" / "cpu.yaml").read_text())
     threads_before = torch.get_num_threads()  # the cells set their own
@@ -424,7 +424,8 @@ def item8_cell_outside_training(data_dir: Path | None, subset: int | None, bits:
                     eval_frac = float(row["evaluate_seconds"]) / (outside + train_proj)
                     RESULTS[-1]["evaluate_fraction"] = eval_frac
                     if kind == "retrain" and s["model"]["type"] == "cnn":
-                        # True: its convolutions ran on blocked tensors (qdesign.inference); [False]: checked, not exact
+                        # True: its convolutions ran on blocked tensors (qdesign.nn.inference);
+                        # [False]: checked, not exact
                         RESULTS[-1]["blocked_evaluation"] = blocked
                     out.append(
                         dict(
@@ -474,8 +475,8 @@ def _py(args, env=None) -> float:
 def tiny_cell_spec() -> str:
     """The JSON spec of the per-job start-up measurement's cell: 1 epoch of a
     width-8 FCDNN on the offline digits set (what the default study trains)."""
-    from qdesign.config import validate_config  # noqa: PLC0415
-    from qdesign.specs import float_spec  # noqa: PLC0415
+    from qdesign.core.config import validate_config  # noqa: PLC0415
+    from qdesign.core.specs import float_spec  # noqa: PLC0415
 
     study = {"dataset": "digits", "model": {"type": "fcdnn", "widths": [8]}, "training": {"epochs": 1}}
     return float_spec(validate_config({"device": "cpu", "studies": {"s": study}}), "s", 8, 0).to_json()
@@ -547,8 +548,8 @@ def item6_orchestration(quick: bool):
         data = study / "results" / "data" / "digits.pt"
         job = ["-m", "qdesign", "train-float", "--spec", spec, "--data", str(data), "--out-dir", str(tmp / "cell")]
         own = statistics.median(_py(job) for _ in range(3))
-        from qdesign import cli as qcli  # noqa: PLC0415
-        from qdesign import worker  # noqa: PLC0415
+        from qdesign.run import cli as qcli  # noqa: PLC0415
+        from qdesign.run import worker  # noqa: PLC0415
 
         # the worker exactly as the workflow starts it (workflow/rules/common.smk)
         proc = worker.start(tmp / "worker.log", handler=qcli.WORKER_HANDLER, preload=qcli.WORKER_PRELOAD)

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from qdesign.aggregate import aggregate, read_cells
+from qdesign.analysis.aggregate import aggregate, read_cells
 
 
 def cell(width, bits, seed, error, direct=np.nan, study="s"):

@@ -7,8 +7,8 @@ import json
 import subprocess
 import sys
 
-from qdesign import cli as qcli
-from qdesign import worker
+from qdesign.run import cli as qcli
+from qdesign.run import worker
 
 from .conftest import REPO
 
@@ -23,7 +23,7 @@ def _bench_module():
 def test_startup_cell_runs_in_its_own_process_and_through_the_worker(tmp_path):
     """Item 6's cell: a valid spec, trained by a job in its own process and by
     the warm worker started exactly as the workflow starts it."""
-    from qdesign.data import prepare_dataset, write_prepared  # noqa: PLC0415
+    from qdesign.nn.data import prepare_dataset, write_prepared  # noqa: PLC0415
 
     spec = _bench_module().tiny_cell_spec()
     assert json.loads(spec)["width"] == 8

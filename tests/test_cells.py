@@ -6,15 +6,15 @@ import pandas as pd
 import pytest
 import torch
 
-from qdesign.cells import CheckpointError, load_checkpoint, retrain, train_float
-from qdesign.config import validate_config
-from qdesign.data import prepare_dataset, write_prepared, write_splits
-from qdesign.ecr import network_memory_bits
-from qdesign.models import build_model, count_weights, weight_layers
+from qdesign.analysis.ecr import network_memory_bits
+from qdesign.core.config import validate_config
+from qdesign.core.specs import float_spec, quant_spec, study_split_key
+from qdesign.nn.cells import CheckpointError, load_checkpoint, retrain, train_float
+from qdesign.nn.data import prepare_dataset, write_prepared, write_splits
+from qdesign.nn.models import build_model, count_weights, weight_layers
+from qdesign.nn.train import lr_factor
 from qdesign.quantize import max_level
-from qdesign.resources import training_flops_per_example
-from qdesign.specs import float_spec, quant_spec, study_split_key
-from qdesign.train import lr_factor
+from qdesign.run.resources import training_flops_per_example
 
 from .conftest import tiny_study
 

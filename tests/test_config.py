@@ -5,9 +5,9 @@ import copy
 import pytest
 import yaml
 
-from qdesign.config import ConfigError, load_config, validate_config
-from qdesign.registry import DATASETS, METHODS
-from qdesign.specs import FloatSpec, QuantSpec, float_spec, quant_spec, spec_from_json, spec_hash, study_cells
+from qdesign.core.config import ConfigError, load_config, validate_config
+from qdesign.core.registry import DATASETS, METHODS
+from qdesign.core.specs import FloatSpec, QuantSpec, float_spec, quant_spec, spec_from_json, spec_hash, study_cells
 
 from .conftest import tiny_study
 
@@ -156,7 +156,7 @@ def test_step_update_is_refused_with_its_replacement():
 
 
 def test_schema_enums_match_the_registry():
-    from qdesign.config import load_schema  # noqa: PLC0415
+    from qdesign.core.config import load_schema  # noqa: PLC0415
 
     defs = load_schema()["$defs"]
     assert defs["study"]["properties"]["dataset"]["enum"] == list(DATASETS)
@@ -186,7 +186,7 @@ def test_study_cells_grid():
 
 
 def _schema_keys(node, schema, prefix=""):
-    from qdesign.config import _resolve  # noqa: PLC0415
+    from qdesign.core.config import _resolve  # noqa: PLC0415
 
     node = _resolve(node, schema)
     for key, sub in node.get("properties", {}).items():
@@ -200,7 +200,7 @@ def _schema_keys(node, schema, prefix=""):
 
 
 def test_every_schema_key_has_a_description_and_is_documented(repo):
-    from qdesign.config import load_schema  # noqa: PLC0415
+    from qdesign.core.config import load_schema  # noqa: PLC0415
 
     schema = load_schema()
     doc = (repo / "config" / "README.md").read_text()

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from qdesign import data as qdata
-from qdesign.data import (
+from qdesign.core.specs import split_key
+from qdesign.nn import data as qdata
+from qdesign.nn.data import (
     DatasetError,
     ensure_available,
     load_cell_data,
@@ -22,7 +23,6 @@ from qdesign.data import (
     write_prepared,
     write_splits,
 )
-from qdesign.specs import split_key
 
 
 def write_idx(path, array: np.ndarray, compress=False):

@@ -1,4 +1,4 @@
-"""Tests for qdesign.ecr: memory model, PAV, ECR and the memory/error frontier."""
+"""Tests for qdesign.analysis.ecr: memory model, PAV, ECR and the memory/error frontier."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qdesign.ecr import (
+from qdesign.analysis.ecr import (
     FLOAT_BITS,
     best_under_budget,
     budget_grid,

@@ -12,16 +12,16 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qdesign.cells import retrain, train_float
-from qdesign.config import validate_config
-from qdesign.data import prepare_dataset, write_prepared
-from qdesign.ecr import network_memory_bits
-from qdesign.errors import CheckpointError, ExportError
+from qdesign.analysis.ecr import network_memory_bits
+from qdesign.core.config import validate_config
+from qdesign.core.errors import CheckpointError, ExportError
+from qdesign.core.specs import float_spec, quant_spec
 from qdesign.export import export_cell, packed
 from qdesign.export.cell import cell_ops, load_cell
 from qdesign.export.verify import check_export, expected_packed_bytes, verify_export
-from qdesign.models import weight_layers
-from qdesign.specs import float_spec, quant_spec
+from qdesign.nn.cells import retrain, train_float
+from qdesign.nn.data import prepare_dataset, write_prepared
+from qdesign.nn.models import weight_layers
 
 from .conftest import REPO, tiny_study
 
@@ -276,12 +276,12 @@ def test_verification_logits_are_the_cells_own(kind):
     32->64 convolution rounds differently in channels-last than in NCHW, so
     a verification run in the float layout for a quantized cell would show),
     300 images (two full batches and a partial one)."""
-    from qdesign.data import Splits
     from qdesign.export.cell import Cell
     from qdesign.export.verify import torch_logits
-    from qdesign.models import build_model
+    from qdesign.nn.data import Splits
+    from qdesign.nn.models import build_model
+    from qdesign.nn.train import evaluate, logits, use_channels_last
     from qdesign.quantize import bake, integer_codes, to_quantized
-    from qdesign.train import evaluate, logits, use_channels_last
 
     torch.manual_seed(3)
     model = build_model(CNN_CPU, 32, (1, 28, 28), 10)

@@ -1,7 +1,7 @@
 """The tiny test study (.test/config/config.yaml) end to end, pinned bit for bit.
 
 tests/golden/test_study.json holds the exact values (hex floats) its tables had
-when they were made, per numeric platform (`qdesign.numerics.numeric_platform`:
+when they were made, per numeric platform (`qdesign.nn.numerics.numeric_platform`:
 torch, NumPy, the instruction set the kernels are picked by); refactors must
 reproduce them exactly. The last float32 bit of a trained network depends on
 the CPU's kernels, so:
@@ -29,8 +29,8 @@ import warnings
 
 import pytest
 
-from qdesign.invocation import snakemake_command
-from qdesign.numerics import numeric_platform
+from qdesign.nn.numerics import numeric_platform
+from qdesign.run.invocation import snakemake_command
 
 from .conftest import REPO
 
@@ -142,7 +142,7 @@ def test_every_figure_is_drawn(test_study):
 def test_report_holds_every_figure_table_and_provenance(test_study):
     """`snakemake --report` after the run: one HTML file with every figure of
     every study, its caption, the tables page and the provenance page."""
-    from qdesign.registry import FIGURES  # noqa: PLC0415
+    from qdesign.core.registry import FIGURES  # noqa: PLC0415
 
     work = test_study.parent
     out = work / "report.html"

@@ -18,16 +18,16 @@ import pandas as pd
 import pytest
 import torch
 
-from qdesign import io as qio
-from qdesign import train as qtrain
-from qdesign.aggregate import aggregate, ecr_table, seed_means
-from qdesign.cells import CheckpointError, load_checkpoint, train_float
-from qdesign.config import _n_params_estimate, validate_config
-from qdesign.data import prepare_dataset, write_prepared
-from qdesign.errors import ConfigError, DatasetError, DiskFullError, DivergedError, UserError
-from qdesign.models import build_model
-from qdesign.resources import DATASET_SHAPES
-from qdesign.specs import float_spec
+from qdesign.analysis.aggregate import aggregate, ecr_table, seed_means
+from qdesign.core import io as qio
+from qdesign.core.config import _n_params_estimate, validate_config
+from qdesign.core.errors import ConfigError, DatasetError, DiskFullError, DivergedError, UserError
+from qdesign.core.specs import float_spec
+from qdesign.nn import train as qtrain
+from qdesign.nn.cells import CheckpointError, load_checkpoint, train_float
+from qdesign.nn.data import prepare_dataset, write_prepared
+from qdesign.nn.models import build_model
+from qdesign.run.resources import DATASET_SHAPES
 
 from .conftest import tiny_study
 from .test_data import fake_cifar10, fake_mnist, write_idx
@@ -75,7 +75,7 @@ def test_non_finite_val_fraction_is_rejected():
 
 
 def test_non_finite_yaml_spellings_are_rejected(tmp_path):
-    from qdesign.config import load_config  # noqa: PLC0415
+    from qdesign.core.config import load_config  # noqa: PLC0415
 
     for spelling in (".nan", ".inf", "-.inf", ".NaN"):
         p = tmp_path / "c.yaml"
@@ -477,7 +477,7 @@ def test_non_finite_weights_with_a_finite_loss_raise(digits, monkeypatch):
         return 0.5, 0.1
 
     monkeypatch.setattr(qtrain, "train_epoch", poisoned_epoch)
-    from qdesign.data import load_prepared, make_splits  # noqa: PLC0415
+    from qdesign.nn.data import load_prepared, make_splits  # noqa: PLC0415
 
     data = make_splits(load_prepared(digits), 0.1, 0)
     model = build_model({"type": "fcdnn", "depth": 1, "dropout": 0.0}, 8, data.input_shape, 10)
@@ -543,7 +543,7 @@ def test_error_vs_memory_marks_chance_level_cells():
     matplotlib.use("Agg")
     from matplotlib.figure import Figure  # noqa: PLC0415
 
-    from qdesign.plots import plot_error_vs_memory  # noqa: PLC0415
+    from qdesign.figures.study import plot_error_vs_memory  # noqa: PLC0415
 
     from .test_plots import synthetic_ecr, synthetic_frontier  # noqa: PLC0415
 

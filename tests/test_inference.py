@@ -1,4 +1,4 @@
-"""The evaluation forward pass (qdesign.inference) gives the model's own
+"""The evaluation forward pass (qdesign.nn.inference) gives the model's own
 numbers bit for bit: every recorded error is computed through it."""
 
 import pytest
@@ -6,11 +6,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from qdesign.data import Splits
-from qdesign.inference import forward, max_pool_2x2
-from qdesign.models import build_model
+from qdesign.nn.data import Splits
+from qdesign.nn.inference import forward, max_pool_2x2
+from qdesign.nn.models import build_model
+from qdesign.nn.train import evaluate, use_channels_last
 from qdesign.quantize import to_quantized
-from qdesign.train import evaluate, use_channels_last
 
 CNN_CPU = {
     "type": "cnn",
@@ -143,7 +143,7 @@ def test_forward_is_exact_whichever_path_it_takes(cfg, shape, widths, threads, m
     second pass of every batch size (the last partial batches of the splits,
     and a single image, which oneDNN computes with another kernel) must equal
     the model's own forward pass bit for bit, on whichever path it took."""
-    from qdesign import inference
+    from qdesign.nn import inference
     from qdesign.quantize.layers import frozen_weights
 
     monkeypatch.setattr(inference, "_VERDICTS", {})
@@ -169,7 +169,7 @@ def test_the_blocked_path_is_used_only_where_it_was_exact(monkeypatch):
     """A blocked path that rounds differently (simulated: one logit nudged)
     is refused on its first check and never used; the numbers stay the dense
     path's."""
-    from qdesign import inference
+    from qdesign.nn import inference
 
     monkeypatch.setattr(inference, "_VERDICTS", {})
     real = inference._blocked
@@ -193,7 +193,7 @@ def test_the_blocked_path_is_used_only_where_it_was_exact(monkeypatch):
 def test_blocked_path_skips_what_it_cannot_reproduce(monkeypatch):
     """Channels-last convolutions (the float CNN), hooked layers and
     convolutions that are not plain never run on blocked tensors."""
-    from qdesign import inference
+    from qdesign.nn import inference
 
     monkeypatch.setattr(inference, "_VERDICTS", {})
     model, x = _cell_model(CNN_CPU, 8, None)  # float: channels-last weights
@@ -230,7 +230,7 @@ def test_blocked_path_leaves_the_input_alone():
 def test_a_network_with_nan_takes_the_dense_path(monkeypatch):
     """NaN logits never compare equal: the check refuses the blocked path and
     the NaN of the dense path comes out (a diverged network is reported, not hidden)."""
-    from qdesign import inference
+    from qdesign.nn import inference
 
     monkeypatch.setattr(inference, "_VERDICTS", {})
     model, x = _cell_model(CNN_CPU, 8, 4)
@@ -246,7 +246,7 @@ def test_a_network_with_nan_takes_the_dense_path(monkeypatch):
 def test_a_platform_without_blocked_ops_takes_the_dense_path(monkeypatch):
     """Where oneDNN's blocked operations are missing (another CPU, another
     build), evaluation goes on densely instead of failing."""
-    from qdesign import inference
+    from qdesign.nn import inference
 
     monkeypatch.setattr(inference, "_VERDICTS", {})
 

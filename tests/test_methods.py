@@ -11,9 +11,10 @@ import pytest
 import torch
 from torch import nn
 
-from qdesign.data import Splits
-from qdesign.methods import DEFAULT_METHOD, METHODS, get_method
-from qdesign.models import build_model
+from qdesign.nn.data import Splits
+from qdesign.nn.methods import DEFAULT_METHOD, METHODS, get_method
+from qdesign.nn.models import build_model
+from qdesign.nn.train import fit
 from qdesign.quantize import (
     LearnedQuantConv2d,
     LearnedQuantLinear,
@@ -29,7 +30,6 @@ from qdesign.quantize import (
     to_quantized,
     update_steps,
 )
-from qdesign.train import fit
 
 FC = {"type": "fcdnn", "depth": 2}
 CFG = {"optimizer": "adam", "lr": 5e-3, "weight_decay": 0.0, "schedule": "cosine", "epochs": 2, "batch_size": 32}
@@ -249,6 +249,6 @@ def test_epoch_is_todays_per_epoch_update_bit_for_bit():
 
 
 def test_registry_names_match_the_implementations():
-    from qdesign import registry  # noqa: PLC0415
+    from qdesign.core import registry  # noqa: PLC0415
 
     assert tuple(METHODS) == registry.METHODS

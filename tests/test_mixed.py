@@ -8,13 +8,13 @@ import pandas as pd
 import pytest
 import torch
 
-from qdesign.allocation import allocate, brute_force, greedy, knapsack
-from qdesign.config import ConfigError, validate_config
-from qdesign.models import build_model
+from qdesign.analysis.allocation import allocate, brute_force, greedy, knapsack
+from qdesign.core.config import ConfigError, validate_config
+from qdesign.core.specs import budget_spec, mixed_cells, quant_spec, study_cells
+from qdesign.nn.models import build_model
+from qdesign.nn.sensitivity import costs_from_table, layer_sensitivity, loss_and_error
+from qdesign.nn.train import evaluate
 from qdesign.quantize import to_quantized
-from qdesign.sensitivity import costs_from_table, layer_sensitivity, loss_and_error
-from qdesign.specs import budget_spec, mixed_cells, quant_spec, study_cells
-from qdesign.train import evaluate
 
 from .conftest import tiny_study
 from .test_workflow import job_counts, smk, write_config
@@ -233,9 +233,9 @@ def test_a_stale_sensitivity_table_is_refused(mixed_run):
     res = mixed_run / "results" / "s"
     other = pd.read_parquet(res / "sensitivity" / "w16-s0.parquet")
     other.to_parquet(res / "sensitivity" / "w8-s0.parquet")  # another network's table in its place
-    from qdesign.errors import CheckpointError
-    from qdesign.sensitivity import read_sensitivity
-    from qdesign.specs import float_spec
+    from qdesign.core.errors import CheckpointError
+    from qdesign.core.specs import float_spec
+    from qdesign.nn.sensitivity import read_sensitivity
 
     cfg = validate_config(
         {"studies": {"s": tiny_study(seeds=[0, 1], mixed={"patterns": [[4, 2, 4]], "mean_bits": [3]})}}

@@ -11,13 +11,13 @@ import pandas as pd
 import pytest
 import torch
 
-from qdesign import cells
-from qdesign.cells import retrain, train_float
-from qdesign.config import validate_config
-from qdesign.data import prepare_dataset, write_prepared
+from qdesign.core.config import validate_config
+from qdesign.core.specs import float_spec, quant_spec
+from qdesign.nn import cells
+from qdesign.nn.cells import retrain, train_float
+from qdesign.nn.data import prepare_dataset, write_prepared
 from qdesign.quantize import l2_optimal_step
 from qdesign.quantize.step_search import _SortedMagnitudes
-from qdesign.specs import float_spec, quant_spec
 
 from .conftest import REPO, tiny_study
 
@@ -136,10 +136,10 @@ def test_metrics_split_adds_up_to_at_most_the_job(digits, tmp_path):
 def test_frozen_weights_evaluate_bit_for_bit_and_are_dropped(kind, learned):
     """evaluate() quantizes each layer's weights once per pass (frozen_weights);
     the logits are the same as quantizing per batch, and the cache is gone after."""
-    from qdesign.models import build_model  # noqa: PLC0415
+    from qdesign.nn.models import build_model  # noqa: PLC0415
+    from qdesign.nn.train import evaluate  # noqa: PLC0415
     from qdesign.quantize import quantized_layers, to_learned, to_quantized  # noqa: PLC0415
     from qdesign.quantize.layers import frozen_weights  # noqa: PLC0415
-    from qdesign.train import evaluate  # noqa: PLC0415
 
     torch.manual_seed(0)
     cfg = (
@@ -170,7 +170,7 @@ def test_frozen_weights_evaluate_bit_for_bit_and_are_dropped(kind, learned):
 
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
 def test_in_place_normalisation_is_the_out_of_place_expression(dtype):
-    from qdesign.data import _normalise  # noqa: PLC0415
+    from qdesign.nn.data import _normalise  # noqa: PLC0415
 
     g = torch.Generator().manual_seed(0)
     x = (torch.rand(50, 3, 5, 5, generator=g) * 255).to(dtype)

@@ -1,4 +1,4 @@
-"""Tests for qdesign.plots on synthetic but realistic tables (no torch needed)."""
+"""Tests for qdesign.figures.study on synthetic but realistic tables (no torch needed)."""
 
 from __future__ import annotations
 
@@ -10,15 +10,15 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from qdesign import plots
-from qdesign.plots import (
+from qdesign.core.registry import FIGURES, SCALING_FIGURES
+from qdesign.figures import study as plots
+from qdesign.figures.study import (
     figures,
     plot_ecr_vs_width,
     plot_error_vs_memory,
     plot_error_vs_weights,
     plot_retrain_gap,
 )
-from qdesign.registry import FIGURES, SCALING_FIGURES
 
 TABLE_FIGURES = [n for n in FIGURES if n not in SCALING_FIGURES]
 
@@ -198,7 +198,10 @@ def test_no_pyplot_figures_leak(tables, tmp_path):
 
 
 def test_plots_module_imports_neither_torch_nor_pyplot():
-    code = "import sys, qdesign.plots; assert 'torch' not in sys.modules and 'matplotlib.pyplot' not in sys.modules"
+    code = (
+        "import sys, qdesign.figures.study; "
+        "assert 'torch' not in sys.modules and 'matplotlib.pyplot' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -351,7 +354,7 @@ def test_bad_format_leaves_nothing(tables, tmp_path):
 def test_method_comparison_draws_the_best_method_band():
     """Several methods: one pale band per quantized word length that follows the
     lowest seed-mean error over the methods at each width; one method: none."""
-    from qdesign.plots import plot_method_comparison  # noqa: PLC0415
+    from qdesign.figures.study import plot_method_comparison  # noqa: PLC0415
 
     base = synthetic_summary(bits=(2, 4, 32))
     quant = base[base["bits"] < 32]

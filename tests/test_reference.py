@@ -8,12 +8,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from qdesign.aggregate import aggregate
-from qdesign.errors import TableError
-from qdesign.findings import gap_table, report
-from qdesign.invocation import snakemake_command
-from qdesign.reference import export_reference
-from qdesign.registry import FIGURES
+from qdesign.analysis.aggregate import aggregate
+from qdesign.analysis.findings import gap_table, report
+from qdesign.core.errors import TableError
+from qdesign.core.registry import FIGURES
+from qdesign.run.invocation import snakemake_command
+from qdesign.run.reference import export_reference
 
 from .conftest import REPO
 from .test_aggregate import cell, write
@@ -113,10 +113,10 @@ def test_a_reference_cell_reproduces(shared_data, tmp_path):
     import contextlib  # noqa: PLC0415
     import io  # noqa: PLC0415
 
-    from qdesign.cells import train_float  # noqa: PLC0415
-    from qdesign.config import load_config
-    from qdesign.data import prepare_dataset, write_prepared  # noqa: PLC0415
-    from qdesign.specs import float_spec  # noqa: PLC0415
+    from qdesign.core.config import load_config
+    from qdesign.core.specs import float_spec  # noqa: PLC0415
+    from qdesign.nn.cells import train_float  # noqa: PLC0415
+    from qdesign.nn.data import prepare_dataset, write_prepared  # noqa: PLC0415
 
     cfg = load_config(REPO / "reference" / "cpu" / "config.yaml")
     write_prepared(prepare_dataset("mnist", shared_data, download=False), tmp_path / "mnist.pt")

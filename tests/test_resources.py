@@ -10,13 +10,13 @@ import pytest
 import torch
 import yaml
 
-from qdesign import resources
-from qdesign.architecture import forward_macs, layer_specs, n_params, weight_specs
-from qdesign.config import validate_config
-from qdesign.constants import EVAL_BATCH
-from qdesign.models import build_model, weight_layers
-from qdesign.resources import MIN_RUNTIME_MIN, job_peak_mb, mem_mb, runtime_min
-from qdesign.train import evaluate
+from qdesign.core.architecture import forward_macs, layer_specs, n_params, weight_specs
+from qdesign.core.config import validate_config
+from qdesign.core.constants import EVAL_BATCH
+from qdesign.nn.models import build_model, weight_layers
+from qdesign.nn.train import evaluate
+from qdesign.run import resources
+from qdesign.run.resources import MIN_RUNTIME_MIN, job_peak_mb, mem_mb, runtime_min
 
 from .conftest import REPO, tiny_study
 
@@ -171,7 +171,7 @@ def test_peak_memory_is_the_jobs_own_not_its_parents():
         "import subprocess, sys\n"
         "x = bytearray(1024 * 2**20)\n"
         "for i in range(0, len(x), 4096): x[i] = 1\n"
-        "child = 'from qdesign.cells import peak_rss_mb; print(peak_rss_mb())'\n"
+        "child = 'from qdesign.nn.cells import peak_rss_mb; print(peak_rss_mb())'\n"
         "print(subprocess.run([sys.executable, '-c', child], capture_output=True, text=True, check=True).stdout)\n"
     )
     res = subprocess.run(
@@ -183,4 +183,4 @@ def test_peak_memory_is_the_jobs_own_not_its_parents():
     )
     assert res.returncode == 0, res.stderr[-2000:]
     child_mb = float(res.stdout.split()[-1])
-    assert 50 < child_mb < 900, child_mb  # qdesign.cells imports torch (~0.5 GB), not the parent's 1 GB
+    assert 50 < child_mb < 900, child_mb  # qdesign.nn.cells imports torch (~0.5 GB), not the parent's 1 GB

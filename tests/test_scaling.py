@@ -1,4 +1,5 @@
-"""Tests for qdesign.scaling (the error(size, bits) law), qdesign.recommend and qdesign.scaling_plots."""
+"""Tests for qdesign.analysis.scaling (the error(size, bits) law), qdesign.analysis.recommend and
+qdesign.figures.scaling."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from qdesign import scaling as S
-from qdesign.errors import UserError
-from qdesign.recommend import format_bits, parse_budget, recommend, size_model
-from qdesign.scaling_plots import plot_ecr_bands, plot_scaling_fit
+from qdesign.analysis import scaling as S
+from qdesign.analysis.recommend import format_bits, parse_budget, recommend, size_model
+from qdesign.core.errors import UserError
+from qdesign.figures.scaling import plot_ecr_bands, plot_scaling_fit
 
 E_TRUE, A_TRUE, ALPHA_TRUE = 0.02, 30.0, 0.5
 G_TRUE = {2: 0.5, 3: 0.8, 4: 0.95, 32: 1.0}
@@ -192,7 +193,10 @@ def test_readoff_ecr_intervals():
 
 
 def test_scaling_does_not_import_torch():
-    code = "import sys, qdesign.scaling, qdesign.recommend, qdesign.scaling_plots; assert 'torch' not in sys.modules"
+    code = (
+        "import sys, qdesign.analysis.scaling, qdesign.analysis.recommend, qdesign.figures.scaling; "
+        "assert 'torch' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -282,7 +286,7 @@ def test_recommend_missing_study(tmp_path):
 def test_plots_draw():
     df = synthetic(noise=0.001, n_seeds=3, rng=np.random.default_rng(4))
     tab = S.scaling_table(df, n_boot=8, cv="none")
-    from qdesign.ecr import effective_compression_ratio
+    from qdesign.analysis.ecr import effective_compression_ratio
 
     ecr = effective_compression_ratio(
         df.assign(error=df.test_error)[["study", "width", "n_weights", "bits", "seed", "error"]]

@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from qdesign.invocation import snakemake_command
-from qdesign.resources import MIN_RUNTIME_MIN
+from qdesign.run.invocation import snakemake_command
+from qdesign.run.resources import MIN_RUNTIME_MIN
 
 from .conftest import REPO, tiny_study
 

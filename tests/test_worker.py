@@ -15,10 +15,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from qdesign import cli, worker
-from qdesign.config import validate_config
-from qdesign.data import prepare_dataset, write_prepared
-from qdesign.specs import float_spec
+from qdesign.core.config import validate_config
+from qdesign.core.specs import float_spec
+from qdesign.nn.data import prepare_dataset, write_prepared
+from qdesign.run import cli, worker
 
 from .conftest import REPO, tiny_study
 
@@ -30,7 +30,7 @@ def server(tmp_path_factory):
     cmd = [
         sys.executable,
         "-m",
-        "qdesign.worker",
+        "qdesign.run.worker",
         "--socket",
         sock,
         "--parent",
@@ -164,9 +164,10 @@ def test_killed_client_process_group_stops_its_job(server, tmp_path):
 
 def test_worker_module_imports_nothing_from_qdesign():
     code = (
-        "import sys, qdesign.worker; "
-        "print(sorted(m for m in sys.modules if m.startswith('qdesign.') and m != 'qdesign.worker'))"
+        "import sys, qdesign.run.worker; "
+        "print(sorted(m for m in sys.modules if m.startswith('qdesign.') and m != 'qdesign.run.worker'))"
     )
+    # its package, qdesign.run, is imported with it (a docstring, nothing else)
     out = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
@@ -174,8 +175,10 @@ def test_worker_module_imports_nothing_from_qdesign():
         check=True,
         env={**os.environ, "PYTHONPATH": str(REPO / "src")},
     ).stdout
-    assert out.strip() == "[]"
-    tree = ast.parse((REPO / "src" / "qdesign" / "worker.py").read_text())
+    assert out.strip() == "['qdesign.run']"
+    assert ast.parse((REPO / "src" / "qdesign" / "run" / "__init__.py").read_text()).body[0].value.value
+    assert len(ast.parse((REPO / "src" / "qdesign" / "run" / "__init__.py").read_text()).body) == 1
+    tree = ast.parse((REPO / "src" / "qdesign" / "run" / "worker.py").read_text())
     imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
     imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
     assert not [m for m in imported if m.startswith(("qdesign", "."))]
@@ -195,7 +198,7 @@ def run(argv):
 
 FAKE_SNAKEMAKE = """
 import json, os, sys, time
-from qdesign import worker
+from qdesign.run import worker
 proc = worker.start(sys.argv[1], handler="slowjob:run", idle_timeout=60)
 print(json.dumps({"pid": proc.pid, "socket": os.environ[worker.ENV_SOCKET]}), flush=True)
 time.sleep(600)
@@ -203,7 +206,7 @@ time.sleep(600)
 
 CLIENT = """
 import sys
-from qdesign import worker
+from qdesign.run import worker
 code = worker.submit(sys.argv[1:])
 sys.exit(99 if code is None else code)
 """

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from qdesign import worker
+from qdesign.run import worker
 
 OTHER_USER = "qdesign-probe"
 HANDLER = """

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from qdesign.invocation import snakemake_command
+from qdesign.run.invocation import snakemake_command
 
 from .conftest import REPO, tiny_study
 

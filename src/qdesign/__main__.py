@@ -1,5 +1,5 @@
-"""``python -m qdesign``: see :mod:`qdesign.cli`."""
+"""``python -m qdesign``: see :mod:`qdesign.run.cli`."""
 
-from qdesign.cli import main
+from qdesign.run.cli import main
 
 raise SystemExit(main())

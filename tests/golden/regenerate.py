@@ -45,7 +45,7 @@ def encode_tables(results: Path, study: str) -> dict:
 
 
 def main(root: Path, out: Path) -> None:
-    from qdesign.numerics import numeric_platform  # noqa: PLC0415
+    from qdesign.nn.numerics import numeric_platform  # noqa: PLC0415
 
     studies = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.startswith("test-"))
     tables = {study: encode_tables(root, study) for study in studies}

@@ -34,7 +34,7 @@ rule aggregate:
 
 # The predictive design model: err(N, b) = E + A (N g(b))^-alpha fitted to the
 # seed means, bootstrap intervals over seeds, leave-one-width/bits-out CV
-# (qdesign.scaling; docs/scaling.md).
+# (qdesign.analysis.scaling; docs/scaling.md).
 localrules:
     scaling,
 

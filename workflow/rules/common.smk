@@ -9,12 +9,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from qdesign import config as qconfig
-from qdesign import layout
-from qdesign import registry
-from qdesign import resources as qres
-from qdesign import specs as qspecs
-from qdesign import worker as qworker
+from qdesign.core import config as qconfig
+from qdesign.core import layout
+from qdesign.core import registry
+from qdesign.run import resources as qres
+from qdesign.core import specs as qspecs
+from qdesign.run import worker as qworker
 
 # A --configfile replaces config/config.yaml instead of extending it (a paper
 # grid must not also run the default digits studies); --config key=value
@@ -238,7 +238,7 @@ onstart:
         and workflow.is_main_process
         and os.environ.get("QDESIGN_WORKER", "1") != "0"
     ):
-        from qdesign import cli as qcli
+        from qdesign.run import cli as qcli
 
         # from Snakemake's main thread: the worker dies with the thread that started it
         _worker["proc"] = qworker.start(

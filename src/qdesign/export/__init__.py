@@ -21,11 +21,11 @@ def export_cell(cell_dir: str | Path, fmt: str, out: str | Path) -> Path:
     to ``out`` in format ``fmt`` ("packed" or "onnx"); returns ``out``.
 
     Written atomically: on any error nothing is left at ``out``. Bad requests
-    raise :class:`qdesign.errors.ExportError`, a missing or corrupt cell
-    :class:`qdesign.errors.CheckpointError`, each with one line.
+    raise :class:`qdesign.core.errors.ExportError`, a missing or corrupt cell
+    :class:`qdesign.core.errors.CheckpointError`, each with one line.
     """
-    from ..errors import ExportError  # noqa: PLC0415
-    from ..io import atomic_path  # noqa: PLC0415
+    from ..core.errors import ExportError  # noqa: PLC0415
+    from ..core.io import atomic_path  # noqa: PLC0415
     from . import packed  # noqa: PLC0415
     from .cell import cell_ops, load_cell  # noqa: PLC0415
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..constants import CHECKPOINT_VERSION, FLOAT_BITS
-from ..errors import CheckpointError, ExportError
-from ..io import torch_load_checked
+from ..core.constants import CHECKPOINT_VERSION, FLOAT_BITS
+from ..core.errors import CheckpointError, ExportError
+from ..core.io import torch_load_checked
 from . import packed
 
 
@@ -52,7 +52,7 @@ class Cell:
 
     def model(self):
         """The baked float network (weights = step * codes), in eval mode."""
-        from ..models import build_model  # noqa: PLC0415
+        from ..nn.models import build_model  # noqa: PLC0415
 
         fs = self.model_spec
         model = build_model(fs["model"], fs["width"], self.input_shape, self.n_classes)

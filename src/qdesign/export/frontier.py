@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import TableError
-from ..layout import RESULTS, cell_dir
+from ..core.errors import TableError
+from ..core.layout import RESULTS, cell_dir
 from . import SUFFIXES, export_cell
 
 
@@ -48,7 +48,7 @@ def export_frontier(study_dir: str | Path, data_path: str | Path, out_dir: str |
     """Export and verify every Pareto cell; returns one log line per file."""
     import pandas as pd  # noqa: PLC0415
 
-    from ..io import parquet_write_atomic  # noqa: PLC0415
+    from ..core.io import parquet_write_atomic  # noqa: PLC0415
     from .verify import check_export  # noqa: PLC0415
 
     out_dir = Path(out_dir)

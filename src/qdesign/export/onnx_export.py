@@ -22,7 +22,7 @@ def _require(name: str):
     """Import an optional ONNX package, or a one-line ExportError that says how to get it."""
     import importlib  # noqa: PLC0415
 
-    from ..errors import ExportError  # noqa: PLC0415
+    from ..core.errors import ExportError  # noqa: PLC0415
 
     try:
         return importlib.import_module(name)

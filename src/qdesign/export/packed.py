@@ -38,7 +38,7 @@ HEADER = struct.Struct("<4sHHHHHH")  # 16 bytes
 OP = struct.Struct("<BBBB")  # 4 bytes
 SHAPE = struct.Struct("<IIII")  # 16 bytes
 TRAILER_BYTES = 4
-FLOAT_BITS = 32  # qdesign.constants.FLOAT_BITS; not imported to keep this module standalone
+FLOAT_BITS = 32  # qdesign.core.constants.FLOAT_BITS; not imported to keep this module standalone
 MAX_PACKED_BITS = 16
 
 FLATTEN, RELU, MAXPOOL, AVGPOOL, LINEAR, CONV2D = range(6)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import CheckpointError, ExportError
+from ..core.errors import CheckpointError, ExportError
 from . import packed
 from .cell import Cell, cell_ops, load_cell
 
@@ -42,9 +42,9 @@ class ExportCheck:
 
 def expected_packed_bytes(cell: Cell) -> int:
     """Size of the cell's packed file from the memory model: each weight layer's
-    ``memory_bits_total`` (qdesign.ecr.layer_memory_bits) / 8 rounded up, plus
+    ``memory_bits_total`` (qdesign.analysis.ecr.layer_memory_bits) / 8 rounded up, plus
     :func:`qdesign.export.packed.overhead_bytes`."""
-    from ..ecr import layer_memory_bits  # noqa: PLC0415
+    from ..analysis.ecr import layer_memory_bits  # noqa: PLC0415
 
     ops = cell_ops(cell)
     weight_ops = [op for op in ops if op.kind in (packed.LINEAR, packed.CONV2D)]
@@ -54,7 +54,7 @@ def expected_packed_bytes(cell: Cell) -> int:
 
 def cell_test_data(cell: Cell, data_path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """The cell's normalised test inputs (float32, N C H W) and labels."""
-    from ..data import load_prepared, make_splits  # noqa: PLC0415
+    from ..nn.data import load_prepared, make_splits  # noqa: PLC0415
 
     spec = cell.model_spec
     payload = load_prepared(data_path)
@@ -66,13 +66,13 @@ def cell_test_data(cell: Cell, data_path: str | Path) -> tuple[np.ndarray, np.nd
 
 def torch_logits(cell: Cell, x: np.ndarray) -> np.ndarray:
     """Logits of the cell's PyTorch model, computed as the cell computed its
-    test error: its memory layout (:func:`qdesign.train.evaluation_layout`:
+    test error: its memory layout (:func:`qdesign.nn.train.evaluation_layout`:
     a quantized layer's convolution runs another kernel than a float one's,
     rounding differently), its batches and its forward pass
-    (:func:`qdesign.train.logits`)."""
+    (:func:`qdesign.nn.train.logits`)."""
     import torch  # noqa: PLC0415
 
-    from ..train import evaluation_layout, logits  # noqa: PLC0415
+    from ..nn.train import evaluation_layout, logits  # noqa: PLC0415
 
     quantized = cell.checkpoint.get("codes", {}) if cell.kind == "quantized" else {}
     model = evaluation_layout(cell.model(), quantized)

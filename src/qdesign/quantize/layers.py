@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..models import weight_modules
+from ..nn.models import weight_modules
 from .primitives import check_bits, dequantize, quantize, quantize_codes
 from .ste import quantize_ste
 from .step_search import l2_optimal_step

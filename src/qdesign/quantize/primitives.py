@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..constants import MAX_BITS, MIN_BITS
+from ..core.constants import MAX_BITS, MIN_BITS
 
 
 def check_bits(bits: int) -> int:

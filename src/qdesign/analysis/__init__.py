@@ -1,0 +1,2 @@
+"""Tables and what they say: ECR, aggregation, mixed precision, allocation, the scaling law,
+advice, findings. Torch-free."""

@@ -1,0 +1,759 @@
+"""Figures for the width-versus-bits question: four plots from the aggregated tables.
+
+Each ``plot_*`` function draws on a caller's Axes so that it can be tested and
+composed; :func:`figures` lays them out at paper size and writes them.
+
+Only numpy, pandas and matplotlib's object API are used (no pyplot, no torch):
+figures built from :class:`matplotlib.figure.Figure` need no backend, are not
+registered globally, and so cannot leak between calls or workers.
+
+Every bits value keeps one colour and marker across all four figures, so a
+reader can follow "4 bits" from one plot to the next; float is always black.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.backend_bases import FigureCanvasBase
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import (
+    FixedLocator,
+    FuncFormatter,
+    LogLocator,
+    NullFormatter,
+    NullLocator,
+)
+
+from ..core.constants import FLOAT_BITS
+from ..core.errors import TableError
+from ..core.io import atomic_path
+from ..core.registry import FIGURES
+
+__all__ = [
+    "bits_styles",
+    "plot_error_vs_weights",
+    "plot_error_vs_memory",
+    "plot_ecr_vs_width",
+    "plot_retrain_gap",
+    "plot_method_comparison",
+    "primary_method_rows",
+    "figures",
+    "read_tables",
+]
+
+
+FIGSIZE = (6.4, 4.2)
+
+_SUPPORTED = frozenset(FigureCanvasBase.get_supported_filetypes())
+
+# Paper-size text: ~9 pt body at 6.4 in wide.  Applied only inside figures().
+_RC = {
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "xtick.labelsize": 8,
+    "ytick.labelsize": 8,
+    "legend.fontsize": 8,
+    "legend.title_fontsize": 8,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "grid.linewidth": 0.5,
+    "svg.fonttype": "none",
+    "svg.hashsalt": "qdesign",  # stable SVG ids, so reruns give identical files
+}
+
+# Drop timestamps so that re-plotting unchanged tables gives identical files.
+_METADATA = {"png": {"Software": None}, "pdf": {"CreationDate": None}, "svg": {"Date": None}}
+
+# No triangles here: open triangles mean "ECR bound" in the ECR figure.
+_MARKERS = ("o", "D", "P", "X", "h", "p", "*", "8", "H", "d")
+_FLOAT_MARKER = "s"
+
+_REQUIRED = {
+    "error_vs_weights": ("width", "bits", "seed", "n_weights", "test_error"),
+    "error_vs_memory": ("width", "bits", "seed", "memory_bits_weights", "test_error"),
+    "frontier": ("kind", "width", "bits", "memory_bits", "error"),
+    "ecr": ("width", "bits", "ecr", "ecr_bound"),
+    "retrain_gap": ("width", "bits", "seed", "test_error", "direct_test_error"),
+}
+
+# Extra keys used to pair a quantized cell with its float cell, when present, so
+# that a table holding several studies cannot cross-match them.
+_PAIR_KEYS = ("study", "dataset", "model", "depth")
+
+
+# --------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------
+
+
+def _require(df: pd.DataFrame, columns: Iterable[str], name: str) -> None:
+    if not isinstance(df, pd.DataFrame):
+        raise TableError(f"{name} must be a pandas DataFrame, got {type(df).__name__}")
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise TableError(f"{name} is missing required column(s): {', '.join(missing)}")
+
+
+def _is_float(bits) -> np.ndarray:
+    return np.asarray(bits, dtype=float) >= FLOAT_BITS
+
+
+def _bits_label(bits: int) -> str:
+    return f"float ({FLOAT_BITS} bits)" if bits >= FLOAT_BITS else f"{bits} bits"
+
+
+def bits_styles(bits: Iterable) -> dict[int, dict]:
+    """Colour, marker and label for every bits value, float in black.
+
+    Quantized bits take evenly spaced colours of viridis (stopping short of its
+    pale yellow end, which vanishes on white), ordered by bits so that the
+    eye reads "more bits" as a direction.  Compute it once from all tables and
+    pass it to every plot to keep figures consistent.
+    """
+    values = sorted({int(b) for b in pd.Series(list(bits), dtype=float).dropna()})
+    quant = [b for b in values if b < FLOAT_BITS]
+    cmap = matplotlib.colormaps["viridis"]
+    positions = np.linspace(0.0, 0.85, len(quant)) if len(quant) > 1 else [0.35]
+    styles = {
+        b: {"color": cmap(float(p)), "marker": _MARKERS[i % len(_MARKERS)], "label": _bits_label(b)}
+        for i, (b, p) in enumerate(zip(quant, positions))
+    }
+    for b in values:
+        if b >= FLOAT_BITS:
+            styles[b] = {"color": "black", "marker": _FLOAT_MARKER, "label": _bits_label(b)}
+    return styles
+
+
+def _styles_for(styles: Mapping | None, bits: Iterable) -> dict[int, dict]:
+    bits = list(bits)
+    if styles is not None and all(int(b) in styles for b in bits):
+        return dict(styles)
+    return bits_styles(bits)
+
+
+def _bits_order(bits: Iterable) -> list[int]:
+    """Quantized bits ascending, then float: the legend order of every figure."""
+    return sorted({int(b) for b in bits}, key=lambda b: (b >= FLOAT_BITS, b))
+
+
+def width_label(df: pd.DataFrame) -> str:
+    models = set(df["model"].dropna().astype(str).str.lower()) if "model" in df.columns else set()
+    if models == {"fcdnn"}:
+        return "Width (units per hidden layer)"
+    if models == {"cnn"}:
+        return "Width (feature maps in first conv block)"
+    return "Width (units per hidden layer / first-block feature maps)"
+
+
+def _width_axis(ax, widths) -> None:
+    """log2 x axis whose ticks are exactly the widths trained."""
+    widths = sorted({int(w) for w in widths if np.isfinite(w) and w > 0})
+    ax.set_xscale("log", base=2)
+    if not widths:
+        return
+    ax.set_xticks(widths, [str(w) for w in widths])
+    ax.xaxis.set_minor_locator(NullLocator())
+    lo, hi = widths[0], widths[-1]
+    pad = 2**0.25  # a quarter octave, so end markers are not clipped
+    ax.set_xlim(lo / pad, hi * pad)
+
+
+def _fmt_g(value, _pos=None) -> str:
+    return f"{value:g}"
+
+
+def _fmt_si(value, _pos=None) -> str:
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if value >= scale:
+            return f"{value / scale:g}{suffix}"
+    return f"{value:g}"
+
+
+def _log_x(ax, values) -> None:
+    """Log x axis. When the data span less than two decades, matplotlib labels
+    minor ticks in scientific notation and they collide; use 1-2-5 major ticks
+    with short labels (2k, 5k, 10k) instead."""
+    ax.set_xscale("log")
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v) & (v > 0)]
+    if v.size and v.max() / v.min() < 100:
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(_fmt_si))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _maybe_log_y(ax, values, ratio: float = 10.0) -> bool:
+    """Use log y when positive values span more than ``ratio``; plain numbers as labels."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if v.size == 0 or v.min() <= 0 or v.max() / v.min() <= ratio:
+        return False
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(_fmt_g))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    return True
+
+
+def _legend(ax, handles=None, **kw):
+    """Legend outside the axes on the right: it can never hide data."""
+    kw = {"loc": "upper left", "bbox_to_anchor": (1.02, 1.0), "borderaxespad": 0.0, "frameon": False, **kw}
+    if handles is None:
+        return ax.legend(**kw)
+    return ax.legend(handles=handles, **kw)
+
+
+def _study_name(*tables: pd.DataFrame) -> str | None:
+    for df in tables:
+        if isinstance(df, pd.DataFrame) and "study" in df.columns:
+            names = [str(s) for s in pd.unique(df["study"].dropna())]
+            if names:
+                return ", ".join(names)
+    return None
+
+
+def _seed_stats(summary: pd.DataFrame, x_col: str) -> pd.DataFrame:
+    """Per (bits, width): mean x, and mean/min/max/count of test error over seeds."""
+    g = summary.groupby(["bits", "width"], sort=True)
+    out = g.agg(
+        x=(x_col, "mean"),
+        mean=("test_error", "mean"),
+        lo=("test_error", "min"),
+        hi=("test_error", "max"),
+        n=("test_error", "count"),
+    ).reset_index()
+    return out[out["n"] > 0]
+
+
+# --------------------------------------------------------------------------
+# The four plots
+# --------------------------------------------------------------------------
+
+
+def plot_error_vs_weights(summary: pd.DataFrame, ax, styles: Mapping | None = None):
+    """Test error (%) vs number of weights, one line per bits value plus float.
+
+    Answers "how much does each bit width cost at a given network size": the
+    horizontal gap between a quantized line and the float line is the extra
+    size quantization needs.  Lines are seed means; the band is the min-max
+    range over seeds (a bar when there is a single width).
+    """
+    _require(summary, _REQUIRED["error_vs_weights"], "summary")
+    stats = _seed_stats(summary, "n_weights")
+    order = _bits_order(stats["bits"])
+    styles = _styles_for(styles, order)
+    spread = bool((stats["n"] > 1).any())
+    for b in order:
+        s = stats[stats["bits"] == b].sort_values("x")
+        st = styles[b]
+        x, y = s["x"].to_numpy(float), 100 * s["mean"].to_numpy(float)
+        z = 3 if b >= FLOAT_BITS else 2
+        ax.plot(x, y, color=st["color"], marker=st["marker"], ms=4, lw=1.4, label=st["label"], zorder=z)
+        if spread:
+            lo, hi = 100 * s["lo"].to_numpy(float), 100 * s["hi"].to_numpy(float)
+            if len(x) > 1:
+                ax.fill_between(x, lo, hi, color=st["color"], alpha=0.15, lw=0, zorder=1)
+            else:
+                ax.vlines(x, lo, hi, color=st["color"], lw=1.0, zorder=1)
+    _log_x(ax, stats["x"])
+    _maybe_log_y(ax, 100 * stats["mean"])
+    ax.set_xlabel("Number of weights (log scale)")
+    ax.set_ylabel("Test error (%)")
+    handles, _ = ax.get_legend_handles_labels()
+    if spread:
+        lo, hi = int(stats["n"].min()), int(stats["n"].max())
+        n = f"{hi}" if lo == hi else f"{lo}–{hi}"
+        handles.append(Patch(color="0.5", alpha=0.3, lw=0, label=f"min–max over\n{n} seeds"))
+    else:
+        handles.append(Line2D([], [], ls="none", label="single seed\n(no spread)"))
+    _legend(ax, handles)
+    return ax
+
+
+def _memory_column(cells: pd.DataFrame, pareto: pd.DataFrame) -> str:
+    """Which summary memory column the frontier was built on: its ``memory``
+    column; tables written before it existed are matched by their numbers."""
+    if "memory" in pareto.columns and pareto["memory"].notna().any():
+        return {"weights": "memory_bits_weights", "total": "memory_bits_total"}[pareto["memory"].dropna().iloc[0]]
+    if "memory_bits_total" not in cells.columns or pareto.empty:
+        return "memory_bits_weights"
+    m = pareto.merge(cells, on=["width", "bits"], how="inner", suffixes=("", "_cell"))
+    if m.empty:
+        return "memory_bits_weights"
+    ref = m["memory_bits"].to_numpy(float)
+    err_w = np.nanmean(np.abs(m["memory_bits_weights"].to_numpy(float) - ref))
+    err_t = np.nanmean(np.abs(m["memory_bits_total"].to_numpy(float) - ref))
+    return "memory_bits_total" if err_t < err_w else "memory_bits_weights"
+
+
+def plot_error_vs_memory(
+    summary: pd.DataFrame, frontier: pd.DataFrame, ax, styles: Mapping | None = None, n_annotate: int = 6
+):
+    """Test error (%) vs memory, every seed-averaged cell, with the Pareto frontier.
+
+    This is the paper's question in one picture: for any memory budget, the
+    frontier step line gives the best error reachable and the labels say which
+    (width, bits) reaches it.  The top axis repeats the memory in KiB.
+    """
+    _require(summary, _REQUIRED["error_vs_memory"], "summary")
+    _require(frontier, _REQUIRED["frontier"], "frontier")
+    pareto = frontier[frontier["kind"] == "pareto"].dropna(subset=["memory_bits", "error"])
+    pareto = pareto.sort_values("memory_bits")
+
+    cols = ["bits", "width", "memory_bits_weights", "test_error"]
+    if "memory_bits_total" in summary.columns:
+        cols.append("memory_bits_total")
+    cells = summary[cols].groupby(["bits", "width"], sort=True).mean().reset_index()
+    cells = cells.dropna(subset=["test_error"])
+    mem_col = _memory_column(cells, pareto)
+
+    order = _bits_order(cells["bits"])
+    styles = _styles_for(styles, order)
+    for b in order:
+        s = cells[cells["bits"] == b]
+        st = styles[b]
+        ax.scatter(
+            s[mem_col],
+            100 * s["test_error"],
+            color=st["color"],
+            marker=st["marker"],
+            s=22,
+            alpha=0.85,
+            lw=0,
+            label=st["label"],
+            zorder=2,
+        )
+
+    handles, _ = ax.get_legend_handles_labels()
+    if "chance_level" in summary.columns:  # cells no better than guessing: a red x over the marker
+        flags = summary["chance_level"].astype("boolean").fillna(False).astype(bool)
+        bad = summary[flags].groupby(["bits", "width"]).size().index
+        sel = cells.set_index(["bits", "width"]).index.isin(bad)
+        if sel.any():
+            ax.scatter(
+                cells.loc[sel, mem_col],
+                100 * cells.loc[sel, "test_error"],
+                marker="x",
+                color="red",
+                s=50,
+                lw=1.5,
+                zorder=5,
+            )
+            handles.append(Line2D([], [], ls="none", marker="x", color="red", ms=7, mew=1.5, label="chance level"))
+    if not pareto.empty:
+        x = pareto["memory_bits"].to_numpy(float)
+        y = 100 * pareto["error"].to_numpy(float)
+        # Best error with memory <= m is constant until the next frontier point.
+        (line,) = ax.step(x, y, where="post", color="crimson", lw=1.6, zorder=3, label="Pareto frontier")
+        ax.scatter(x, y, s=60, facecolors="none", edgecolors="crimson", lw=1.2, zorder=4)
+        handles.append(Line2D([], [], color="crimson", lw=1.6, marker="o", mfc="none", ms=7, label="Pareto frontier"))
+        _annotate_frontier(ax, pareto, n_annotate)
+        if n_annotate > 0:
+            handles.append(Line2D([], [], ls="none", label="labels: width, bits"))
+
+    ax.set_xscale("log")
+    ax.set_ymargin(0.08)  # room for the label under the lowest frontier point
+    _maybe_log_y(ax, 100 * cells["test_error"])
+    what = "Total memory" if mem_col == "memory_bits_total" else "Weight memory"
+    ax.set_xlabel(f"{what} (bits, log scale)")
+    ax.set_ylabel("Test error (%)")
+    top = ax.secondary_xaxis("top", functions=(lambda b: b / 8192.0, lambda k: k * 8192.0))
+    top.set_xlabel(f"{what} (KiB)")
+    top.xaxis.set_major_formatter(FuncFormatter(_fmt_g))
+    _legend(ax, handles)
+    return ax
+
+
+def _annotate_frontier(ax, pareto: pd.DataFrame, n: int) -> None:
+    """Label up to ``n`` frontier points, spread along it, with "width×bits"."""
+    if n <= 0 or pareto.empty:
+        return
+    idx = np.unique(np.round(np.linspace(0, len(pareto) - 1, min(n, len(pareto)))).astype(int))
+    for i in idx:
+        r = pareto.iloc[i]
+        if not (np.isfinite(r["width"]) and np.isfinite(r["bits"])):
+            continue
+        b = int(r["bits"])
+        tag = "float" if b >= FLOAT_BITS else f"{b}b"
+        # Below-left of a Pareto point is empty by definition: no cell is both
+        # smaller and better, and the step line leaves the point up and right.
+        ax.annotate(
+            f"{int(r['width'])}, {tag}",
+            (r["memory_bits"], 100 * r["error"]),
+            xytext=(-5, -5),
+            textcoords="offset points",
+            ha="right",
+            va="top",
+            fontsize=7,
+            color="crimson",
+            zorder=5,
+        )
+
+
+def plot_ecr_vs_width(ecr: pd.DataFrame, ax, styles: Mapping | None = None):
+    """Effective compression ratio vs width, one curve per bits.
+
+    ECR > 1 means quantizing saves memory even after paying back its accuracy
+    loss with a larger network; the paper finds it rises with width.  Points
+    where the quantized error lies outside the float curve are only bounds
+    and are drawn as open triangles (▽ upper, △ lower).
+    """
+    _require(ecr, _REQUIRED["ecr"], "ecr")
+    q = ecr[~_is_float(ecr["bits"])].copy()
+    q["ecr"] = pd.to_numeric(q["ecr"], errors="coerce")
+    q = q.dropna(subset=["ecr", "width"])
+    q = q[q["ecr"] > 0]
+    bound = q["ecr_bound"].astype(object).where(q["ecr_bound"].notna(), None)
+    q["bound"] = bound.map(lambda v: v if v in ("upper", "lower") else "")
+
+    order = _bits_order(q["bits"])
+    styles = _styles_for(styles, order)
+    any_bound = {"upper": False, "lower": False}
+    for b in order:
+        s = q[q["bits"] == b].sort_values("width")
+        st = styles[b]
+        x, y = s["width"].to_numpy(float), s["ecr"].to_numpy(float)
+        ax.plot(x, y, color=st["color"], lw=1.4, zorder=2)
+        exact = (s["bound"] == "").to_numpy()
+        ax.plot(x[exact], y[exact], ls="none", color=st["color"], marker=st["marker"], ms=4.5, zorder=3)
+        for kind, mk in (("upper", "v"), ("lower", "^")):
+            sel = (s["bound"] == kind).to_numpy()
+            if sel.any():
+                any_bound[kind] = True
+                ax.plot(x[sel], y[sel], ls="none", marker=mk, ms=7, mfc="white", mec=st["color"], mew=1.3, zorder=4)
+
+    ax.axhline(1.0, color="black", ls="--", lw=1.0, zorder=1)
+    _width_axis(ax, ecr["width"].dropna())
+    if not _maybe_log_y(ax, np.r_[q["ecr"].to_numpy(float), 1.0]):
+        ax.yaxis.set_major_formatter(FuncFormatter(_fmt_g))
+    ax.set_xlabel(width_label(ecr))
+    ax.set_ylabel("Effective compression ratio (×)")
+
+    handles = [
+        Line2D([], [], color=styles[b]["color"], marker=styles[b]["marker"], ms=4.5, lw=1.4, label=styles[b]["label"])
+        for b in order
+    ]
+    handles.append(Line2D([], [], color="black", ls="--", lw=1.0, label="float (ECR = 1)"))
+    if any_bound["upper"]:
+        handles.append(
+            Line2D(
+                [],
+                [],
+                ls="none",
+                marker="v",
+                ms=7,
+                mfc="white",
+                mec="0.3",
+                label="upper bound\n(worse than\nsmallest float)",
+            )
+        )
+    if any_bound["lower"]:
+        handles.append(
+            Line2D(
+                [],
+                [],
+                ls="none",
+                marker="^",
+                ms=7,
+                mfc="white",
+                mec="0.3",
+                label="lower bound\n(better than\nlargest float)",
+            )
+        )
+    _legend(ax, handles)
+    return ax
+
+
+def retrain_gaps(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per (bits, width): mean over seeds of the error above float, in percentage points.
+
+    Each quantized row is paired with the float row (bits == 32) of the same
+    width and seed (and study/model/depth when present).  Columns: bits,
+    width, direct, retrained (NaN where no pairs or no direct error).
+    """
+    _require(summary, _REQUIRED["retrain_gap"], "summary")
+    keys = ["width", "seed", *[k for k in _PAIR_KEYS if k in summary.columns]]
+    is_f = _is_float(summary["bits"])
+    ref = (
+        summary.loc[is_f, keys + ["test_error"]]
+        .groupby(keys, dropna=False, sort=False)["test_error"]
+        .mean()
+        .rename("float_error")
+        .reset_index()
+    )
+    q = summary.loc[~is_f, keys + ["bits", "test_error", "direct_test_error"]]
+    m = q.merge(ref, on=keys, how="inner")
+    m["direct"] = 100 * (m["direct_test_error"].astype(float) - m["float_error"])
+    m["retrained"] = 100 * (m["test_error"].astype(float) - m["float_error"])
+    return m.groupby(["bits", "width"], sort=True)[["direct", "retrained"]].mean().reset_index()
+
+
+def plot_retrain_gap(summary: pd.DataFrame, ax, styles: Mapping | None = None):
+    """Error added by quantization vs width, before (dashed) and after (solid) retraining.
+
+    Shows what retraining buys and that wide networks tolerate few bits: the
+    gap shrinks with width.  Gaps are seed means of (quantized − float) test
+    error for the same width and seed, in percentage points.  Lines are drawn
+    per bits ascending, solid (gid ``retrained-<bits>``) then dashed
+    (gid ``direct-<bits>``, omitted when all direct errors are NaN).  The y
+    axis turns symmetric-log when gaps exceed 10 pp, so the small retrained
+    gaps stay readable next to large direct ones.
+    """
+    gaps = retrain_gaps(summary)
+    order = _bits_order(gaps["bits"])
+    styles = _styles_for(styles, order)
+    for b in order:
+        s = gaps[gaps["bits"] == b].sort_values("width")
+        st = styles[b]
+        x = s["width"].to_numpy(float)
+        r, d = s["retrained"].to_numpy(float), s["direct"].to_numpy(float)
+        ok = np.isfinite(r)
+        ax.plot(x[ok], r[ok], color=st["color"], marker=st["marker"], ms=4, lw=1.4, gid=f"retrained-{b}", zorder=3)
+        ok = np.isfinite(d)
+        if ok.any():
+            ax.plot(
+                x[ok],
+                d[ok],
+                color=st["color"],
+                marker=st["marker"],
+                ms=3,
+                mfc="white",
+                lw=1.1,
+                ls="--",
+                gid=f"direct-{b}",
+                zorder=2,
+            )
+
+    ax.axhline(0.0, color="black", lw=0.8, zorder=1)
+    _width_axis(ax, summary["width"].dropna())
+    vals = gaps[["direct", "retrained"]].to_numpy(float)
+    vals = vals[np.isfinite(vals)]
+    symlog = bool(vals.size) and np.abs(vals).max() > 10
+    if symlog:
+        ax.set_yscale("symlog", linthresh=1.0, linscale=1.0)
+        # Autoscale pads symlog by whole decades; pad by 5% of the drawn range instead.
+        tr = ax.yaxis.get_transform()
+        lo, hi = tr.transform([min(vals.min(), 0.0), vals.max()])
+        pad = 0.05 * (hi - lo)
+        y0, y1 = tr.inverted().transform([lo - pad, hi + pad])
+        ax.set_ylim(y0, y1)
+        # 1-2-5 ticks, including 0.5 inside the linear part around zero.
+        mags = np.outer(10.0 ** np.arange(0, 4), [1, 2, 5]).ravel()
+        ticks = np.r_[0.0, 0.5, -0.5, mags, -mags]
+        ax.yaxis.set_major_locator(FixedLocator(np.sort(ticks[(ticks >= y0) & (ticks <= y1)])))
+        ax.yaxis.set_major_formatter(FuncFormatter(_fmt_g))
+        ax.yaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel(width_label(summary))
+    ax.set_ylabel("Error above float (percentage points" + (", symlog)" if symlog else ")"))
+
+    handles = [
+        Line2D([], [], color=styles[b]["color"], marker=styles[b]["marker"], ms=4, lw=1.4, label=styles[b]["label"])
+        for b in order
+    ]
+    handles += [
+        Line2D([], [], color="0.3", lw=1.4, label="after retraining"),
+        Line2D([], [], color="0.3", lw=1.1, ls="--", label="direct (before\nretraining)"),
+    ]
+    if not order:
+        ax.text(
+            0.5,
+            0.5,
+            "no quantized cells with a float\nreference of the same width and seed",
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+            color="0.4",
+        )
+    _legend(ax, handles)
+    return ax
+
+
+# --------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------
+
+
+def read_tables(summary, ecr, frontier) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The three tables of a study; a one-line TableError for a missing or unreadable file."""
+    out = []
+    for path in (summary, ecr, frontier):
+        try:
+            out.append(pd.read_parquet(path))
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises many types
+            raise TableError(f"cannot read table {path} ({type(exc).__name__}); rerun the aggregate rule") from None
+    return tuple(out)
+
+
+_METHOD_LINES = ("-", "--", ":", "-.")
+
+
+def primary_method_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the study's primary retraining method (the default, ``fixed``,
+    when it was run) and the float rows: what the one-method figures show."""
+    if "method" not in df.columns:
+        return df
+    methods = sorted(m for m in df["method"].dropna().unique() if m != "float")
+    if len(methods) <= 1:
+        return df
+    keep = "fixed" if "fixed" in methods else methods[0]
+    return df[df["method"].isna() | df["method"].isin([keep, "float"])]
+
+
+def plot_method_comparison(summary: pd.DataFrame, ax, styles: Mapping | None = None):
+    """Retrained test error (%) vs width for every retraining method, one colour
+    per bits value and one line style per method, float in black: which method
+    wins at each width and word length (seed means). With several methods, a
+    pale band per bits value follows the best of them (the best-method frontier)."""
+    _require(summary, ("width", "bits", "test_error"), "summary")
+    df = summary.copy()
+    if "method" not in df.columns:
+        df["method"] = np.where(_is_float(df["bits"]), "float", "fixed")
+    df["method"] = df["method"].fillna("float")
+    means = df.groupby(["method", "bits", "width"], sort=True)["test_error"].mean().reset_index()
+    methods = sorted(m for m in means["method"].unique() if m != "float")
+    order = _bits_order(means["bits"])
+    styles = _styles_for(styles, order)
+    if len(methods) > 1:
+        # the best-method frontier: per word length, the lowest seed-mean error
+        # over the methods at each width, as a broad pale band under the lines
+        quant = means[(means["method"] != "float") & (means["bits"] < FLOAT_BITS)]
+        best = quant.groupby(["bits", "width"], sort=True)["test_error"].min().reset_index()
+        for b in order:
+            s = best[best["bits"] == b]
+            if len(s):
+                ax.plot(s["width"], 100 * s["test_error"], color=styles[b]["color"], lw=6, alpha=0.22, zorder=1)
+    for b in order:
+        for i, m in enumerate(["float"] if b >= FLOAT_BITS else methods):
+            s = means[(means["bits"] == b) & (means["method"] == m)].sort_values("width")
+            if s.empty:
+                continue
+            ax.plot(
+                s["width"],
+                100 * s["test_error"],
+                color=styles[b]["color"],
+                marker=styles[b]["marker"],
+                ms=3.5,
+                lw=1.3,
+                ls=_METHOD_LINES[i % len(_METHOD_LINES)] if b < FLOAT_BITS else "-",
+            )
+    _width_axis(ax, means["width"])
+    _maybe_log_y(ax, 100 * means["test_error"])
+    ax.set_xlabel(width_label(summary))
+    ax.set_ylabel("Test error after retraining (%)")
+    handles = [
+        Line2D([], [], color=styles[b]["color"], marker=styles[b]["marker"], ms=4, lw=1.3, label=styles[b]["label"])
+        for b in order
+    ]
+    handles += [
+        Line2D([], [], color="0.3", lw=1.3, ls=_METHOD_LINES[i % len(_METHOD_LINES)], label=f"method: {m}")
+        for i, m in enumerate(methods)
+    ]
+    if len(methods) > 1:
+        handles.append(Line2D([], [], color="0.3", lw=6, alpha=0.22, label="best method (per bits)"))
+    _legend(ax, handles)
+    return ax
+
+
+def _normalize_formats(formats: Sequence[str] | str) -> list[str]:
+    if isinstance(formats, str):
+        formats = [formats]
+    out = []
+    for f in formats:
+        f = str(f).lower().lstrip(".")
+        if f not in _SUPPORTED:
+            raise ValueError(f"unsupported figure format {f!r}; use one of {', '.join(sorted(_SUPPORTED))}")
+        if f not in out:
+            out.append(f)
+    if not out:
+        raise ValueError("formats must name at least one file format (e.g. png, pdf)")
+    return out
+
+
+def figures(
+    summary: pd.DataFrame,
+    ecr: pd.DataFrame,
+    frontier: pd.DataFrame,
+    out_dir,
+    formats: Sequence[str] = ("png", "pdf"),
+    dpi: int = 150,
+    title: str | None = None,
+    scaling: pd.DataFrame | None = None,
+) -> list[Path]:
+    """Write the four figures as ``out_dir/<name>.<format>``; return the paths written.
+
+    Titles start with ``title`` or else the study name(s) from the tables.
+    Every file is written to a temporary name beside it and renamed into
+    place, so an interrupted run never leaves a truncated figure behind.
+    All inputs are checked before anything is drawn.
+    """
+    for name, df in (("error_vs_weights", summary), ("error_vs_memory", summary), ("retrain_gap", summary)):
+        _require(df, _REQUIRED[name], "summary")
+    _require(ecr, _REQUIRED["ecr"], "ecr")
+    _require(frontier, _REQUIRED["frontier"], "frontier")
+    formats = _normalize_formats(formats)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    base = title if title is not None else (_study_name(summary, ecr, frontier) or "qdesign")
+    styles = bits_styles(pd.concat([summary["bits"], ecr["bits"], frontier["bits"]]).dropna())
+    every_method = summary
+    summary, ecr = primary_method_rows(summary), primary_method_rows(ecr)
+    drawers = {
+        "error_vs_weights": ("test error vs network size", lambda ax: plot_error_vs_weights(summary, ax, styles)),
+        "error_vs_memory": (
+            "test error vs weight memory",
+            lambda ax: plot_error_vs_memory(summary, frontier, ax, styles),
+        ),
+        "ecr_vs_width": ("effective compression ratio", lambda ax: plot_ecr_vs_width(ecr, ax, styles)),
+        "retrain_gap": ("quantization loss before/after retraining", lambda ax: plot_retrain_gap(summary, ax, styles)),
+        "method_comparison": ("retraining methods", lambda ax: plot_method_comparison(every_method, ax, styles)),
+    }
+    if scaling is not None and not (scaling["kind"] == "param").any():
+        note = scaling["note"].iloc[0] if "note" in scaling.columns and len(scaling) else "no fit"
+
+        def _not_fitted(ax, note=note):
+            ax.text(
+                0.5,
+                0.5,
+                f"scaling law not fitted:\n{note}",
+                transform=ax.transAxes,
+                ha="center",
+                va="center",
+                color="0.35",
+            )
+            ax.set_xticks([])
+            ax.set_yticks([])
+
+        drawers["scaling_fit"] = ("scaling law err(N, b)", _not_fitted)
+        drawers["ecr_bands"] = ("ECR read off and from the law", _not_fitted)
+    elif scaling is not None:
+        from .scaling import plot_ecr_bands, plot_scaling_fit  # noqa: PLC0415
+
+        drawers["scaling_fit"] = ("scaling law err(N, b)", lambda ax: plot_scaling_fit(summary, scaling, ax, styles))
+        drawers["ecr_bands"] = ("ECR read off and from the law", lambda ax: plot_ecr_bands(ecr, scaling, ax, styles))
+
+    paths: list[Path] = []
+    with matplotlib.rc_context(_RC):
+        for name in (n for n in FIGURES if n in drawers):
+            what, draw = drawers[name]
+            fig = Figure(figsize=FIGSIZE, layout="constrained")
+            ax = fig.add_subplot()
+            draw(ax)
+            ax.set_title(f"{base}: {what}" if base else what)
+            for fmt in formats:
+                dest = out_dir / f"{name}.{fmt}"
+                with atomic_path(dest) as tmp:
+                    fig.savefig(tmp, format=fmt, dpi=dpi, metadata=_METADATA.get(fmt))
+                    os.chmod(tmp, 0o644)  # mkstemp makes 0600; figures are for sharing
+                paths.append(dest)
+            fig.clear()  # drop artists now rather than at garbage collection
+    return paths

@@ -1,0 +1,97 @@
+"""Shipping a finished study's tables as reference results (no checkpoints).
+
+``reference/<profile>/`` holds, per study, the summary, ECR, frontier and
+scaling tables (and the mixed-precision tables of a study with ``mixed``),
+plus the exact config that produced them, its SHA-256, and a provenance
+record. `snakemake reference` redraws every figure from them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+
+from ..core.registry import MIXED_TABLES, TABLES  # noqa: E402 - one definition of the table names
+from ..nn.numerics import numeric_platform
+
+
+def git_commit(repo: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+    except OSError:
+        return None
+    return out.stdout.strip() or None
+
+
+def export_reference(
+    config_path: str | Path,
+    results_dir: str | Path,
+    out_dir: str | Path,
+    wall_seconds: float | None = None,
+    note: str | None = None,
+) -> list[Path]:
+    """Copy the tables of every study of ``config_path`` from ``results_dir``
+    into ``out_dir`` with the config, its hash and provenance."""
+    import pandas as pd  # noqa: PLC0415
+
+    from .. import __version__  # noqa: PLC0415
+    from ..core.config import load_config  # noqa: PLC0415
+
+    config_path, results_dir, out_dir = Path(config_path), Path(results_dir), Path(out_dir)
+    cfg = load_config(config_path)
+    tables = {s: TABLES + (MIXED_TABLES if cfg["studies"][s].get("mixed") else ()) for s in cfg["studies"]}
+    missing = [
+        results_dir / s / f"{t}.parquet"
+        for s in cfg["studies"]
+        for t in tables[s]
+        if not (results_dir / s / f"{t}.parquet").is_file()
+    ]
+    if missing:
+        from ..core.errors import TableError  # noqa: PLC0415
+
+        raise TableError(f"study tables missing (run the study first): {', '.join(map(str, missing[:3]))}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    studies = {}
+    for study in cfg["studies"]:
+        (out_dir / study).mkdir(exist_ok=True)
+        for table in tables[study]:
+            dest = out_dir / study / f"{table}.parquet"
+            shutil.copyfile(results_dir / study / f"{table}.parquet", dest)
+            written.append(dest)
+        summary = pd.read_parquet(out_dir / study / "summary.parquet")
+        studies[study] = {
+            "cells": int(len(summary)),
+            "job_seconds_total": round(float(summary["job_seconds"].sum()), 1),
+            "torch_version": sorted(summary["torch_version"].unique().tolist()),
+            "qdesign_version": sorted(summary["qdesign_version"].unique().tolist()),
+            "devices": sorted(summary["device"].unique().tolist()),
+        }
+        if "mixed" in tables[study]:
+            mixed = pd.read_parquet(out_dir / study / "mixed.parquet")
+            studies[study]["mixed_cells"] = int(len(mixed))
+            studies[study]["mixed_job_seconds_total"] = round(float(mixed["job_seconds"].sum()), 1)
+    raw = config_path.read_bytes()
+    shutil.copyfile(config_path, out_dir / "config.yaml")
+    (out_dir / "config.sha256").write_text(f"{hashlib.sha256(raw).hexdigest()}  config.yaml\n")
+    provenance = {
+        "config": str(config_path),
+        "config_sha256": hashlib.sha256(raw).hexdigest(),
+        "qdesign_version": __version__,
+        "git_commit": git_commit(config_path.resolve().parent),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        # what the last bits depend on (qdesign.nn.numerics): a rerun reproduces the
+        # tables bit for bit where this agrees (the machine that exported them)
+        "numeric_platform": numeric_platform(),
+        "wall_seconds": wall_seconds,
+        "note": note,
+        "studies": studies,
+    }
+    (out_dir / "provenance.json").write_text(json.dumps(provenance, indent=1) + "\n")
+    return written + [out_dir / "config.yaml", out_dir / "config.sha256", out_dir / "provenance.json"]
