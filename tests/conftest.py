@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from qdesign.core.layout import REPO_ROOT
+
+REPO = REPO_ROOT
 # real MNIST / Fashion-MNIST in torchvision's layout, beside the checkout
 SHARED_DATA = Path(os.environ.get("QDESIGN_SHARED_DATA", REPO.parent / "shared" / "data"))
 

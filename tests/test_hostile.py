@@ -23,6 +23,7 @@ from qdesign.core import io as qio
 from qdesign.core.config import _n_params_estimate, validate_config
 from qdesign.core.errors import ConfigError, DatasetError, DiskFullError, DivergedError, UserError
 from qdesign.core.specs import float_spec
+from qdesign.nn import torchio
 from qdesign.nn import train as qtrain
 from qdesign.nn.cells import CheckpointError, load_checkpoint, train_float
 from qdesign.nn.data import prepare_dataset, write_prepared
@@ -355,7 +356,7 @@ def test_legitimate_cifar_batches_load_with_every_pickle_protocol(tmp_path, prot
 def test_atomic_writes_honour_the_umask(tmp_path, umask, mode):
     old = os.umask(umask)
     try:
-        qio.torch_save_atomic({"a": 1}, tmp_path / "x.pt")
+        torchio.torch_save_atomic({"a": 1}, tmp_path / "x.pt")
         qio.parquet_write_atomic(pd.DataFrame({"a": [1]}), tmp_path / "x.parquet")
         assert qio.current_umask() == umask
     finally:
@@ -387,7 +388,7 @@ def test_real_torch_and_parquet_writes_to_a_full_device(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "save", lambda obj, path: real_save(obj, "/dev/full"))
     monkeypatch.setattr(pd.DataFrame, "to_parquet", lambda df, path, index: real_parquet(df, "/dev/full", index=index))
     with pytest.raises(DiskFullError, match="model.pt"):
-        qio.torch_save_atomic({"w": torch.zeros(10**5)}, tmp_path / "model.pt")
+        torchio.torch_save_atomic({"w": torch.zeros(10**5)}, tmp_path / "model.pt")
     with pytest.raises(DiskFullError, match="metrics.parquet"):
         qio.parquet_write_atomic(pd.DataFrame({"a": range(10**4)}), tmp_path / "metrics.parquet")
     assert list(tmp_path.iterdir()) == []
@@ -426,7 +427,7 @@ def test_user_supplied_files_are_never_suggested_for_deletion(tmp_path):
     user_file = tmp_path / "my_config.yaml"
     user_file.write_text("studies: {}\n")
     with pytest.raises(DatasetError) as err:
-        qio.torch_load_checked(user_file, "prepared dataset", DatasetError, ("x",), 1)
+        torchio.torch_load_checked(user_file, "prepared dataset", DatasetError, ("x",), 1)
     assert "delete" not in str(err.value) and str(user_file) in str(err.value)
     produced = tmp_path / "results" / "s" / "cells" / "model.pt"
     produced.parent.mkdir(parents=True)

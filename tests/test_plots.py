@@ -10,17 +10,23 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from qdesign.core.registry import FIGURES, SCALING_FIGURES
-from qdesign.figures import study as plots
+from qdesign.core.registry import FIGURE_INFO, FIGURES
+from qdesign.figures import style
+from qdesign.figures.catalog import write_figures
 from qdesign.figures.study import (
-    figures,
     plot_ecr_vs_width,
     plot_error_vs_memory,
     plot_error_vs_weights,
     plot_retrain_gap,
 )
 
-TABLE_FIGURES = [n for n in FIGURES if n not in SCALING_FIGURES]
+TABLE_FIGURES = [n for n in FIGURES if "scaling" not in FIGURE_INFO[n].tables]
+
+
+def figures(summary, ecr, frontier, out_dir, **kw):
+    """The study figures drawn from the three aggregate tables (the law's are in test_scaling)."""
+    return write_figures(TABLE_FIGURES, {"summary": summary, "ecr": ecr, "frontier": frontier}, out_dir, **kw)
+
 
 WIDTHS = (8, 16, 32, 64, 128, 256)
 BITS = (2, 3, 4, 8, 32)
@@ -316,7 +322,7 @@ def test_retrain_gap_values():
 
 def test_colours_consistent_across_figures(tables):
     s, e, f = tables
-    styles = plots.bits_styles(s["bits"])
+    styles = style.bits_styles(s["bits"])
     ax1 = plot_error_vs_weights(s, _ax(), styles)
     ax2 = plot_retrain_gap(s, _ax(), styles)
     c1 = {l.get_label(): l.get_color() for l in ax1.lines if not l.get_label().startswith("_")}

@@ -20,12 +20,10 @@ import pandas as pd
 
 from ..core.constants import FLOAT_BITS
 from ..core.errors import TableError
-from ..core.registry import DEFAULT_METHOD
 from .ecr import best_under_budget, budget_grid, effective_compression_ratio, pareto_front
+from .tables import FLOAT_METHOD, MEMORY_COLUMNS, with_method
 
 CELL_KEYS = ["study", "model", "depth", "method", "width", "n_weights", "bits"]
-FLOAT_METHOD = "float"  # the ``method`` of float rows in the tables (they are not retrained)
-MEMORY_COLUMNS = {"weights": "memory_bits_weights", "total": "memory_bits_total"}
 
 
 def read_parquets(paths: Iterable[str | Path], what: str = "cell metrics") -> pd.DataFrame:
@@ -51,17 +49,6 @@ def read_cells(paths: Iterable[str | Path]) -> pd.DataFrame:
         raise TableError(f"duplicate cells: {df.loc[dupes, ['width', 'bits', 'seed']].to_dict('records')[:3]}")
     df = with_method(df)
     return df.sort_values(["width", "bits", "method", "seed"], kind="stable").reset_index(drop=True)
-
-
-def with_method(summary: pd.DataFrame) -> pd.DataFrame:
-    """``summary`` with a filled ``method`` column: float rows FLOAT_METHOD,
-    quantized rows of tables written before methods were an axis DEFAULT_METHOD."""
-    df = summary.copy()
-    if "method" not in df.columns:
-        df["method"] = None
-    is_float = df["bits"] >= FLOAT_BITS
-    df["method"] = df["method"].where(df["method"].notna(), np.where(is_float, FLOAT_METHOD, DEFAULT_METHOD))
-    return df
 
 
 def seed_means(summary: pd.DataFrame, memory: str = "weights") -> pd.DataFrame:

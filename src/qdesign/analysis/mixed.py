@@ -25,8 +25,9 @@ import numpy as np
 import pandas as pd
 
 from ..core.errors import TableError
-from .aggregate import FLOAT_METHOD, MEMORY_COLUMNS, read_parquets, seed_means, with_method
+from .aggregate import read_parquets, seed_means
 from .ecr import pareto_front
+from .tables import FLOAT_METHOD, MEMORY_COLUMNS, with_method
 
 MIXED_KEYS = ["study", "method", "width", "n_weights", "precision"]
 

@@ -20,10 +20,9 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
-from .layout import RESERVED
+from .layout import REPO_ROOT, RESERVED
 from .registry import DATASETS
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 _CNN_ONLY = {"channel_multipliers", "convs_per_block", "kernel_size", "pool", "fc_units"}
 _FCDNN_ONLY = {"depth"}

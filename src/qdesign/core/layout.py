@@ -14,8 +14,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .constants import FLOAT_BITS
 from .registry import DEFAULT_METHOD
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+"""The checkout: the Snakefile, workflow/, config/ and src/ (qdesign is installed
+editable from it, or imported from its src/ by the rules)."""
 
 RESULTS = "results"
 DATA_FILE = RESULTS + "/data/{dataset}.pt"

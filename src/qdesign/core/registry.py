@@ -99,22 +99,50 @@ TABLES: tuple[str, ...] = ("summary", "ecr", "frontier", "scaling")
 """Per-study tables, results/<study>/<name>.parquet: summary, ecr and frontier
 from the aggregate rule, scaling (the fitted law) from the scaling rule."""
 
-FIGURES: tuple[str, ...] = (
-    "error_vs_weights",
-    "error_vs_memory",
-    "ecr_vs_width",
-    "retrain_gap",
-    "method_comparison",
-    "scaling_fit",  # needs scaling.parquet (qdesign.analysis.scaling)
-    "ecr_bands",
-)
 MIXED_TABLES: tuple[str, ...] = ("sensitivity", "mixed", "mixed_vs_uniform")
 """Tables of a study with a ``mixed`` section (layer sensitivity, the mixed cells,
 best mixed vs best uniform per memory budget); see :mod:`qdesign.analysis.mixed`."""
 
-MIXED_FIGURES: tuple[str, ...] = ("sensitivity", "mixed_frontier")
-"""Figures of a study with a ``mixed`` section."""
 
-SCALING_FIGURES: tuple[str, ...] = ("scaling_fit", "ecr_bands")  # drawn only from a scaling.parquet
-"""Per-study figures, results/<study>/figures/<name>.<format>; drawn by
-:func:`qdesign.figures.study.figures`, captioned in workflow/report/<name>.rst."""
+@dataclass(frozen=True)
+class FigureInfo:
+    """One figure of a study, ``results/<study>/figures/<name>.<format>``: what
+    it shows (its title, after the study's name) and the tables it is drawn
+    from. Its drawer is :data:`qdesign.figures.catalog.DRAWERS` ``[name]`` (a
+    name without one fails at import), its caption
+    ``workflow/report/<name>.rst``."""
+
+    name: str
+    title: str
+    tables: tuple[str, ...]
+    mixed: bool = False  # drawn only for a study with a ``mixed`` section
+
+
+FIGURE_INFO: dict[str, FigureInfo] = {
+    f.name: f
+    for f in (
+        FigureInfo("error_vs_weights", "test error vs network size", ("summary",)),
+        FigureInfo("error_vs_memory", "test error vs weight memory", ("summary", "frontier")),
+        FigureInfo("ecr_vs_width", "effective compression ratio", ("ecr",)),
+        FigureInfo("retrain_gap", "quantization loss before/after retraining", ("summary",)),
+        FigureInfo("method_comparison", "retraining methods", ("summary",)),
+        FigureInfo("scaling_fit", "scaling law err(N, b)", ("summary", "scaling")),
+        FigureInfo("ecr_bands", "ECR read off and from the law", ("ecr", "scaling")),
+        FigureInfo(
+            "sensitivity", "layer sensitivity (one layer quantized, the others float)", ("sensitivity",), mixed=True
+        ),
+        FigureInfo("mixed_frontier", "uniform and mixed precision", ("summary", "mixed", "mixed_vs_uniform"), True),
+    )
+}
+
+FIGURES: tuple[str, ...] = tuple(n for n, f in FIGURE_INFO.items() if not f.mixed)
+"""Every study's figures (rule ``figures``)."""
+
+MIXED_FIGURES: tuple[str, ...] = tuple(n for n, f in FIGURE_INFO.items() if f.mixed)
+"""Figures of a study with a ``mixed`` section (rule ``mixed_figures``)."""
+
+
+def figure_tables(names) -> tuple[str, ...]:
+    """The tables a set of figures is drawn from, in registry order (the inputs of its rule)."""
+    wanted = {t for n in names for t in FIGURE_INFO[n].tables}
+    return tuple(t for t in (*TABLES, *MIXED_TABLES) if t in wanted)

@@ -15,7 +15,7 @@ import pandas as pd
 
 from ..core.constants import CHECKPOINT_VERSION, FLOAT_BITS
 from ..core.errors import CheckpointError, ExportError
-from ..core.io import torch_load_checked
+from ..nn.torchio import torch_load_checked
 from . import packed
 
 

@@ -11,24 +11,18 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
-from pathlib import Path
-
-import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.colors import SymLogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from ..analysis.aggregate import FLOAT_METHOD
 from ..analysis.ecr import pareto_front
 from ..analysis.mixed import mixed_means, uniform_means
-from ..core.io import atomic_path
-from .study import _METADATA, _RC, _legend, _log_x, _maybe_log_y, _normalize_formats, bits_styles
+from ..analysis.tables import FLOAT_METHOD
+from .style import bits_styles, legend, log_x, maybe_log_y
 
-__all__ = ["mixed_figures", "plot_mixed_frontier", "plot_sensitivity"]
+__all__ = ["plot_mixed_frontier", "plot_sensitivity"]
 _KIB = 8 * 1024  # bits per KiB
 
 
@@ -78,54 +72,13 @@ def plot_mixed_frontier(summary: pd.DataFrame, mixed: pd.DataFrame, ax, method: 
     front_all = pareto_front(pd.concat([uni[cols], mix[cols]])).sort_values("memory_bits")
     ax.step(front_u["memory_bits"] / _KIB, 100 * front_u["error"], where="post", color="0.3", lw=1.2)
     ax.step(front_all["memory_bits"] / _KIB, 100 * front_all["error"], where="post", color="tab:red", lw=1, ls="--")
-    _log_x(ax, pd.concat([uni["memory_bits"], mix["memory_bits"]]) / _KIB)
+    log_x(ax, pd.concat([uni["memory_bits"], mix["memory_bits"]]) / _KIB)
     ax.set_xlabel("weight memory (KiB, log scale)")
     ax.set_ylabel("test error (%)")
-    _maybe_log_y(ax, 100 * pd.concat([uni["error"], mix["error"]]), ratio=3.0)
+    maybe_log_y(ax, 100 * pd.concat([uni["error"], mix["error"]]), ratio=3.0)
     handles, labels = ax.get_legend_handles_labels()
     handles += [
         Line2D([], [], color="0.3", lw=1.2, label="Pareto front: uniform"),
         Line2D([], [], color="tab:red", lw=1, ls="--", label="Pareto front: all designs"),
     ]
-    _legend(ax, handles=handles)
-
-
-def mixed_figures(
-    summary_path, sensitivity_path, mixed_path, comparison_path, out_dir,
-    formats: Sequence[str] = ("png", "pdf"), dpi: int = 150,
-) -> list[Path]:  # fmt: skip
-    """Write ``sensitivity`` and ``mixed_frontier`` to ``out_dir``; return the paths."""
-    summary, sens = pd.read_parquet(summary_path), pd.read_parquet(sensitivity_path)
-    mixed = pd.read_parquet(mixed_path)
-    pd.read_parquet(comparison_path)  # must exist and be readable: the figure shows the table's designs
-    formats = _normalize_formats(formats)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    study = str(summary["study"].iloc[0])
-    methods = sorted(mixed["method"].unique())
-    paths: list[Path] = []
-    with matplotlib.rc_context(_RC):
-        n_w = sens["width"].nunique()
-        fig = Figure(figsize=(max(6.4, 1.9 * n_w + 1.5), 3.2), layout="constrained")
-        plot_sensitivity(sens, fig)
-        fig.suptitle(f"{study}: layer sensitivity (one layer quantized, the others float)")
-        paths += _save(fig, out_dir / "sensitivity", formats, dpi)
-        fig = Figure(figsize=(6.4, 3.6 * len(methods)), layout="constrained")
-        for i, method in enumerate(methods):
-            ax = fig.add_subplot(len(methods), 1, i + 1)
-            plot_mixed_frontier(summary, mixed, ax, method)
-            ax.set_title(f"{study}: uniform and mixed precision ({method} retraining)")
-        paths += _save(fig, out_dir / "mixed_frontier", formats, dpi)
-    return paths
-
-
-def _save(fig: Figure, stem: Path, formats, dpi) -> list[Path]:
-    out = []
-    for fmt in formats:
-        dest = stem.with_suffix(f".{fmt}")
-        with atomic_path(dest) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=dpi, metadata=_METADATA.get(fmt))
-            os.chmod(tmp, 0o644)
-        out.append(dest)
-    fig.clear()
-    return out
+    legend(ax, handles=handles)

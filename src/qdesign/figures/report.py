@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from .. import __version__
-from ..run.reference import git_commit
+from ..core.provenance import git_commit
 
 _CSS = (
     "body{font-family:sans-serif;max-width:70em;margin:1em auto;color:#222}"

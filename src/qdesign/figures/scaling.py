@@ -1,10 +1,11 @@
-"""Figures of the scaling law: the fit over the measured cells, and ECR with confidence bands.
+"""Figures of the scaling law: the fit over the measured cells, and ECR read off
+beside the model's.
 
-Each ``plot_*`` draws on a caller's Axes; ``figure_*`` lays one out on a fresh
-:class:`matplotlib.figure.Figure` (object API only, no pyplot: nothing global,
-no backend needed).  Colours and markers per bits come from
-:func:`qdesign.figures.study.bits_styles`, so "4 bits" looks the same in every figure.
-The law is rebuilt from the scaling table, never refitted here.
+Each ``plot_*`` draws on a caller's Axes; colours and markers per bits come
+from :func:`qdesign.figures.style.bits_styles`, so "4 bits" looks the same in
+every figure. The law is rebuilt from the scaling table, never refitted here;
+a table that says the law was not fitted (too few widths) is drawn as that
+note (:func:`not_fitted_note`).
 """
 
 from __future__ import annotations
@@ -13,47 +14,29 @@ from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from ..analysis.scaling import law_from_table
 from ..core.constants import FLOAT_BITS
-from .study import bits_styles, width_label
+from .style import bits_order, fmt_si, legend, plain_log_axis, require, styles_for, width_label
 
-__all__ = ["figure_ecr_bands", "figure_scaling_fit", "plot_ecr_bands", "plot_scaling_fit"]
-
-FIGSIZE = (6.4, 4.2)
+__all__ = ["is_fitted", "not_fitted_note", "plot_ecr_bands", "plot_scaling_fit"]
 
 
-def _require(df, columns, name):
-    if not isinstance(df, pd.DataFrame):
-        raise ValueError(f"{name} must be a pandas DataFrame, got {type(df).__name__}")
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise ValueError(f"{name} is missing required column(s): {', '.join(missing)}")
+def is_fitted(scaling_df: pd.DataFrame) -> bool:
+    """Whether a scaling table holds a fitted law (its ``param`` rows)."""
+    return "kind" in scaling_df.columns and bool((scaling_df["kind"] == "param").any())
 
 
-def _order(bits) -> list[int]:
-    return sorted({int(b) for b in bits}, key=lambda b: (b >= FLOAT_BITS, b))
-
-
-def _legend(ax, handles=None, **kw):
-    kw = {"loc": "upper left", "bbox_to_anchor": (1.02, 1.0), "borderaxespad": 0.0, "frameon": False, **kw}
-    return ax.legend(**kw) if handles is None else ax.legend(handles=handles, **kw)
-
-
-def _fmt_si(value, _pos=None) -> str:
-    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if value >= scale:
-            return f"{value / scale:g}{suffix}"
-    return f"{value:g}"
-
-
-def _plain_log_axis(axis):
-    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    axis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:g}"))
-    axis.set_minor_formatter(NullFormatter())
+def not_fitted_note(scaling_df: pd.DataFrame, ax) -> None:
+    """Draw, instead of a law, the reason the table gives for not fitting one."""
+    note = scaling_df["note"].iloc[0] if "note" in scaling_df.columns and len(scaling_df) else "no fit"
+    ax.text(
+        0.5, 0.5, f"scaling law not fitted:\n{note}", transform=ax.transAxes, ha="center", va="center", color="0.35"
+    )
+    ax.set_xticks([])
+    ax.set_yticks([])
 
 
 def plot_scaling_fit(
@@ -64,7 +47,7 @@ def plot_scaling_fit(
     Shows where the joint law follows the data and where it does not; the
     shaded band is the bootstrap interval of the fitted curve.
     """
-    _require(summary, ("bits", "n_weights", "test_error"), "summary")
+    require(summary, ("bits", "n_weights", "test_error"), "summary")
     law = law_from_table(scaling_df)
     s = summary.assign(bits=np.minimum(summary["bits"], FLOAT_BITS))
     stats = (
@@ -73,8 +56,8 @@ def plot_scaling_fit(
         .reset_index()
     )
     stats["se"] = (stats["sd"] / np.sqrt(stats["n"])).fillna(0.0)
-    order = _order(stats["bits"])
-    styles = dict(styles) if styles and all(b in styles for b in order) else bits_styles(order)
+    order = bits_order(stats["bits"])
+    styles = styles_for(styles, order)
     lo, hi = law.n_range
     grid = np.geomspace(lo / 1.5, hi * 1.5, 120)
     for b in order:
@@ -100,10 +83,10 @@ def plot_scaling_fit(
     ax.set_xscale("log")
     if hi / lo < 100:  # short span: matplotlib would label colliding minor ticks
         ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-        ax.xaxis.set_major_formatter(FuncFormatter(_fmt_si))
+        ax.xaxis.set_major_formatter(FuncFormatter(fmt_si))
         ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_yscale("log")
-    _plain_log_axis(ax.yaxis)
+    plain_log_axis(ax.yaxis)
     ax.set_xlabel("Number of weights")
     ax.set_ylabel("Test error (%)")
     g_txt = ", ".join(f"g({b})={law.g(b):.2f}" for b in order if b < FLOAT_BITS)
@@ -111,7 +94,7 @@ def plot_scaling_fit(
     handles, labels = ax.get_legend_handles_labels()
     handles.append(Line2D([], [], color="0.3", lw=1.0))
     labels.append("fitted law")
-    _legend(ax, handles=handles, labels=labels, title="bits")
+    legend(ax, handles=handles, labels=labels, title="bits")
     ax.text(0.01, 0.01, g_txt, transform=ax.transAxes, fontsize=6.5, va="bottom", ha="left", color="0.3")
     return ax
 
@@ -124,11 +107,11 @@ def plot_ecr_bands(ecr_df: pd.DataFrame, scaling_df: pd.DataFrame, ax, styles: M
     widths.  Where the read-off band is wide the float curve is flat and the
     read-off says little.
     """
-    _require(ecr_df, ("width", "bits", "ecr"), "ecr_df")
+    require(ecr_df, ("width", "bits", "ecr"), "ecr_df")
     law = law_from_table(scaling_df)
     q = ecr_df[ecr_df["bits"] < FLOAT_BITS]
-    order = _order(q["bits"] if bits is None else bits)
-    styles = dict(styles) if styles and all(b in styles for b in order) else bits_styles(order)
+    order = bits_order(q["bits"] if bits is None else bits)
+    styles = styles_for(styles, order)
     widths = np.sort(q["width"].unique()).astype(float)
     has_band = {"ecr_lo", "ecr_hi"} <= set(q.columns)
     model = scaling_df[scaling_df["kind"] == "ecr_model"].set_index("bits")
@@ -151,7 +134,7 @@ def plot_ecr_bands(ecr_df: pd.DataFrame, scaling_df: pd.DataFrame, ax, styles: M
     ax.set_xticks(widths, [str(int(w)) for w in widths])
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_yscale("log")
-    _plain_log_axis(ax.yaxis)
+    plain_log_axis(ax.yaxis)
     ax.set_xlabel(width_label(ecr_df))
     ax.set_ylabel("ECR (float-equivalent memory / memory)")
     level = scaling_df["level"].dropna()
@@ -159,23 +142,5 @@ def plot_ecr_bands(ecr_df: pd.DataFrame, scaling_df: pd.DataFrame, ax, styles: M
     handles, labels = ax.get_legend_handles_labels()
     handles += [Line2D([], [], color="0.3", lw=1.0, marker="o", ms=3), Line2D([], [], color="0.3", ls="--", lw=1.0)]
     labels += ["read-off (band: " + pct + "bootstrap)", "model g(b)·32/b (band)"]
-    _legend(ax, handles=handles, labels=labels, title="bits")
+    legend(ax, handles=handles, labels=labels, title="bits")
     return ax
-
-
-def figure_scaling_fit(summary: pd.DataFrame, scaling_df: pd.DataFrame, title: str | None = None) -> Figure:
-    fig = Figure(figsize=FIGSIZE, layout="constrained")
-    ax = fig.add_subplot()
-    plot_scaling_fit(summary, scaling_df, ax)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return fig
-
-
-def figure_ecr_bands(ecr_df: pd.DataFrame, scaling_df: pd.DataFrame, title: str | None = None) -> Figure:
-    fig = Figure(figsize=FIGSIZE, layout="constrained")
-    ax = fig.add_subplot()
-    plot_ecr_bands(ecr_df, scaling_df, ax)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return fig

@@ -1,81 +1,45 @@
-"""Figures for the width-versus-bits question: four plots from the aggregated tables.
+"""The study's figures: error against size and memory, the ECR, what retraining
+recovers, and the retraining methods side by side, drawn from the aggregated
+tables (summary, ecr, frontier).
 
 Each ``plot_*`` function draws on a caller's Axes so that it can be tested and
-composed; :func:`figures` lays them out at paper size and writes them.
-
-Only numpy, pandas and matplotlib's object API are used (no pyplot, no torch):
-figures built from :class:`matplotlib.figure.Figure` need no backend, are not
-registered globally, and so cannot leak between calls or workers.
-
-Every bits value keeps one colour and marker across all four figures, so a
-reader can follow "4 bits" from one plot to the next; float is always black.
+composed; :mod:`qdesign.figures.catalog` lays them out and writes them. Style,
+colours per bits and axis helpers: :mod:`qdesign.figures.style`.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping
 
-import matplotlib
 import numpy as np
 import pandas as pd
-from matplotlib.backend_bases import FigureCanvasBase
-from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.ticker import (
-    FixedLocator,
-    FuncFormatter,
-    LogLocator,
-    NullFormatter,
-    NullLocator,
-)
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from ..core.constants import FLOAT_BITS
-from ..core.errors import TableError
-from ..core.io import atomic_path
-from ..core.registry import FIGURES
+from .style import (
+    bits_order,
+    fmt_g,
+    is_float,
+    legend,
+    log_x,
+    maybe_log_y,
+    require,
+    seed_stats,
+    styles_for,
+    width_axis,
+    width_label,
+)
 
 __all__ = [
-    "bits_styles",
-    "plot_error_vs_weights",
-    "plot_error_vs_memory",
     "plot_ecr_vs_width",
-    "plot_retrain_gap",
+    "plot_error_vs_memory",
+    "plot_error_vs_weights",
     "plot_method_comparison",
-    "primary_method_rows",
-    "figures",
-    "read_tables",
+    "plot_retrain_gap",
+    "retrain_gaps",
 ]
-
-
-FIGSIZE = (6.4, 4.2)
-
-_SUPPORTED = frozenset(FigureCanvasBase.get_supported_filetypes())
-
-# Paper-size text: ~9 pt body at 6.4 in wide.  Applied only inside figures().
-_RC = {
-    "font.size": 9,
-    "axes.titlesize": 10,
-    "axes.labelsize": 9,
-    "xtick.labelsize": 8,
-    "ytick.labelsize": 8,
-    "legend.fontsize": 8,
-    "legend.title_fontsize": 8,
-    "axes.grid": True,
-    "grid.alpha": 0.3,
-    "grid.linewidth": 0.5,
-    "svg.fonttype": "none",
-    "svg.hashsalt": "qdesign",  # stable SVG ids, so reruns give identical files
-}
-
-# Drop timestamps so that re-plotting unchanged tables gives identical files.
-_METADATA = {"png": {"Software": None}, "pdf": {"CreationDate": None}, "svg": {"Date": None}}
-
-# No triangles here: open triangles mean "ECR bound" in the ECR figure.
-_MARKERS = ("o", "D", "P", "X", "h", "p", "*", "8", "H", "d")
-_FLOAT_MARKER = "s"
 
 _REQUIRED = {
     "error_vs_weights": ("width", "bits", "seed", "n_weights", "test_error"),
@@ -91,151 +55,7 @@ _PAIR_KEYS = ("study", "dataset", "model", "depth")
 
 
 # --------------------------------------------------------------------------
-# Helpers
-# --------------------------------------------------------------------------
-
-
-def _require(df: pd.DataFrame, columns: Iterable[str], name: str) -> None:
-    if not isinstance(df, pd.DataFrame):
-        raise TableError(f"{name} must be a pandas DataFrame, got {type(df).__name__}")
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise TableError(f"{name} is missing required column(s): {', '.join(missing)}")
-
-
-def _is_float(bits) -> np.ndarray:
-    return np.asarray(bits, dtype=float) >= FLOAT_BITS
-
-
-def _bits_label(bits: int) -> str:
-    return f"float ({FLOAT_BITS} bits)" if bits >= FLOAT_BITS else f"{bits} bits"
-
-
-def bits_styles(bits: Iterable) -> dict[int, dict]:
-    """Colour, marker and label for every bits value, float in black.
-
-    Quantized bits take evenly spaced colours of viridis (stopping short of its
-    pale yellow end, which vanishes on white), ordered by bits so that the
-    eye reads "more bits" as a direction.  Compute it once from all tables and
-    pass it to every plot to keep figures consistent.
-    """
-    values = sorted({int(b) for b in pd.Series(list(bits), dtype=float).dropna()})
-    quant = [b for b in values if b < FLOAT_BITS]
-    cmap = matplotlib.colormaps["viridis"]
-    positions = np.linspace(0.0, 0.85, len(quant)) if len(quant) > 1 else [0.35]
-    styles = {
-        b: {"color": cmap(float(p)), "marker": _MARKERS[i % len(_MARKERS)], "label": _bits_label(b)}
-        for i, (b, p) in enumerate(zip(quant, positions))
-    }
-    for b in values:
-        if b >= FLOAT_BITS:
-            styles[b] = {"color": "black", "marker": _FLOAT_MARKER, "label": _bits_label(b)}
-    return styles
-
-
-def _styles_for(styles: Mapping | None, bits: Iterable) -> dict[int, dict]:
-    bits = list(bits)
-    if styles is not None and all(int(b) in styles for b in bits):
-        return dict(styles)
-    return bits_styles(bits)
-
-
-def _bits_order(bits: Iterable) -> list[int]:
-    """Quantized bits ascending, then float: the legend order of every figure."""
-    return sorted({int(b) for b in bits}, key=lambda b: (b >= FLOAT_BITS, b))
-
-
-def width_label(df: pd.DataFrame) -> str:
-    models = set(df["model"].dropna().astype(str).str.lower()) if "model" in df.columns else set()
-    if models == {"fcdnn"}:
-        return "Width (units per hidden layer)"
-    if models == {"cnn"}:
-        return "Width (feature maps in first conv block)"
-    return "Width (units per hidden layer / first-block feature maps)"
-
-
-def _width_axis(ax, widths) -> None:
-    """log2 x axis whose ticks are exactly the widths trained."""
-    widths = sorted({int(w) for w in widths if np.isfinite(w) and w > 0})
-    ax.set_xscale("log", base=2)
-    if not widths:
-        return
-    ax.set_xticks(widths, [str(w) for w in widths])
-    ax.xaxis.set_minor_locator(NullLocator())
-    lo, hi = widths[0], widths[-1]
-    pad = 2**0.25  # a quarter octave, so end markers are not clipped
-    ax.set_xlim(lo / pad, hi * pad)
-
-
-def _fmt_g(value, _pos=None) -> str:
-    return f"{value:g}"
-
-
-def _fmt_si(value, _pos=None) -> str:
-    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if value >= scale:
-            return f"{value / scale:g}{suffix}"
-    return f"{value:g}"
-
-
-def _log_x(ax, values) -> None:
-    """Log x axis. When the data span less than two decades, matplotlib labels
-    minor ticks in scientific notation and they collide; use 1-2-5 major ticks
-    with short labels (2k, 5k, 10k) instead."""
-    ax.set_xscale("log")
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v) & (v > 0)]
-    if v.size and v.max() / v.min() < 100:
-        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-        ax.xaxis.set_major_formatter(FuncFormatter(_fmt_si))
-        ax.xaxis.set_minor_formatter(NullFormatter())
-
-
-def _maybe_log_y(ax, values, ratio: float = 10.0) -> bool:
-    """Use log y when positive values span more than ``ratio``; plain numbers as labels."""
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    if v.size == 0 or v.min() <= 0 or v.max() / v.min() <= ratio:
-        return False
-    ax.set_yscale("log")
-    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    ax.yaxis.set_major_formatter(FuncFormatter(_fmt_g))
-    ax.yaxis.set_minor_formatter(NullFormatter())
-    return True
-
-
-def _legend(ax, handles=None, **kw):
-    """Legend outside the axes on the right: it can never hide data."""
-    kw = {"loc": "upper left", "bbox_to_anchor": (1.02, 1.0), "borderaxespad": 0.0, "frameon": False, **kw}
-    if handles is None:
-        return ax.legend(**kw)
-    return ax.legend(handles=handles, **kw)
-
-
-def _study_name(*tables: pd.DataFrame) -> str | None:
-    for df in tables:
-        if isinstance(df, pd.DataFrame) and "study" in df.columns:
-            names = [str(s) for s in pd.unique(df["study"].dropna())]
-            if names:
-                return ", ".join(names)
-    return None
-
-
-def _seed_stats(summary: pd.DataFrame, x_col: str) -> pd.DataFrame:
-    """Per (bits, width): mean x, and mean/min/max/count of test error over seeds."""
-    g = summary.groupby(["bits", "width"], sort=True)
-    out = g.agg(
-        x=(x_col, "mean"),
-        mean=("test_error", "mean"),
-        lo=("test_error", "min"),
-        hi=("test_error", "max"),
-        n=("test_error", "count"),
-    ).reset_index()
-    return out[out["n"] > 0]
-
-
-# --------------------------------------------------------------------------
-# The four plots
+# The study's figures
 # --------------------------------------------------------------------------
 
 
@@ -247,10 +67,10 @@ def plot_error_vs_weights(summary: pd.DataFrame, ax, styles: Mapping | None = No
     size quantization needs.  Lines are seed means; the band is the min-max
     range over seeds (a bar when there is a single width).
     """
-    _require(summary, _REQUIRED["error_vs_weights"], "summary")
-    stats = _seed_stats(summary, "n_weights")
-    order = _bits_order(stats["bits"])
-    styles = _styles_for(styles, order)
+    require(summary, _REQUIRED["error_vs_weights"], "summary")
+    stats = seed_stats(summary, "n_weights")
+    order = bits_order(stats["bits"])
+    styles = styles_for(styles, order)
     spread = bool((stats["n"] > 1).any())
     for b in order:
         s = stats[stats["bits"] == b].sort_values("x")
@@ -264,8 +84,8 @@ def plot_error_vs_weights(summary: pd.DataFrame, ax, styles: Mapping | None = No
                 ax.fill_between(x, lo, hi, color=st["color"], alpha=0.15, lw=0, zorder=1)
             else:
                 ax.vlines(x, lo, hi, color=st["color"], lw=1.0, zorder=1)
-    _log_x(ax, stats["x"])
-    _maybe_log_y(ax, 100 * stats["mean"])
+    log_x(ax, stats["x"])
+    maybe_log_y(ax, 100 * stats["mean"])
     ax.set_xlabel("Number of weights (log scale)")
     ax.set_ylabel("Test error (%)")
     handles, _ = ax.get_legend_handles_labels()
@@ -275,7 +95,7 @@ def plot_error_vs_weights(summary: pd.DataFrame, ax, styles: Mapping | None = No
         handles.append(Patch(color="0.5", alpha=0.3, lw=0, label=f"min–max over\n{n} seeds"))
     else:
         handles.append(Line2D([], [], ls="none", label="single seed\n(no spread)"))
-    _legend(ax, handles)
+    legend(ax, handles)
     return ax
 
 
@@ -304,8 +124,8 @@ def plot_error_vs_memory(
     frontier step line gives the best error reachable and the labels say which
     (width, bits) reaches it.  The top axis repeats the memory in KiB.
     """
-    _require(summary, _REQUIRED["error_vs_memory"], "summary")
-    _require(frontier, _REQUIRED["frontier"], "frontier")
+    require(summary, _REQUIRED["error_vs_memory"], "summary")
+    require(frontier, _REQUIRED["frontier"], "frontier")
     pareto = frontier[frontier["kind"] == "pareto"].dropna(subset=["memory_bits", "error"])
     pareto = pareto.sort_values("memory_bits")
 
@@ -316,8 +136,8 @@ def plot_error_vs_memory(
     cells = cells.dropna(subset=["test_error"])
     mem_col = _memory_column(cells, pareto)
 
-    order = _bits_order(cells["bits"])
-    styles = _styles_for(styles, order)
+    order = bits_order(cells["bits"])
+    styles = styles_for(styles, order)
     for b in order:
         s = cells[cells["bits"] == b]
         st = styles[b]
@@ -362,14 +182,14 @@ def plot_error_vs_memory(
 
     ax.set_xscale("log")
     ax.set_ymargin(0.08)  # room for the label under the lowest frontier point
-    _maybe_log_y(ax, 100 * cells["test_error"])
+    maybe_log_y(ax, 100 * cells["test_error"])
     what = "Total memory" if mem_col == "memory_bits_total" else "Weight memory"
     ax.set_xlabel(f"{what} (bits, log scale)")
     ax.set_ylabel("Test error (%)")
     top = ax.secondary_xaxis("top", functions=(lambda b: b / 8192.0, lambda k: k * 8192.0))
     top.set_xlabel(f"{what} (KiB)")
-    top.xaxis.set_major_formatter(FuncFormatter(_fmt_g))
-    _legend(ax, handles)
+    top.xaxis.set_major_formatter(FuncFormatter(fmt_g))
+    legend(ax, handles)
     return ax
 
 
@@ -407,16 +227,16 @@ def plot_ecr_vs_width(ecr: pd.DataFrame, ax, styles: Mapping | None = None):
     where the quantized error lies outside the float curve are only bounds
     and are drawn as open triangles (▽ upper, △ lower).
     """
-    _require(ecr, _REQUIRED["ecr"], "ecr")
-    q = ecr[~_is_float(ecr["bits"])].copy()
+    require(ecr, _REQUIRED["ecr"], "ecr")
+    q = ecr[~is_float(ecr["bits"])].copy()
     q["ecr"] = pd.to_numeric(q["ecr"], errors="coerce")
     q = q.dropna(subset=["ecr", "width"])
     q = q[q["ecr"] > 0]
     bound = q["ecr_bound"].astype(object).where(q["ecr_bound"].notna(), None)
     q["bound"] = bound.map(lambda v: v if v in ("upper", "lower") else "")
 
-    order = _bits_order(q["bits"])
-    styles = _styles_for(styles, order)
+    order = bits_order(q["bits"])
+    styles = styles_for(styles, order)
     any_bound = {"upper": False, "lower": False}
     for b in order:
         s = q[q["bits"] == b].sort_values("width")
@@ -432,9 +252,9 @@ def plot_ecr_vs_width(ecr: pd.DataFrame, ax, styles: Mapping | None = None):
                 ax.plot(x[sel], y[sel], ls="none", marker=mk, ms=7, mfc="white", mec=st["color"], mew=1.3, zorder=4)
 
     ax.axhline(1.0, color="black", ls="--", lw=1.0, zorder=1)
-    _width_axis(ax, ecr["width"].dropna())
-    if not _maybe_log_y(ax, np.r_[q["ecr"].to_numpy(float), 1.0]):
-        ax.yaxis.set_major_formatter(FuncFormatter(_fmt_g))
+    width_axis(ax, ecr["width"].dropna())
+    if not maybe_log_y(ax, np.r_[q["ecr"].to_numpy(float), 1.0]):
+        ax.yaxis.set_major_formatter(FuncFormatter(fmt_g))
     ax.set_xlabel(width_label(ecr))
     ax.set_ylabel("Effective compression ratio (×)")
 
@@ -469,7 +289,7 @@ def plot_ecr_vs_width(ecr: pd.DataFrame, ax, styles: Mapping | None = None):
                 label="lower bound\n(better than\nlargest float)",
             )
         )
-    _legend(ax, handles)
+    legend(ax, handles)
     return ax
 
 
@@ -480,9 +300,9 @@ def retrain_gaps(summary: pd.DataFrame) -> pd.DataFrame:
     width and seed (and study/model/depth when present).  Columns: bits,
     width, direct, retrained (NaN where no pairs or no direct error).
     """
-    _require(summary, _REQUIRED["retrain_gap"], "summary")
+    require(summary, _REQUIRED["retrain_gap"], "summary")
     keys = ["width", "seed", *[k for k in _PAIR_KEYS if k in summary.columns]]
-    is_f = _is_float(summary["bits"])
+    is_f = is_float(summary["bits"])
     ref = (
         summary.loc[is_f, keys + ["test_error"]]
         .groupby(keys, dropna=False, sort=False)["test_error"]
@@ -509,8 +329,8 @@ def plot_retrain_gap(summary: pd.DataFrame, ax, styles: Mapping | None = None):
     gaps stay readable next to large direct ones.
     """
     gaps = retrain_gaps(summary)
-    order = _bits_order(gaps["bits"])
-    styles = _styles_for(styles, order)
+    order = bits_order(gaps["bits"])
+    styles = styles_for(styles, order)
     for b in order:
         s = gaps[gaps["bits"] == b].sort_values("width")
         st = styles[b]
@@ -534,7 +354,7 @@ def plot_retrain_gap(summary: pd.DataFrame, ax, styles: Mapping | None = None):
             )
 
     ax.axhline(0.0, color="black", lw=0.8, zorder=1)
-    _width_axis(ax, summary["width"].dropna())
+    width_axis(ax, summary["width"].dropna())
     vals = gaps[["direct", "retrained"]].to_numpy(float)
     vals = vals[np.isfinite(vals)]
     symlog = bool(vals.size) and np.abs(vals).max() > 10
@@ -550,7 +370,7 @@ def plot_retrain_gap(summary: pd.DataFrame, ax, styles: Mapping | None = None):
         mags = np.outer(10.0 ** np.arange(0, 4), [1, 2, 5]).ravel()
         ticks = np.r_[0.0, 0.5, -0.5, mags, -mags]
         ax.yaxis.set_major_locator(FixedLocator(np.sort(ticks[(ticks >= y0) & (ticks <= y1)])))
-        ax.yaxis.set_major_formatter(FuncFormatter(_fmt_g))
+        ax.yaxis.set_major_formatter(FuncFormatter(fmt_g))
         ax.yaxis.set_minor_locator(NullLocator())
     ax.set_xlabel(width_label(summary))
     ax.set_ylabel("Error above float (percentage points" + (", symlog)" if symlog else ")"))
@@ -573,39 +393,11 @@ def plot_retrain_gap(summary: pd.DataFrame, ax, styles: Mapping | None = None):
             va="center",
             color="0.4",
         )
-    _legend(ax, handles)
+    legend(ax, handles)
     return ax
 
 
-# --------------------------------------------------------------------------
-# Writing
-# --------------------------------------------------------------------------
-
-
-def read_tables(summary, ecr, frontier) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """The three tables of a study; a one-line TableError for a missing or unreadable file."""
-    out = []
-    for path in (summary, ecr, frontier):
-        try:
-            out.append(pd.read_parquet(path))
-        except Exception as exc:  # noqa: BLE001 - pyarrow raises many types
-            raise TableError(f"cannot read table {path} ({type(exc).__name__}); rerun the aggregate rule") from None
-    return tuple(out)
-
-
 _METHOD_LINES = ("-", "--", ":", "-.")
-
-
-def primary_method_rows(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows of the study's primary retraining method (the default, ``fixed``,
-    when it was run) and the float rows: what the one-method figures show."""
-    if "method" not in df.columns:
-        return df
-    methods = sorted(m for m in df["method"].dropna().unique() if m != "float")
-    if len(methods) <= 1:
-        return df
-    keep = "fixed" if "fixed" in methods else methods[0]
-    return df[df["method"].isna() | df["method"].isin([keep, "float"])]
 
 
 def plot_method_comparison(summary: pd.DataFrame, ax, styles: Mapping | None = None):
@@ -613,15 +405,15 @@ def plot_method_comparison(summary: pd.DataFrame, ax, styles: Mapping | None = N
     per bits value and one line style per method, float in black: which method
     wins at each width and word length (seed means). With several methods, a
     pale band per bits value follows the best of them (the best-method frontier)."""
-    _require(summary, ("width", "bits", "test_error"), "summary")
+    require(summary, ("width", "bits", "test_error"), "summary")
     df = summary.copy()
     if "method" not in df.columns:
-        df["method"] = np.where(_is_float(df["bits"]), "float", "fixed")
+        df["method"] = np.where(is_float(df["bits"]), "float", "fixed")
     df["method"] = df["method"].fillna("float")
     means = df.groupby(["method", "bits", "width"], sort=True)["test_error"].mean().reset_index()
     methods = sorted(m for m in means["method"].unique() if m != "float")
-    order = _bits_order(means["bits"])
-    styles = _styles_for(styles, order)
+    order = bits_order(means["bits"])
+    styles = styles_for(styles, order)
     if len(methods) > 1:
         # the best-method frontier: per word length, the lowest seed-mean error
         # over the methods at each width, as a broad pale band under the lines
@@ -645,8 +437,8 @@ def plot_method_comparison(summary: pd.DataFrame, ax, styles: Mapping | None = N
                 lw=1.3,
                 ls=_METHOD_LINES[i % len(_METHOD_LINES)] if b < FLOAT_BITS else "-",
             )
-    _width_axis(ax, means["width"])
-    _maybe_log_y(ax, 100 * means["test_error"])
+    width_axis(ax, means["width"])
+    maybe_log_y(ax, 100 * means["test_error"])
     ax.set_xlabel(width_label(summary))
     ax.set_ylabel("Test error after retraining (%)")
     handles = [
@@ -659,101 +451,5 @@ def plot_method_comparison(summary: pd.DataFrame, ax, styles: Mapping | None = N
     ]
     if len(methods) > 1:
         handles.append(Line2D([], [], color="0.3", lw=6, alpha=0.22, label="best method (per bits)"))
-    _legend(ax, handles)
+    legend(ax, handles)
     return ax
-
-
-def _normalize_formats(formats: Sequence[str] | str) -> list[str]:
-    if isinstance(formats, str):
-        formats = [formats]
-    out = []
-    for f in formats:
-        f = str(f).lower().lstrip(".")
-        if f not in _SUPPORTED:
-            raise ValueError(f"unsupported figure format {f!r}; use one of {', '.join(sorted(_SUPPORTED))}")
-        if f not in out:
-            out.append(f)
-    if not out:
-        raise ValueError("formats must name at least one file format (e.g. png, pdf)")
-    return out
-
-
-def figures(
-    summary: pd.DataFrame,
-    ecr: pd.DataFrame,
-    frontier: pd.DataFrame,
-    out_dir,
-    formats: Sequence[str] = ("png", "pdf"),
-    dpi: int = 150,
-    title: str | None = None,
-    scaling: pd.DataFrame | None = None,
-) -> list[Path]:
-    """Write the four figures as ``out_dir/<name>.<format>``; return the paths written.
-
-    Titles start with ``title`` or else the study name(s) from the tables.
-    Every file is written to a temporary name beside it and renamed into
-    place, so an interrupted run never leaves a truncated figure behind.
-    All inputs are checked before anything is drawn.
-    """
-    for name, df in (("error_vs_weights", summary), ("error_vs_memory", summary), ("retrain_gap", summary)):
-        _require(df, _REQUIRED[name], "summary")
-    _require(ecr, _REQUIRED["ecr"], "ecr")
-    _require(frontier, _REQUIRED["frontier"], "frontier")
-    formats = _normalize_formats(formats)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-    base = title if title is not None else (_study_name(summary, ecr, frontier) or "qdesign")
-    styles = bits_styles(pd.concat([summary["bits"], ecr["bits"], frontier["bits"]]).dropna())
-    every_method = summary
-    summary, ecr = primary_method_rows(summary), primary_method_rows(ecr)
-    drawers = {
-        "error_vs_weights": ("test error vs network size", lambda ax: plot_error_vs_weights(summary, ax, styles)),
-        "error_vs_memory": (
-            "test error vs weight memory",
-            lambda ax: plot_error_vs_memory(summary, frontier, ax, styles),
-        ),
-        "ecr_vs_width": ("effective compression ratio", lambda ax: plot_ecr_vs_width(ecr, ax, styles)),
-        "retrain_gap": ("quantization loss before/after retraining", lambda ax: plot_retrain_gap(summary, ax, styles)),
-        "method_comparison": ("retraining methods", lambda ax: plot_method_comparison(every_method, ax, styles)),
-    }
-    if scaling is not None and not (scaling["kind"] == "param").any():
-        note = scaling["note"].iloc[0] if "note" in scaling.columns and len(scaling) else "no fit"
-
-        def _not_fitted(ax, note=note):
-            ax.text(
-                0.5,
-                0.5,
-                f"scaling law not fitted:\n{note}",
-                transform=ax.transAxes,
-                ha="center",
-                va="center",
-                color="0.35",
-            )
-            ax.set_xticks([])
-            ax.set_yticks([])
-
-        drawers["scaling_fit"] = ("scaling law err(N, b)", _not_fitted)
-        drawers["ecr_bands"] = ("ECR read off and from the law", _not_fitted)
-    elif scaling is not None:
-        from .scaling import plot_ecr_bands, plot_scaling_fit  # noqa: PLC0415
-
-        drawers["scaling_fit"] = ("scaling law err(N, b)", lambda ax: plot_scaling_fit(summary, scaling, ax, styles))
-        drawers["ecr_bands"] = ("ECR read off and from the law", lambda ax: plot_ecr_bands(ecr, scaling, ax, styles))
-
-    paths: list[Path] = []
-    with matplotlib.rc_context(_RC):
-        for name in (n for n in FIGURES if n in drawers):
-            what, draw = drawers[name]
-            fig = Figure(figsize=FIGSIZE, layout="constrained")
-            ax = fig.add_subplot()
-            draw(ax)
-            ax.set_title(f"{base}: {what}" if base else what)
-            for fmt in formats:
-                dest = out_dir / f"{name}.{fmt}"
-                with atomic_path(dest) as tmp:
-                    fig.savefig(tmp, format=fmt, dpi=dpi, metadata=_METADATA.get(fmt))
-                    os.chmod(tmp, 0o644)  # mkstemp makes 0600; figures are for sharing
-                paths.append(dest)
-            fig.clear()  # drop artists now rather than at garbage collection
-    return paths

@@ -26,12 +26,13 @@ from .. import __version__
 from ..analysis.ecr import network_memory_bits
 from ..core.constants import CHECKPOINT_VERSION, FLOAT_BITS, MIXED_BITS
 from ..core.errors import CheckpointError
-from ..core.io import parquet_write_atomic, torch_load_checked, torch_save_atomic
+from ..core.io import parquet_write_atomic
 from ..core.specs import FloatSpec, QuantSpec, split_key
 from ..quantize import bake, integer_codes, quantized_layers, to_quantized
 from .data import load_cell_data
 from .methods import get_method
 from .models import build_model, weight_layers
+from .torchio import torch_load_checked, torch_save_atomic
 from .train import chance_level, evaluate, fit, pick_device, use_channels_last
 
 __all__ = ["CHECKPOINT_VERSION", "CheckpointError", "load_checkpoint", "retrain", "train_float"]

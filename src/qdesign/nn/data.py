@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from ..core.errors import DatasetError
-from ..core.io import torch_load_checked, torch_save_atomic
 from ..core.registry import DATASETS
+from .torchio import torch_load_checked, torch_save_atomic
 
 FORMAT_VERSION = 1
 SPLITS_FORMAT_VERSION = 1

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from torch import nn
 
 from ..core.architecture import LayerSpec, layer_specs
+from ..quantize.layers import weight_modules
 
 
 def build_model(model_cfg: Mapping, width: int, input_shape: tuple[int, ...], n_classes: int) -> nn.Sequential:
@@ -37,12 +38,6 @@ def _module(spec: LayerSpec) -> nn.Module:
     if spec.kind == "flatten":
         return nn.Flatten()
     raise ValueError(f"unknown layer kind {spec.kind!r}")
-
-
-def weight_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """(name, module) of every weight layer (Linear or Conv2d, quantized ones
-    included: they subclass them), in definition (= forward) order."""
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
 
 
 def weight_layers(model: nn.Module) -> list[tuple[str, int, int]]:

@@ -21,8 +21,8 @@ from torch.nn import functional as F
 
 from ..core.constants import EVAL_BATCH
 from ..quantize import l2_optimal_step, quantize
+from ..quantize.layers import weight_modules
 from .inference import forward
-from .models import weight_modules
 
 COLUMNS = [
     "study",

@@ -18,10 +18,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..nn.models import weight_modules
 from .primitives import check_bits, dequantize, quantize, quantize_codes
 from .ste import quantize_ste
 from .step_search import l2_optimal_step
+
+
+def weight_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(name, module) of every weight layer (Linear or Conv2d, quantized ones
+    included: they subclass them), in definition (= forward) order."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
 
 
 class _QuantWeight:

@@ -3,7 +3,7 @@
 One name per stage, from rule to command to function: rule ``train_float`` ->
 ``train-float`` -> :func:`qdesign.nn.cells.train_float`; ``retrain`` ->
 :func:`qdesign.nn.cells.retrain`; ``aggregate`` -> :func:`qdesign.analysis.aggregate.aggregate`;
-``figures`` -> :func:`qdesign.figures.study.figures`.
+``figures`` -> :func:`qdesign.figures.catalog.write_figures`.
 
 Kept import-light: the module loads in milliseconds and each command imports
 what it needs. Training commands go to the warm worker when one is running
@@ -223,9 +223,9 @@ def _cmd_report_mixed(args) -> None:
 
 
 def _cmd_report_tables(args) -> None:
+    from ..analysis.tables import read_tables  # noqa: PLC0415
     from ..core.io import write_text_atomic  # noqa: PLC0415
     from ..figures.report import tables_html  # noqa: PLC0415
-    from ..figures.study import read_tables  # noqa: PLC0415
 
     summary, ecr, frontier = read_tables(args.summary, args.ecr, args.frontier)
     study = str(summary["study"].iloc[0]) if len(summary) else "study"
@@ -235,14 +235,14 @@ def _cmd_report_tables(args) -> None:
 def _cmd_report_provenance(args) -> None:
     import json  # noqa: PLC0415
 
-    from ..core.config import REPO_ROOT  # noqa: PLC0415
+    from ..analysis.tables import read_tables  # noqa: PLC0415
     from ..core.io import write_text_atomic  # noqa: PLC0415
+    from ..core.layout import REPO_ROOT  # noqa: PLC0415
     from ..figures.report import provenance_html  # noqa: PLC0415
-    from ..figures.study import read_tables  # noqa: PLC0415
 
     summaries = {}
     for path in args.summaries:
-        s = read_tables(path, path, path)[0]
+        (s,) = read_tables(path)
         summaries[str(s["study"].iloc[0]) if len(s) else str(path)] = s
     write_text_atomic(args.out, provenance_html(json.loads(args.config_json), REPO_ROOT, summaries))
 
@@ -251,10 +251,10 @@ def _cmd_scaling(args) -> None:
     import pandas as pd  # noqa: PLC0415
 
     from ..analysis.scaling import scaling_table  # noqa: PLC0415
+    from ..analysis.tables import primary_method_rows, read_tables  # noqa: PLC0415
     from ..core.io import parquet_write_atomic  # noqa: PLC0415
-    from ..figures.study import primary_method_rows, read_tables  # noqa: PLC0415
 
-    summary = primary_method_rows(read_tables(args.summary, args.summary, args.summary)[0])
+    summary = primary_method_rows(read_tables(args.summary)[0])
     n_widths = summary["width"].nunique()
     if n_widths < 4:
         # too few widths to fit and cross-validate a law: say so in the table
@@ -373,11 +373,13 @@ def _cmd_aggregate_mixed(args) -> None:
 
 
 def _cmd_mixed_figures(args) -> None:
-    from ..figures.mixed import mixed_figures  # noqa: PLC0415
+    from ..analysis.tables import read_tables  # noqa: PLC0415
+    from ..core.registry import MIXED_FIGURES  # noqa: PLC0415
+    from ..figures.catalog import write_figures  # noqa: PLC0415
 
-    paths = mixed_figures(
-        args.summary, args.sensitivity, args.mixed, args.comparison, args.out_dir, tuple(args.formats), args.dpi
-    )
+    names = ("summary", "sensitivity", "mixed", "mixed_vs_uniform")
+    tables = dict(zip(names, read_tables(args.summary, args.sensitivity, args.mixed, args.comparison)))
+    paths = write_figures(MIXED_FIGURES, tables, args.out_dir, tuple(args.formats), args.dpi)
     print(f"wrote {len(paths)} figures to {args.out_dir}", flush=True)
 
 
@@ -397,11 +399,13 @@ def _cmd_aggregate(args) -> None:
 
 
 def _cmd_figures(args) -> None:
-    from ..figures.study import figures, read_tables  # noqa: PLC0415
+    from ..analysis.tables import read_tables  # noqa: PLC0415
+    from ..core.registry import FIGURES  # noqa: PLC0415
+    from ..figures.catalog import write_figures  # noqa: PLC0415
 
-    tables = read_tables(args.summary, args.ecr, args.frontier)
-    scaling = read_tables(args.scaling, args.scaling, args.scaling)[0]
-    paths = figures(*tables, args.out_dir, formats=tuple(args.formats), dpi=args.dpi, scaling=scaling)
+    names = ("summary", "ecr", "frontier", "scaling")
+    tables = dict(zip(names, read_tables(args.summary, args.ecr, args.frontier, args.scaling)))
+    paths = write_figures(FIGURES, tables, args.out_dir, tuple(args.formats), args.dpi)
     print(f"wrote {len(paths)} figures to {args.out_dir}", flush=True)
 
 

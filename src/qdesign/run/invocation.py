@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..core.config import REPO_ROOT
+from ..core.layout import REPO_ROOT
 
 SNAKEFILE = REPO_ROOT / "Snakefile"
 

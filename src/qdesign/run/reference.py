@@ -12,19 +12,11 @@ import hashlib
 import json
 import platform
 import shutil
-import subprocess
 from pathlib import Path
 
+from ..core.provenance import git_commit
 from ..core.registry import MIXED_TABLES, TABLES  # noqa: E402 - one definition of the table names
 from ..nn.numerics import numeric_platform
-
-
-def git_commit(repo: Path) -> str | None:
-    try:
-        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-    except OSError:
-        return None
-    return out.stdout.strip() or None
 
 
 def export_reference(

@@ -1,0 +1,71 @@
+"""Reading a study's tables, and the one rule for their ``method`` column.
+
+Float rows are not retrained, so their ``method`` is :data:`FLOAT_METHOD`;
+quantized rows of tables written before methods were an axis are the
+default method's. Every consumer that needs "the method of a row", or "the
+rows of the study's primary method" (the one-method figures, the scaling
+law), asks here, so the rule exists once. Torch-free.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..core.constants import FLOAT_BITS
+from ..core.errors import TableError
+from ..core.registry import DEFAULT_METHOD
+
+FLOAT_METHOD = "float"
+"""The ``method`` of float rows in the tables (they are not retrained)."""
+
+MEMORY_COLUMNS = {"weights": "memory_bits_weights", "total": "memory_bits_total"}
+"""Which summary column a memory choice ("weights" or "total") reads."""
+
+
+def read_table(path: str | Path, what: str = "table") -> pd.DataFrame:
+    """One Parquet table; a missing or unreadable file is a one-line TableError."""
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises many types
+        raise TableError(f"cannot read {what} {path} ({type(exc).__name__}); rerun the rule that writes it") from None
+
+
+def read_tables(*paths: str | Path) -> tuple[pd.DataFrame, ...]:
+    """Several tables at once (see :func:`read_table`)."""
+    return tuple(read_table(p) for p in paths)
+
+
+def with_method(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with a filled ``method`` column: float rows :data:`FLOAT_METHOD`,
+    quantized rows without one :data:`~qdesign.core.registry.DEFAULT_METHOD`."""
+    df = table.copy()
+    if "method" not in df.columns:
+        df["method"] = None
+    is_float = df["bits"] >= FLOAT_BITS
+    df["method"] = df["method"].where(df["method"].notna(), np.where(is_float, FLOAT_METHOD, DEFAULT_METHOD))
+    return df
+
+
+def retraining_methods(table: pd.DataFrame) -> list[str]:
+    """The retraining methods present in a table, sorted (float excluded)."""
+    return sorted(m for m in with_method(table)["method"].unique() if m != FLOAT_METHOD)
+
+
+def primary_method(table: pd.DataFrame) -> str | None:
+    """The study's primary retraining method: the default (``fixed``) when it
+    was run, else the first in name order; None for a float-only table."""
+    methods = retraining_methods(table)
+    if not methods:
+        return None
+    return DEFAULT_METHOD if DEFAULT_METHOD in methods else methods[0]
+
+
+def primary_method_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the primary method and the float rows (method filled): what
+    the one-method figures and the scaling law use."""
+    df = with_method(table)
+    keep = primary_method(df)
+    return df[df["method"].isin([keep, FLOAT_METHOD])]
