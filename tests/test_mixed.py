@@ -169,7 +169,9 @@ def test_uniform_cells_and_their_specs_are_unchanged_by_a_mixed_section():
     cells = mixed_cells(mixed, "s")
     assert len(cells) == 2 * 1 * 2  # widths x seeds x (1 pattern + 1 budget)
     spec = budget_spec(mixed, "s", 8, 3, 0)
-    assert spec.bits is None and spec.budget == {"mean_bits": 3.0, "allocation": "knapsack", "candidate_bits": [2, 4]}
+    fields = spec.to_dict()
+    assert fields["bits"] is None and fields["budget"] == {"mean_bits": 3.0, "allocation": "knapsack", "candidate_bits": [2, 4]}
+    assert not spec.precision.is_allocated and spec.precision.mean_bits == 3.0
 
 
 # ------------------------------------------------------------------ workflow

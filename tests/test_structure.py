@@ -158,3 +158,30 @@ def test_a_figure_without_a_drawer_fails_at_import():
     assert res.returncode != 0 and "ImportError" in res.stderr and "new_figure" in res.stderr
     ok = subprocess.run([sys.executable, "-c", "import qdesign.figures.catalog"], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
+
+
+@pytest.mark.parametrize(
+    "config", ["config.yaml", "cpu.yaml", "paper.yaml", "cpu-mixed.yaml", "cpu-methods.yaml", "test.yaml"]
+)
+def test_cached_cells_keep_their_folders_and_keys(config):
+    """Every cell of the shipped configs (as they were when the keys were pinned)
+    has the folder and spec key it had before the stage folders and the
+    Precision type: a finished study does not rerun after a refactoring."""
+    import json  # noqa: PLC0415
+
+    from qdesign.core.config import load_config  # noqa: PLC0415
+    from qdesign.core.specs import float_spec, mixed_cells, quant_spec, study_cells  # noqa: PLC0415
+
+    golden = REPO_ROOT / "tests" / "golden"
+    want = json.loads((golden / "spec_keys.json").read_text())["keys"][config]
+    cfg = load_config(golden / "spec_configs" / config)
+    got = {}
+    for study in cfg["studies"]:
+        for c in study_cells(cfg, study) + mixed_cells(cfg, study):
+            spec = (
+                float_spec(cfg, study, c.width, c.seed)
+                if c.is_float
+                else quant_spec(cfg, study, c.width, c.precision, c.seed, c.method)
+            )
+            got[c.dir] = spec.key
+    assert got == want

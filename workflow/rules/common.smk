@@ -11,6 +11,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from qdesign.core import config as qconfig
 from qdesign.core import layout
+from qdesign.core.precision import Precision
 from qdesign.core import registry
 from qdesign.run import resources as qres
 from qdesign.core import specs as qspecs
@@ -86,9 +87,7 @@ def splits_file(wildcards):
 def cell_files(study):
     """model.pt and metrics.parquet of every uniform-precision cell of a study."""
     return [
-        f"{layout.cell_dir(c.study, c.width, c.bits, c.seed, c.method or registry.DEFAULT_METHOD)}/{name}"
-        for c in qspecs.study_cells(config, study)
-        for name in layout.CELL_FILES
+        f"{c.dir}/{name}" for c in qspecs.study_cells(config, study) for name in layout.CELL_FILES
     ]
 
 
@@ -96,18 +95,10 @@ def cell_metrics(wildcards):
     return [p for p in cell_files(wildcards.study) if p.endswith("metrics.parquet")]
 
 
-def mixed_dir(c):
-    if c.pattern is not None:
-        return layout.cell_dir(c.study, c.width, c.pattern, c.seed, c.method)
-    return layout.budget_dir(c.study, c.width, c.mean_bits, c.seed, c.method)
-
-
 def mixed_cell_files(study):
     """model.pt and metrics.parquet of every mixed-precision cell (none without `mixed`)."""
     return [
-        f"{mixed_dir(c)}/{name}"
-        for c in qspecs.mixed_cells(config, study)
-        for name in layout.CELL_FILES
+        f"{c.dir}/{name}" for c in qspecs.mixed_cells(config, study) for name in layout.CELL_FILES
     ]
 
 

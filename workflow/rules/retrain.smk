@@ -24,7 +24,7 @@ rule retrain:
     params:
         # {bits}: 4 (uniform) or 8-2-2-4 (a mixed-precision pattern, first layer to last)
         spec=lambda wc: qspecs.quant_spec(
-            config, wc.study, wc.width, layout.parse_bits_tag(wc.bits), wc.seed, wc.method
+            config, wc.study, wc.width, Precision.parse(wc.bits), wc.seed, wc.method
         ).to_json(),
     shell:
         "python -m qdesign retrain --spec {params.spec:q} --data {input.data} "

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .constants import FLOAT_BITS
+from .precision import Precision
 from .registry import DEFAULT_METHOD
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -29,6 +29,7 @@ SPLITS_FILE = RESULTS + "/data/splits/{split}.pt"
 FLOAT_DIR = RESULTS + "/{study}/float/w{width}-s{seed}"
 QUANT_DIR = RESULTS + "/{study}/{method}/b{bits}/w{width}-s{seed}"
 BUDGET_DIR = RESULTS + "/{study}/{method}/m{mean}/w{width}-s{seed}"
+CELL_DIR = RESULTS + "/{study}/{method}/{precision}/w{width}-s{seed}"  # {precision}: Precision.tag
 SENSITIVITY_FILE = RESULTS + "/{study}/sensitivity/w{width}-s{seed}.parquet"
 TABLE = RESULTS + "/{study}/{table}.parquet"
 FIGURE = RESULTS + "/{study}/figures/{figure}.{ext}"
@@ -50,34 +51,16 @@ def float_dir(study: str, width: int, seed: int) -> str:
     return FLOAT_DIR.format(study=study, width=int(width), seed=int(seed))
 
 
-def bits_tag(bits) -> str:
-    """The ``{bits}`` of a path: ``4`` for uniform bits, ``8-2-2-4`` for a
-    per-layer pattern (first to last)."""
-    if isinstance(bits, (list, tuple)):
-        return "-".join(str(int(b)) for b in bits)
-    return str(int(bits))
-
-
-def parse_bits_tag(tag: str) -> int | tuple[int, ...]:
-    """Inverse of :func:`bits_tag`: ``"4"`` -> 4, ``"8-2-2-4"`` -> (8, 2, 2, 4)."""
-    parts = [int(p) for p in str(tag).split("-")]
-    return parts[0] if len(parts) == 1 else tuple(parts)
-
-
-def cell_dir(study: str, width: int, bits, seed: int, method: str = DEFAULT_METHOD) -> str:
-    """Folder of one cell; float cells (bits == FLOAT_BITS) have no method."""
-    if not isinstance(bits, (list, tuple)) and int(bits) == FLOAT_BITS:
+def cell_dir(study: str, width: int, precision, seed: int, method: str | None = DEFAULT_METHOD) -> str:
+    """Folder of one cell: ``precision`` is a :class:`~qdesign.core.precision.Precision`
+    or what :meth:`~qdesign.core.precision.Precision.coerce` takes (bits, a
+    per-layer tuple); float cells have no method folder."""
+    precision = Precision.coerce(precision)
+    if precision.is_float:
         return float_dir(study, width, seed)
-    return QUANT_DIR.format(study=study, method=method, bits=bits_tag(bits), width=int(width), seed=int(seed))
-
-
-def mean_tag(mean_bits: float) -> str:
-    """The ``{mean}`` of a budget cell's path: ``3`` for 3.0, ``2.5`` for 2.5."""
-    return f"{float(mean_bits):g}"
-
-
-def budget_dir(study: str, width: int, mean_bits: float, seed: int, method: str = DEFAULT_METHOD) -> str:
-    return BUDGET_DIR.format(study=study, method=method, mean=mean_tag(mean_bits), width=int(width), seed=int(seed))
+    return CELL_DIR.format(
+        study=study, method=method or DEFAULT_METHOD, precision=precision.tag, width=int(width), seed=int(seed)
+    )
 
 
 def sensitivity_file(study: str, width: int, seed: int) -> str:

@@ -15,14 +15,16 @@ Torch-free: Snakemake imports this module when it parses the workflow.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .constants import FLOAT_BITS
 from .errors import CheckpointError
+from .layout import cell_dir
+from .precision import Precision
 from .registry import DEFAULT_METHOD, METHODS
 
 
@@ -86,26 +88,25 @@ class FloatSpec:
 
 @dataclass(frozen=True)
 class QuantSpec:
-    """A quantized cell: ``float`` retrained at ``bits`` with ``method``.
+    """A quantized cell: ``float`` retrained at ``precision`` with ``method``.
 
-    ``bits`` is an int (uniform precision) or a tuple with one word length per
-    weight layer, first to last (mixed precision). A budget cell has
-    ``bits=None`` and a ``budget`` instead (``mean_bits``, ``allocation``,
-    ``candidate_bits``): its word lengths are allocated at run time from the
-    float network's sensitivity table (:mod:`qdesign.analysis.allocation`), and the
-    allocated spec carries both."""
+    A mean-bits budget (:class:`qdesign.core.precision.Precision` of kind
+    ``mean_bits``) is allocated at run time from the float network's
+    sensitivity table (:mod:`qdesign.analysis.allocation`); the allocated spec
+    (:meth:`allocated`) carries both the budget and the pattern. The JSON of a
+    spec is the same as before the precision had a type of its own, so that
+    cached cells keep their keys (tests/test_structure.py pins it)."""
 
     float: FloatSpec
-    bits: int | tuple[int, ...] | None
+    precision: Precision
     method: str
     retraining: Mapping[str, Any]
-    budget: Mapping[str, Any] | None = None
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise CheckpointError(f"unknown retraining method {self.method!r} (known: {', '.join(METHODS)})")
-        if self.bits is None and self.budget is None:
-            raise CheckpointError("a quantized spec needs bits or a budget")
+        if not isinstance(self.precision, Precision) or self.precision.is_float:
+            raise CheckpointError(f"a quantized spec needs a quantized precision, got {self.precision!r}")
 
     # the float network's coordinates, for logs and rows
     study = property(lambda self: self.float.study)
@@ -115,41 +116,31 @@ class QuantSpec:
     device = property(lambda self: self.float.device)
 
     @property
-    def layer_pattern(self) -> tuple[int, ...] | None:
-        return tuple(self.bits) if isinstance(self.bits, (list, tuple)) else None
-
-    @property
-    def is_mixed(self) -> bool:
-        return self.budget is not None or self.layer_pattern is not None
-
-    @property
     def float_key(self) -> str:
         return self.float.key
 
+    def allocated(self, pattern) -> QuantSpec:
+        """This budget cell with the word lengths its allocation chose."""
+        return dataclasses.replace(self, precision=self.precision.allocated(pattern))
+
     def to_dict(self) -> dict:
-        if self.bits is None:
-            bits = None
-        else:
-            bits = list(self.bits) if isinstance(self.bits, (list, tuple)) else int(self.bits)
-        d = {
+        return {
             "float": self.float.to_dict(),
-            "bits": bits,
+            **self.precision.spec_fields(),
             "method": self.method,
             "retraining": copy.deepcopy(dict(self.retraining)),
         }
-        if self.budget is not None:  # absent for bits cells: their keys predate budgets
-            d["budget"] = copy.deepcopy(dict(self.budget))
-        return d
 
     @classmethod
     def from_dict(cls, d: Mapping) -> QuantSpec:
         missing = [k for k in ("float", "bits", "method", "retraining") if k not in d]
         if missing:
             raise CheckpointError(f"quantized spec is missing {', '.join(missing)}")
-        raw = d["bits"]
-        bits = None if raw is None else tuple(raw) if isinstance(raw, (list, tuple)) else int(raw)
-        budget = copy.deepcopy(d.get("budget"))
-        return cls(FloatSpec.from_dict(d["float"]), bits, d["method"], copy.deepcopy(d["retraining"]), budget)
+        try:
+            precision = Precision.from_spec(d["bits"], d.get("budget"))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"quantized spec has no valid precision: {exc}") from None
+        return cls(FloatSpec.from_dict(d["float"]), precision, d["method"], copy.deepcopy(d["retraining"]))
 
     def to_json(self) -> str:
         return spec_json(self.to_dict())
@@ -219,12 +210,26 @@ def float_spec(config: Mapping, study: str, width: int, seed: int) -> FloatSpec:
     )
 
 
-def quant_spec(config: Mapping, study: str, width: int, bits, seed: int, method: str = DEFAULT_METHOD) -> QuantSpec:
-    """A quantized cell of a validated config (``bits`` an int or a per-layer tuple)."""
-    s = config["studies"][study]
-    retraining = {k: v for k, v in s["retraining"].items() if k != "methods"}
-    bits = tuple(int(b) for b in bits) if isinstance(bits, (list, tuple)) else int(bits)
-    return QuantSpec(float_spec(config, study, width, seed), bits, method, retraining)
+def _retraining(config: Mapping, study: str) -> dict:
+    """The study's retraining settings of one cell (without the method axis)."""
+    return {k: v for k, v in config["studies"][study]["retraining"].items() if k != "methods"}
+
+
+def quant_spec(
+    config: Mapping, study: str, width: int, precision, seed: int, method: str = DEFAULT_METHOD
+) -> QuantSpec:
+    """A quantized cell of a validated config; ``precision`` is a
+    :class:`~qdesign.core.precision.Precision` or what
+    :meth:`Precision.coerce` takes (bits, or a per-layer tuple)."""
+    precision = Precision.coerce(precision)
+    return QuantSpec(float_spec(config, study, width, seed), precision, method, _retraining(config, study))
+
+
+def study_budget(config: Mapping, study: str, mean_bits: float) -> Precision:
+    """The mean-bits precision of a budget of ``mean_bits`` bits per weight in a
+    study with a ``mixed`` section (its allocation and candidate bits)."""
+    mixed = config["studies"][study]["mixed"]
+    return Precision.budget(mean_bits, mixed["allocation"], mixed["candidate_bits"])
 
 
 def budget_spec(
@@ -232,31 +237,33 @@ def budget_spec(
 ) -> QuantSpec:
     """A mixed-precision cell whose word lengths are allocated for a budget of
     ``mean_bits`` bits per weight (the study's ``mixed`` settings)."""
-    s = config["studies"][study]
-    mixed = s["mixed"]
-    retraining = {k: v for k, v in s["retraining"].items() if k != "methods"}
-    budget = {
-        "mean_bits": float(mean_bits),
-        "allocation": mixed["allocation"],
-        "candidate_bits": [int(b) for b in mixed["candidate_bits"]],
-    }
-    return QuantSpec(float_spec(config, study, width, seed), None, method, retraining, budget)
+    return quant_spec(config, study, width, study_budget(config, study, mean_bits), seed, method)
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One trained network of a study: bits == FLOAT_BITS is the float reference
-    (its method is None)."""
+    """One trained network of a study: its float network (width, seed), its
+    precision and its retraining method (None for float networks)."""
 
     study: str
     width: int
-    bits: int | tuple[int, ...]
     seed: int
+    precision: Precision
     method: str | None = None
 
     @property
     def is_float(self) -> bool:
-        return not isinstance(self.bits, tuple) and self.bits == FLOAT_BITS
+        return self.precision.is_float
+
+    @property
+    def bits(self) -> int:
+        """The ``bits`` column of its row (32 float, b uniform, 0 mixed)."""
+        return self.precision.table_bits
+
+    @property
+    def dir(self) -> str:
+        """Its folder under results/ (:func:`qdesign.core.layout.cell_dir`)."""
+        return cell_dir(self.study, self.width, self.precision, self.seed, self.method)
 
 
 def study_methods(config: Mapping, study: str) -> list[str]:
@@ -272,33 +279,20 @@ def study_cells(config: Mapping, study: str) -> list[Cell]:
     out = []
     for w in s["model"]["widths"]:
         for seed in s["seeds"]:
-            out.append(Cell(study, w, FLOAT_BITS, seed))
+            out.append(Cell(study, w, seed, Precision.float_()))
             for b in s["bits"]:
                 for m in methods:
-                    out.append(Cell(study, w, b, seed, m))
+                    out.append(Cell(study, w, seed, Precision.uniform(b), m))
     return out
-
-
-@dataclass(frozen=True)
-class MixedCell:
-    """A mixed-precision cell: an explicit per-layer ``pattern`` or an allocated
-    budget of ``mean_bits`` bits per weight (exactly one is set)."""
-
-    study: str
-    width: int
-    seed: int
-    method: str
-    pattern: tuple[int, ...] | None = None
-    mean_bits: float | None = None
 
 
 def has_mixed(config: Mapping, study: str) -> bool:
     return config["studies"][study].get("mixed") is not None
 
 
-def mixed_cells(config: Mapping, study: str) -> list[MixedCell]:
+def mixed_cells(config: Mapping, study: str) -> list[Cell]:
     """Every mixed-precision cell of a study (none without a ``mixed`` section):
-    per width, seed and method, each pattern, then each budget."""
+    per width, seed and method, each pattern, then each mean-bits budget."""
     s = config["studies"][study]
     if s.get("mixed") is None:
         return []
@@ -306,6 +300,6 @@ def mixed_cells(config: Mapping, study: str) -> list[MixedCell]:
     for w in s["model"]["widths"]:
         for seed in s["seeds"]:
             for m in study_methods(config, study):
-                out += [MixedCell(study, w, seed, m, pattern=tuple(p)) for p in s["mixed"]["patterns"]]
-                out += [MixedCell(study, w, seed, m, mean_bits=float(b)) for b in s["mixed"]["mean_bits"]]
+                out += [Cell(study, w, seed, Precision.of_pattern(p), m) for p in s["mixed"]["patterns"]]
+                out += [Cell(study, w, seed, study_budget(config, study, b), m) for b in s["mixed"]["mean_bits"]]
     return out

@@ -13,6 +13,7 @@ Rule, command and function share one name per stage: rule ``train_float`` ->
 
 from __future__ import annotations
 
+import math
 import resource
 import sys
 import time
@@ -24,9 +25,10 @@ import torch
 
 from .. import __version__
 from ..analysis.ecr import network_memory_bits
-from ..core.constants import CHECKPOINT_VERSION, FLOAT_BITS, MIXED_BITS
+from ..core.constants import CHECKPOINT_VERSION
 from ..core.errors import CheckpointError
 from ..core.io import parquet_write_atomic
+from ..core.precision import Precision, row_layer_bits
 from ..core.specs import FloatSpec, QuantSpec, split_key
 from ..quantize import bake, integer_codes, quantized_layers, to_quantized
 from .data import load_cell_data
@@ -94,7 +96,7 @@ def _base_row(
     spec: FloatSpec,
     key: str,
     model: torch.nn.Module,
-    bits: int,
+    precision: Precision,
     method: str | None,
     layer_bits: list[int | None],
     data,
@@ -109,9 +111,9 @@ def _base_row(
         "model": spec.model["type"],
         "depth": _model_depth(spec.model),
         "width": int(spec.width),
-        "bits": int(bits),
+        "bits": precision.table_bits,
         "method": method,
-        "layer_bits": [FLOAT_BITS if b is None else int(b) for b in layer_bits],
+        "layer_bits": row_layer_bits(layer_bits),
         "seed": int(spec.seed),
         "n_weights": int(sum(w for _, w, _ in layers)),
         "n_biases": int(sum(b for _, _, b in layers)),
@@ -199,7 +201,7 @@ def train_float(spec: FloatSpec, data_path: str | Path, out_dir: str | Path, thr
     val_err = res.best_val_error  # fit evaluated exactly this state
     test_err = clock.timed("evaluate", evaluate, model, data.x_test, data.y_test)
     n_layers = len(weight_layers(model))
-    row = _base_row(spec, spec.key, model, FLOAT_BITS, None, [None] * n_layers, data, device, threads)
+    row = _base_row(spec, spec.key, model, Precision.float_(), None, [None] * n_layers, data, device, threads)
     row.update(
         {
             "test_error": test_err,
@@ -229,13 +231,13 @@ def train_float(spec: FloatSpec, data_path: str | Path, out_dir: str | Path, thr
     return row
 
 
-def _load_float(spec: QuantSpec, float_checkpoint: str | Path) -> dict:
-    """The float checkpoint this cell needs, or a one-line error: its whole spec
-    must be the cell's float spec (a stale or foreign network is refused)."""
+def _load_float(spec: FloatSpec, float_checkpoint: str | Path) -> dict:
+    """The float checkpoint of ``spec``, or a one-line error: its whole spec
+    must be ``spec`` (a stale or foreign network is refused)."""
     ckpt = load_checkpoint(float_checkpoint)
     if ckpt.get("kind") != "float":
         raise CheckpointError(f"{float_checkpoint} is not a float network (kind {ckpt.get('kind')!r})")
-    want = spec.float.to_dict()
+    want = spec.to_dict()
     if ckpt["spec"] != want:
         diff = sorted(k for k in set(want) | set(ckpt["spec"]) if ckpt["spec"].get(k) != want.get(k))
         raise CheckpointError(
@@ -256,22 +258,19 @@ def retrain(
     """Quantize one float network (L2-optimal steps), record the
     direct-quantization error, retrain with the spec's method, record the result.
 
-    A budget cell (``spec.budget``) first allocates its word lengths from the
-    float network's ``sensitivity`` table (:func:`allocate_bits`)."""
+    A mean-bits budget cell first allocates its word lengths from the float
+    network's ``sensitivity`` table (:func:`allocate_bits`)."""
     log = _logger()
     clock = _Clock()
     fspec = spec.float
-    ckpt = clock.timed("load", _load_float, spec, float_checkpoint)
+    ckpt = clock.timed("load", _load_float, spec.float, float_checkpoint)
     allocation, requested = None, spec
-    if spec.budget is not None:
+    if not spec.precision.is_allocated:
         if sensitivity is None:
             raise CheckpointError("a budget cell needs the float network's sensitivity table (--sensitivity)")
         allocation = allocate_bits(spec, sensitivity)
-        log(
-            f"budget {spec.budget['mean_bits']:g} bits/weight ({spec.budget['allocation']}): "
-            f"layer bits {allocation.tag}, predicted val loss increase {allocation.cost:.4g}"
-        )
-        spec = QuantSpec(spec.float, allocation.pattern, spec.method, spec.retraining, spec.budget)
+        spec = spec.allocated(allocation.pattern)
+        log(f"budget {spec.precision}, predicted val loss increase {allocation.cost:.4g}")
     device, data = clock.timed("load", _prepare, fspec, data_path, threads)
     model = build_model(fspec.model, fspec.width, data.input_shape, data.n_classes)
     try:
@@ -286,10 +285,11 @@ def retrain(
 
     rcfg = spec.retraining
     t_q = time.perf_counter()
-    qmodel = to_quantized(model, spec.bits, float_first=rcfg["float_first"], float_last=rcfg["float_last"])
+    precision = spec.precision
+    qmodel = to_quantized(model, precision, float_first=rcfg["float_first"], float_last=rcfg["float_last"])
     steps0 = [float(layer.step) for _, layer in quantized_layers(qmodel)]
     log(
-        f"{spec.bits}-bit ({spec.method}) {spec.study} width {spec.width} seed {spec.seed} on {device}: "
+        f"{precision} ({spec.method}) {spec.study} width {spec.width} seed {spec.seed} on {device}: "
         f"steps {', '.join(f'{s:.4g}' for s in steps0)} ({time.perf_counter() - t_q:.2f}s)"
     )
     direct_val = clock.timed("evaluate", evaluate, qmodel, data.x_val, data.y_val)
@@ -301,7 +301,7 @@ def retrain(
     epoch_start = method.hook(qmodel)
 
     torch.manual_seed(int(spec.seed))
-    what = f"{spec.bits}-bit ({spec.method}) {spec.study} width {spec.width} seed {spec.seed}"
+    what = f"{precision} ({spec.method}) {spec.study} width {spec.width} seed {spec.seed}"
     res = fit(
         qmodel,
         data,
@@ -324,10 +324,9 @@ def retrain(
         layer.bits if name in qnames else None
         for name, layer in ((n, qmodel.get_submodule(n)) for n, _, _ in weight_layers(qmodel))
     ]
-    uniform = spec.bits if isinstance(spec.bits, int) else MIXED_BITS
-    row = _base_row(spec.float, requested.key, qmodel, uniform, spec.method, layer_bits, data, device, threads)
-    if spec.is_mixed:
-        row.update(_mixed_columns(spec, allocation))
+    row = _base_row(spec.float, requested.key, qmodel, precision, spec.method, layer_bits, data, device, threads)
+    if precision.is_mixed:
+        row.update(precision.mixed_columns(math.nan if allocation is None else allocation.cost))
     codes = integer_codes(qmodel)
     row.update(
         {
@@ -350,7 +349,7 @@ def retrain(
             "kind": "quantized",
             "spec": requested.to_dict(),
             "float_spec": fspec.to_dict(),
-            "bits": spec.bits,
+            "bits": precision.bits if precision.kind == "uniform" else precision.pattern,
             "layer_bits": layer_bits,
             "state_dict": {k: v.cpu() for k, v in bake(qmodel).state_dict().items()},
             "codes": {name: {"codes": qt.codes, "step": qt.step, "bits": qt.bits} for name, qt in codes.items()},
@@ -374,25 +373,10 @@ def allocate_bits(spec: QuantSpec, sensitivity: str | Path):
 
     table = read_sensitivity(sensitivity, float_hash=spec.float.key)
     try:
-        costs, n_weights = costs_from_table(table, spec.budget["candidate_bits"])
+        costs, n_weights = costs_from_table(table, spec.precision.candidate_bits)
     except ValueError as exc:
         raise CheckpointError(f"{sensitivity}: {exc} (rerun its sensitivity job)") from None
-    return allocate(costs, n_weights, spec.budget["mean_bits"], spec.budget["allocation"])
-
-
-def _mixed_columns(spec: QuantSpec, allocation) -> dict:
-    """Columns only mixed cells have: which design it is, and for budget cells
-    the budget and what the allocation predicted."""
-    from ..core.layout import bits_tag, mean_tag  # noqa: PLC0415
-
-    budget = spec.budget or {}
-    return {
-        "precision": bits_tag(spec.bits) if not budget else f"m{mean_tag(budget['mean_bits'])}",
-        "pattern": bits_tag(spec.bits),
-        "budget_mean_bits": float(budget.get("mean_bits", float("nan"))),
-        "allocation": budget.get("allocation", "explicit"),
-        "predicted_cost": float("nan") if allocation is None else allocation.cost,
-    }
+    return allocate(costs, n_weights, spec.precision.mean_bits, spec.precision.allocation)
 
 
 def sensitivity(
@@ -403,8 +387,7 @@ def sensitivity(
 
     log = _logger()
     t0 = time.perf_counter()
-    probe = QuantSpec(spec, 2, "fixed", {})  # only for the float checkpoint check
-    ckpt = _load_float(probe, float_checkpoint)
+    ckpt = _load_float(spec, float_checkpoint)
     device, data = _prepare(spec, data_path, threads)
     model = build_model(spec.model, spec.width, data.input_shape, data.n_classes)
     model.load_state_dict(ckpt["state_dict"])

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..core.precision import Precision
 from .primitives import check_bits, dequantize, quantize, quantize_codes
 from .ste import quantize_ste
 from .step_search import l2_optimal_step
@@ -131,9 +132,12 @@ def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
 
 def layer_bits_for(n_layers: int, bits, *, float_first: bool = False, float_last: bool = False) -> list[int | None]:
     """Per weight layer, its word length (None = float): ``bits`` is one int for
-    every layer (uniform precision) or a sequence with one entry per layer
-    (mixed precision, first to last). ``float_first``/``float_last`` keep the
+    every layer (uniform precision), a sequence with one entry per layer
+    (mixed precision, first to last; None keeps a layer float), or a
+    :class:`~qdesign.core.precision.Precision`. ``float_first``/``float_last`` keep the
     first/last layer in float."""
+    if isinstance(bits, Precision):
+        return bits.layer_bits(n_layers, float_first=float_first, float_last=float_last)
     if isinstance(bits, (list, tuple)):
         if len(bits) != n_layers:
             raise ValueError(f"{len(bits)} per-layer bits given for {n_layers} weight layers")
