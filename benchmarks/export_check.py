@@ -119,7 +119,7 @@ def main(argv=None) -> int:
 
 
 def _layer_bits(cell) -> list[int]:
-    from qdesign.analysis.ecr import layer_memory_bits
+    from qdesign.core.memory import layer_memory_bits
     from qdesign.export import packed
     from qdesign.export.cell import cell_ops
 

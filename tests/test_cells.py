@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 import torch
 
-from qdesign.analysis.ecr import network_memory_bits
 from qdesign.core.config import validate_config
+from qdesign.core.memory import network_memory_bits
 from qdesign.core.specs import float_spec, quant_spec, study_split_key
 from qdesign.nn.cells import CheckpointError, load_checkpoint, retrain, train_float
 from qdesign.nn.data import prepare_dataset, write_prepared, write_splits

@@ -16,10 +16,9 @@ from qdesign.analysis.ecr import (
     budget_grid,
     effective_compression_ratio,
     isotonic_nonincreasing,
-    layer_memory_bits,
-    network_memory_bits,
     pareto_front,
 )
+from qdesign.core.memory import layer_memory_bits, network_memory_bits
 
 # --------------------------------------------------------------------------
 # Memory model

@@ -12,9 +12,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qdesign.analysis.ecr import network_memory_bits
 from qdesign.core.config import validate_config
 from qdesign.core.errors import CheckpointError, ExportError
+from qdesign.core.memory import network_memory_bits
 from qdesign.core.specs import float_spec, quant_spec
 from qdesign.export import export_cell, packed
 from qdesign.export.cell import cell_ops, load_cell

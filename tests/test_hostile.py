@@ -20,7 +20,8 @@ import torch
 
 from qdesign.analysis.aggregate import aggregate, ecr_table, seed_means
 from qdesign.core import io as qio
-from qdesign.core.config import _n_params_estimate, validate_config
+from qdesign.core.architecture import n_params, study_layer_specs
+from qdesign.core.config import validate_config
 from qdesign.core.errors import ConfigError, DatasetError, DiskFullError, DivergedError, UserError
 from qdesign.core.specs import float_spec
 from qdesign.nn import torchio
@@ -194,10 +195,13 @@ def test_large_but_feasible_widths_stay_valid():
     ],
 )
 def test_parameter_estimate_matches_the_built_model(model_cfg, dataset):
+    """The architecture description the config and the cluster requests are
+    sized from counts the parameters the built network has."""
     shape = DATASET_SHAPES[dataset][1]
     for width in (3, 16):
         model = build_model(model_cfg, width, shape, 10)
-        assert _n_params_estimate(model_cfg, width, shape) == sum(p.numel() for p in model.parameters())
+        estimate = n_params(study_layer_specs({"model": model_cfg, "dataset": dataset}, width))
+        assert estimate == sum(p.numel() for p in model.parameters())
 
 
 def test_cuda_without_a_gpu_is_one_line_at_job_start(monkeypatch):

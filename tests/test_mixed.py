@@ -170,7 +170,11 @@ def test_uniform_cells_and_their_specs_are_unchanged_by_a_mixed_section():
     assert len(cells) == 2 * 1 * 2  # widths x seeds x (1 pattern + 1 budget)
     spec = budget_spec(mixed, "s", 8, 3, 0)
     fields = spec.to_dict()
-    assert fields["bits"] is None and fields["budget"] == {"mean_bits": 3.0, "allocation": "knapsack", "candidate_bits": [2, 4]}
+    assert fields["bits"] is None and fields["budget"] == {
+        "mean_bits": 3.0,
+        "allocation": "knapsack",
+        "candidate_bits": [2, 4],
+    }
     assert not spec.precision.is_allocated and spec.precision.mean_bits == 3.0
 
 

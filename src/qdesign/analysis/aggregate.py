@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..core.constants import FLOAT_BITS
 from ..core.errors import TableError
+from ..core.precision import is_float_bits
 from .ecr import best_under_budget, budget_grid, effective_compression_ratio, pareto_front
 from .tables import FLOAT_METHOD, MEMORY_COLUMNS, with_method
 
@@ -92,7 +92,7 @@ def ecr_table(
         for method in sorted(summary.loc[~is_float, "method"].unique()):
             rows = summary[is_float | (summary["method"] == method)]
             b = readoff_ecr_intervals(rows, n_boot=n_boot, reference_bits=reference_bits)
-            b = b[b["bits"] < FLOAT_BITS].assign(method=method)
+            b = b[~is_float_bits(b["bits"])].assign(method=method)
             bands.append(b)
     if bands:
         ecr = ecr.merge(pd.concat(bands), on=["width", "bits", "method"], how="left", validate="one_to_one")

@@ -1,9 +1,9 @@
 """Weight memory, effective compression ratio (ECR) and the memory/error frontier.
 
 The paper asks whether, for a fixed weight memory, a network should be made
-smaller or its weights coarser.  Both answers need the same three tools:
+smaller or its weights coarser.  Both answers need, beside the memory model
+(:mod:`qdesign.core.memory`, which charges every network in bits the same way):
 
-* a memory model that charges every network in bits the same way;
 * the ECR: how many times smaller a quantized network is than the float network
   that reaches the same error (read off the monotone float error-vs-size curve);
 * the Pareto front and the best network under a budget.
@@ -14,17 +14,14 @@ Pure numpy/pandas on purpose: analysis must run where torch is not installed.
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
 
 from ..core.constants import FLOAT_BITS  # also the bits of a float weight, of a stored step and of a bias
+from ..core.precision import is_float_bits
 
 __all__ = [
-    "FLOAT_BITS",
-    "layer_memory_bits",
-    "network_memory_bits",
     "isotonic_nonincreasing",
     "effective_compression_ratio",
     "pareto_front",
@@ -37,73 +34,6 @@ __all__ = [
 _ERROR_TOL = 1e-12
 
 _SEED_KEYS = ("study", "model", "depth", "method", "width", "n_weights", "bits")
-
-
-# --------------------------------------------------------------------------
-# Memory model
-# --------------------------------------------------------------------------
-
-
-def _as_count(value, name: str) -> int:
-    count = operator.index(value)
-    if count < 0:
-        raise ValueError(f"{name} must be >= 0, got {count}")
-    return count
-
-
-def _as_bits(bits) -> int | None:
-    """None for a float layer, else the integer bit width (>= 1)."""
-    if bits is None:
-        return None
-    if isinstance(bits, (float, np.floating)):
-        if not float(bits).is_integer():
-            raise ValueError(f"bits must be an integer, got {bits}")
-        bits = int(bits)
-    b = operator.index(bits)
-    if b < 1:
-        raise ValueError(f"bits must be >= 1 or None, got {b}")
-    return None if b >= FLOAT_BITS else b
-
-
-def layer_memory_bits(n_weights: int, n_biases: int, bits: int | None) -> tuple[int, int]:
-    """Memory of one layer in bits, as ``(weights_only, total)``.
-
-    ``bits=None`` or ``bits >= 32`` is a float layer: 32 bits per weight and no
-    step.  A quantized layer costs ``bits`` per weight plus one 32-bit step
-    (the uniform quantizer's scale).  Biases stay float (32 bits each) and only
-    count in ``total``: the paper compares weight memory, but the total is what
-    a device must actually hold.
-    """
-    n_w = _as_count(n_weights, "n_weights")
-    n_b = _as_count(n_biases, "n_biases")
-    b = _as_bits(bits)
-    if b is None:
-        weights_only = n_w * FLOAT_BITS
-        step = 0
-    else:
-        weights_only = n_w * b
-        step = FLOAT_BITS
-    return weights_only, weights_only + step + n_b * FLOAT_BITS
-
-
-def network_memory_bits(layers: Iterable[tuple[int, int, int | None]]) -> tuple[int, int]:
-    """Memory of a network in bits, as ``(weights_only, total)``.
-
-    ``layers`` yields ``(n_weights, n_biases, bits)`` per layer.  With
-    ``bits_or_32`` the layer's bit width (32 for a float layer)::
-
-        weights_only = sum(n_weights * bits_or_32)
-        total        = weights_only + 32 * n_quantized_layers + 32 * sum(n_biases)
-
-    i.e. a float network costs 32 bits per weight, a quantized one ``b`` bits
-    per weight plus one 32-bit step per quantized layer (in ``total`` only).
-    """
-    weights_only = total = 0
-    for n_weights, n_biases, bits in layers:
-        w, t = layer_memory_bits(n_weights, n_biases, bits)
-        weights_only += w
-        total += t
-    return weights_only, total
 
 
 # --------------------------------------------------------------------------
@@ -192,7 +122,7 @@ def _check_cells(cells: pd.DataFrame) -> None:
         raise ValueError("bits must be >= 1 (and not NaN)")
     if not np.all((err >= 0) & (err <= 1)):
         raise ValueError("error must be a fraction in [0, 1] (and not NaN)")
-    if not np.any(bits >= FLOAT_BITS):
+    if not np.any(is_float_bits(bits)):
         raise ValueError(f"no float rows (bits >= {FLOAT_BITS}) to build the float curve")
     if "study" in cells.columns and cells["study"].nunique(dropna=False) > 1:
         raise ValueError("cells mixes several studies; pass one study at a time")
@@ -238,7 +168,7 @@ def effective_compression_ratio(
     n_in = cells["n_weights"].to_numpy(dtype=float)
     bits_in = cells["bits"].to_numpy(dtype=float)
     err_in = cells["error"].to_numpy(dtype=float)
-    is_float_in = bits_in >= FLOAT_BITS
+    is_float_in = is_float_bits(bits_in)
     sizes, inverse = np.unique(n_in[is_float_in], return_inverse=True)
     counts = np.bincount(inverse).astype(float)
     mean_err = np.bincount(inverse, weights=err_in[is_float_in]) / counts
@@ -249,7 +179,7 @@ def effective_compression_ratio(
     n = out["n_weights"].to_numpy(dtype=float)
     bits = out["bits"].to_numpy(dtype=float)
     err = out["error"].to_numpy(dtype=float)
-    is_float = bits >= FLOAT_BITS
+    is_float = is_float_bits(bits)
 
     few = n.copy()
     bound = np.full(len(out), None, dtype=object)

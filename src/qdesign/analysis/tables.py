@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..core.constants import FLOAT_BITS
 from ..core.errors import TableError
+from ..core.precision import is_float_bits
 from ..core.registry import DEFAULT_METHOD
 
 FLOAT_METHOD = "float"
@@ -44,7 +44,7 @@ def with_method(table: pd.DataFrame) -> pd.DataFrame:
     df = table.copy()
     if "method" not in df.columns:
         df["method"] = None
-    is_float = df["bits"] >= FLOAT_BITS
+    is_float = is_float_bits(df["bits"])
     df["method"] = df["method"].where(df["method"].notna(), np.where(is_float, FLOAT_METHOD, DEFAULT_METHOD))
     return df
 

@@ -19,7 +19,15 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from .registry import DATASETS
+
 WEIGHT_KINDS = ("linear", "conv")
+
+TRAIN_PARAM_COPIES = 7
+"""float32 copies of every parameter alive while a cell trains: weights, grads,
+2 Adam moments, best-epoch snapshot, quantized copy, checkpoint buffer
+(calibrated on measured jobs, docs/slurm.md). The config refuses a width whose
+copies exceed the machine's memory; the cluster request is sized with it."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +118,13 @@ def layer_specs(model_cfg: Mapping, width: int, input_shape: tuple[int, ...], n_
     else:
         raise ValueError(f"unknown model type {kind!r}")
     return layers
+
+
+def study_layer_specs(study: Mapping, width: int) -> list[LayerSpec]:
+    """:func:`layer_specs` of a study's network at ``width``, with its
+    dataset's input shape and class count (:data:`qdesign.core.registry.DATASETS`)."""
+    info = DATASETS[study["dataset"]]
+    return layer_specs(study["model"], int(width), info.input_shape, info.n_classes)
 
 
 def weight_specs(specs: list[LayerSpec]) -> list[LayerSpec]:

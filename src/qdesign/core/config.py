@@ -19,9 +19,9 @@ from typing import Any
 
 import yaml
 
+from .architecture import TRAIN_PARAM_COPIES, n_params, study_layer_specs, weight_specs
 from .errors import ConfigError
 from .layout import REPO_ROOT, RESERVED
-from .registry import DATASETS
 
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 _CNN_ONLY = {"channel_multipliers", "convs_per_block", "kernel_size", "pool", "fc_units"}
@@ -126,17 +126,6 @@ def _strict_validator(schema: dict):
     return validators.extend(Draft202012Validator, type_checker=checker)(schema)
 
 
-_TRAIN_COPIES = 8  # float32 copies per parameter: weights, grads, 2 moments, best snapshot, quantized/shadow
-
-
-def _n_params_estimate(model: Mapping, width: int, input_shape: tuple[int, ...], n_classes: int = 10) -> int:
-    """Weights and biases of a model, from its (defaults-filled) config, by the
-    one architecture description (:mod:`qdesign.core.architecture`, no torch)."""
-    from .architecture import layer_specs, n_params  # noqa: PLC0415
-
-    return n_params(layer_specs(model, width, input_shape, n_classes))
-
-
 def _physical_memory() -> int | None:
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -151,10 +140,9 @@ def _check_model_sizes(cfg: Mapping) -> None:
     if not phys:
         return
     for name, study in cfg["studies"].items():
-        shape = DATASETS[study["dataset"]].input_shape
         for i, width in enumerate(study["model"]["widths"]):
-            n = _n_params_estimate(study["model"], int(width), shape)
-            need = _TRAIN_COPIES * 4 * n
+            n = n_params(study_layer_specs(study, width))
+            need = TRAIN_PARAM_COPIES * 4 * n
             if need > phys:
                 raise ConfigError(
                     f"config: studies.{name}.model.widths.{i}: width {width} gives ~{n:.3g} parameters, "
@@ -211,11 +199,7 @@ def validate_config(config: Mapping) -> dict:
 
 def n_weight_layers(study: Mapping) -> int:
     """Weight layers (Linear/Conv2d) of a study's network; the same at every width."""
-    from .architecture import layer_specs, weight_specs  # noqa: PLC0415
-
-    width = study["model"]["widths"][0]
-    shape = DATASETS[study["dataset"]].input_shape
-    return len(weight_specs(layer_specs(study["model"], int(width), shape, DATASETS[study["dataset"]].n_classes)))
+    return len(weight_specs(study_layer_specs(study, study["model"]["widths"][0])))
 
 
 def _check_mixed(name: str, study: dict) -> None:

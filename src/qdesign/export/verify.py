@@ -42,9 +42,9 @@ class ExportCheck:
 
 def expected_packed_bytes(cell: Cell) -> int:
     """Size of the cell's packed file from the memory model: each weight layer's
-    ``memory_bits_total`` (qdesign.analysis.ecr.layer_memory_bits) / 8 rounded up, plus
+    ``memory_bits_total`` (qdesign.core.memory.layer_memory_bits) / 8 rounded up, plus
     :func:`qdesign.export.packed.overhead_bytes`."""
-    from ..analysis.ecr import layer_memory_bits  # noqa: PLC0415
+    from ..core.memory import layer_memory_bits  # noqa: PLC0415
 
     ops = cell_ops(cell)
     weight_ops = [op for op in ops if op.kind in (packed.LINEAR, packed.CONV2D)]

@@ -19,6 +19,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from ..analysis.scaling import law_from_table
 from ..core.constants import FLOAT_BITS
+from ..core.precision import is_float_bits
 from .style import bits_order, fmt_si, legend, plain_log_axis, require, styles_for, width_label
 
 __all__ = ["is_fitted", "not_fitted_note", "plot_ecr_bands", "plot_scaling_fit"]
@@ -73,7 +74,7 @@ def plot_scaling_fit(
             lw=0.8,
             capsize=1.5,
             label=st["label"],
-            zorder=3 if b >= FLOAT_BITS else 2,
+            zorder=3 if is_float_bits(b) else 2,
         )
         ax.plot(grid, 100 * law.predict(grid, b), color=st["color"], lw=1.0, zorder=1)
         if band and law.boot:
@@ -89,7 +90,7 @@ def plot_scaling_fit(
     plain_log_axis(ax.yaxis)
     ax.set_xlabel("Number of weights")
     ax.set_ylabel("Test error (%)")
-    g_txt = ", ".join(f"g({b})={law.g(b):.2f}" for b in order if b < FLOAT_BITS)
+    g_txt = ", ".join(f"g({b})={law.g(b):.2f}" for b in order if not is_float_bits(b))
     ax.set_title(f"err = E + A (N g(b))^-α: E={100 * law.E:.2f}%, α={law.alpha:.2f}", fontsize=9)
     handles, labels = ax.get_legend_handles_labels()
     handles.append(Line2D([], [], color="0.3", lw=1.0))
@@ -109,7 +110,7 @@ def plot_ecr_bands(ecr_df: pd.DataFrame, scaling_df: pd.DataFrame, ax, styles: M
     """
     require(ecr_df, ("width", "bits", "ecr"), "ecr_df")
     law = law_from_table(scaling_df)
-    q = ecr_df[ecr_df["bits"] < FLOAT_BITS]
+    q = ecr_df[~is_float_bits(ecr_df["bits"])]
     order = bits_order(q["bits"] if bits is None else bits)
     styles = styles_for(styles, order)
     widths = np.sort(q["width"].unique()).astype(float)

@@ -17,11 +17,10 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-from ..core.constants import FLOAT_BITS
+from ..core.precision import is_float_bits
 from .style import (
     bits_order,
     fmt_g,
-    is_float,
     legend,
     log_x,
     maybe_log_y,
@@ -76,7 +75,7 @@ def plot_error_vs_weights(summary: pd.DataFrame, ax, styles: Mapping | None = No
         s = stats[stats["bits"] == b].sort_values("x")
         st = styles[b]
         x, y = s["x"].to_numpy(float), 100 * s["mean"].to_numpy(float)
-        z = 3 if b >= FLOAT_BITS else 2
+        z = 3 if is_float_bits(b) else 2
         ax.plot(x, y, color=st["color"], marker=st["marker"], ms=4, lw=1.4, label=st["label"], zorder=z)
         if spread:
             lo, hi = 100 * s["lo"].to_numpy(float), 100 * s["hi"].to_numpy(float)
@@ -203,7 +202,7 @@ def _annotate_frontier(ax, pareto: pd.DataFrame, n: int) -> None:
         if not (np.isfinite(r["width"]) and np.isfinite(r["bits"])):
             continue
         b = int(r["bits"])
-        tag = "float" if b >= FLOAT_BITS else f"{b}b"
+        tag = "float" if is_float_bits(b) else f"{b}b"
         # Below-left of a Pareto point is empty by definition: no cell is both
         # smaller and better, and the step line leaves the point up and right.
         ax.annotate(
@@ -228,7 +227,7 @@ def plot_ecr_vs_width(ecr: pd.DataFrame, ax, styles: Mapping | None = None):
     and are drawn as open triangles (▽ upper, △ lower).
     """
     require(ecr, _REQUIRED["ecr"], "ecr")
-    q = ecr[~is_float(ecr["bits"])].copy()
+    q = ecr[~is_float_bits(ecr["bits"])].copy()
     q["ecr"] = pd.to_numeric(q["ecr"], errors="coerce")
     q = q.dropna(subset=["ecr", "width"])
     q = q[q["ecr"] > 0]
@@ -302,7 +301,7 @@ def retrain_gaps(summary: pd.DataFrame) -> pd.DataFrame:
     """
     require(summary, _REQUIRED["retrain_gap"], "summary")
     keys = ["width", "seed", *[k for k in _PAIR_KEYS if k in summary.columns]]
-    is_f = is_float(summary["bits"])
+    is_f = is_float_bits(summary["bits"])
     ref = (
         summary.loc[is_f, keys + ["test_error"]]
         .groupby(keys, dropna=False, sort=False)["test_error"]
@@ -408,7 +407,7 @@ def plot_method_comparison(summary: pd.DataFrame, ax, styles: Mapping | None = N
     require(summary, ("width", "bits", "test_error"), "summary")
     df = summary.copy()
     if "method" not in df.columns:
-        df["method"] = np.where(is_float(df["bits"]), "float", "fixed")
+        df["method"] = np.where(is_float_bits(df["bits"]), "float", "fixed")
     df["method"] = df["method"].fillna("float")
     means = df.groupby(["method", "bits", "width"], sort=True)["test_error"].mean().reset_index()
     methods = sorted(m for m in means["method"].unique() if m != "float")
@@ -417,14 +416,14 @@ def plot_method_comparison(summary: pd.DataFrame, ax, styles: Mapping | None = N
     if len(methods) > 1:
         # the best-method frontier: per word length, the lowest seed-mean error
         # over the methods at each width, as a broad pale band under the lines
-        quant = means[(means["method"] != "float") & (means["bits"] < FLOAT_BITS)]
+        quant = means[(means["method"] != "float") & (~is_float_bits(means["bits"]))]
         best = quant.groupby(["bits", "width"], sort=True)["test_error"].min().reset_index()
         for b in order:
             s = best[best["bits"] == b]
             if len(s):
                 ax.plot(s["width"], 100 * s["test_error"], color=styles[b]["color"], lw=6, alpha=0.22, zorder=1)
     for b in order:
-        for i, m in enumerate(["float"] if b >= FLOAT_BITS else methods):
+        for i, m in enumerate(["float"] if is_float_bits(b) else methods):
             s = means[(means["bits"] == b) & (means["method"] == m)].sort_values("width")
             if s.empty:
                 continue
@@ -435,7 +434,7 @@ def plot_method_comparison(summary: pd.DataFrame, ax, styles: Mapping | None = N
                 marker=styles[b]["marker"],
                 ms=3.5,
                 lw=1.3,
-                ls=_METHOD_LINES[i % len(_METHOD_LINES)] if b < FLOAT_BITS else "-",
+                ls=_METHOD_LINES[i % len(_METHOD_LINES)] if not is_float_bits(b) else "-",
             )
     width_axis(ax, means["width"])
     maybe_log_y(ax, 100 * means["test_error"])

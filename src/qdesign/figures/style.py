@@ -28,6 +28,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLoca
 from ..core.constants import FLOAT_BITS
 from ..core.errors import TableError
 from ..core.io import atomic_path
+from ..core.precision import is_float_bits
 
 FIGSIZE = (6.4, 4.2)
 
@@ -65,12 +66,8 @@ def require(df: pd.DataFrame, columns: Iterable[str], name: str) -> None:
         raise TableError(f"{name} is missing required column(s): {', '.join(missing)}")
 
 
-def is_float(bits) -> np.ndarray:
-    return np.asarray(bits, dtype=float) >= FLOAT_BITS
-
-
 def bits_label(bits: int) -> str:
-    return f"float ({FLOAT_BITS} bits)" if bits >= FLOAT_BITS else f"{bits} bits"
+    return f"float ({FLOAT_BITS} bits)" if is_float_bits(bits) else f"{bits} bits"
 
 
 def bits_styles(bits: Iterable) -> dict[int, dict]:
@@ -82,7 +79,7 @@ def bits_styles(bits: Iterable) -> dict[int, dict]:
     pass it to every plot to keep figures consistent.
     """
     values = sorted({int(b) for b in pd.Series(list(bits), dtype=float).dropna()})
-    quant = [b for b in values if b < FLOAT_BITS]
+    quant = [b for b in values if not is_float_bits(b)]
     cmap = matplotlib.colormaps["viridis"]
     positions = np.linspace(0.0, 0.85, len(quant)) if len(quant) > 1 else [0.35]
     styles = {
@@ -90,7 +87,7 @@ def bits_styles(bits: Iterable) -> dict[int, dict]:
         for i, (b, p) in enumerate(zip(quant, positions))
     }
     for b in values:
-        if b >= FLOAT_BITS:
+        if is_float_bits(b):
             styles[b] = {"color": "black", "marker": FLOAT_MARKER, "label": bits_label(b)}
     return styles
 
@@ -104,7 +101,7 @@ def styles_for(styles: Mapping | None, bits: Iterable) -> dict[int, dict]:
 
 def bits_order(bits: Iterable) -> list[int]:
     """Quantized bits ascending, then float: the legend order of every figure."""
-    return sorted({int(b) for b in bits}, key=lambda b: (b >= FLOAT_BITS, b))
+    return sorted({int(b) for b in bits}, key=lambda b: (is_float_bits(b), b))
 
 
 def width_label(df: pd.DataFrame) -> str:

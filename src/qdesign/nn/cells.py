@@ -24,10 +24,10 @@ import pandas as pd
 import torch
 
 from .. import __version__
-from ..analysis.ecr import network_memory_bits
 from ..core.constants import CHECKPOINT_VERSION
 from ..core.errors import CheckpointError
 from ..core.io import parquet_write_atomic
+from ..core.memory import network_memory_bits
 from ..core.precision import Precision, row_layer_bits
 from ..core.specs import FloatSpec, QuantSpec, split_key
 from ..quantize import bake, integer_codes, quantized_layers, to_quantized

@@ -19,10 +19,10 @@ import pandas as pd
 import torch
 from torch.nn import functional as F
 
-from ..core.constants import EVAL_BATCH
 from ..quantize import l2_optimal_step, quantize
 from ..quantize.layers import weight_modules
 from .inference import forward
+from .train import eval_batch_size
 
 COLUMNS = [
     "study",
@@ -50,7 +50,7 @@ def loss_and_error(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> 
     model.eval()
     loss = torch.zeros((), dtype=torch.float64, device=x.device)
     wrong = torch.zeros((), dtype=torch.int64, device=x.device)
-    batch = EVAL_BATCH["conv" if any(isinstance(m, torch.nn.Conv2d) for m in model.modules()) else "fc"]
+    batch = eval_batch_size(model)
     for i in range(0, x.shape[0], batch):
         out = forward(model, x[i : i + batch])
         loss += F.cross_entropy(out, y[i : i + batch], reduction="sum").double()

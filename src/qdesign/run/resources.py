@@ -24,14 +24,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from ..core.architecture import forward_macs, layer_specs, n_params
+from ..core.architecture import TRAIN_PARAM_COPIES, forward_macs, n_params, study_layer_specs
 from ..core.architecture import training_flops_per_example as training_flops_per_example  # re-exported
 from ..core.constants import EVAL_BATCH
 from ..core.registry import DATASETS
 
 # (examples in train pool + test, input shape) of each dataset, from the registry
 DATASET_SHAPES = {name: (d.n_examples, d.input_shape) for name, d in DATASETS.items()}
-N_CLASSES = 10
 
 # Calibration (benchmarks/measure_cell.py, fresh processes, 2 shared CPU cores; docs/slurm.md):
 # RSS of the interpreter with qdesign.nn.cells imported (python, torch, pandas,
@@ -39,7 +38,6 @@ N_CLASSES = 10
 # machine; CUDA adds its context in host memory (not yet measured: benchmarks/gpu_check.sh)
 BASE_MB = {"cpu": 900, "cuda": 1900}
 DATA_BYTES_PER_PIXEL = 8  # uint8 pool + float32 splits + transient copies (MNIST: ~435 MB)
-PARAM_COPIES = 7  # weights, grads, 2 Adam moments, best snapshot, quantized copy, checkpoint buffer
 CONV_WORKSPACE_MB = 300  # oneDNN buffers and allocator caching of convolutions (CNN width 32: ~300 MB)
 MEM_MARGIN = 1.25  # on the job's own estimated peak
 # RSS of the two Snakemake processes (sbatch script -> snakemake -> job shell)
@@ -69,9 +67,9 @@ def job_peak_mb(study: Mapping, width: int, device: str = "cpu", n_examples: int
     """Estimated peak RSS in MB of one training job's own process, without margin
     or wrappers. ``n_examples``: the dataset's size (default: the real one)."""
     n, shape = _shape(study, n_examples)
-    specs = layer_specs(study["model"], width, shape, N_CLASSES)
+    specs = study_layer_specs(study, width)
     data_b = n * math.prod(shape) * DATA_BYTES_PER_PIXEL
-    param_b = n_params(specs) * 4 * PARAM_COPIES
+    param_b = n_params(specs) * 4 * TRAIN_PARAM_COPIES
     batch = max(study["training"]["batch_size"], study["retraining"]["batch_size"])
     acts = [math.prod(shape)] + [s.activations for s in specs]
     # training: every module's output is kept for backward
@@ -99,7 +97,7 @@ def job_seconds(study: Mapping, width: int, phase: str, device: str, threads: in
     cfg = study["training"] if phase == "float" else study["retraining"]
     epochs = max(int(cfg["epochs"]), 1)
     kind = study["model"]["type"]
-    macs = forward_macs(layer_specs(study["model"], width, shape, N_CLASSES))
+    macs = forward_macs(study_layer_specs(study, width))
     # train 3 passes per example; evaluate val each epoch and val + test at the end (1 pass)
     flops = 2 * macs * (3 * n_train * epochs + n_val * (epochs + 1) + _test_size(study["dataset"]))
     if device == "cuda":
