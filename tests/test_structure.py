@@ -185,3 +185,15 @@ def test_cached_cells_keep_their_folders_and_keys(config):
             )
             got[c.dir] = spec.key
     assert got == want
+
+
+def test_rules_take_every_results_path_from_layout():
+    """The rules spell no results/ or reference/ path themselves: qdesign.core.layout
+    defines each once, for the rules and the Python code alike."""
+    literal = []
+    for smk in sorted((REPO_ROOT / "workflow" / "rules").glob("*.smk")) + [REPO_ROOT / "Snakefile"]:
+        for i, line in enumerate(smk.read_text().splitlines(), 1):
+            code = line.split("#", 1)[0]
+            if '"results' in code or '"reference/' in code or " results/" in code:
+                literal.append(f"{smk.name}:{i}: {line.strip()}")
+    assert not literal, "\n".join(literal)

@@ -11,11 +11,11 @@ rule aggregate:
     input:
         cells=cell_metrics,
     output:
-        summary="results/{study}/summary.parquet",
-        ecr="results/{study}/ecr.parquet",
-        frontier="results/{study}/frontier.parquet",
+        summary=layout.table_file("{study}", "summary"),
+        ecr=layout.table_file("{study}", "ecr"),
+        frontier=layout.table_file("{study}", "frontier"),
     log:
-        "results/logs/aggregate/{study}.log",
+        layout.log_file("aggregate", "{study}"),
     conda:
         "../../envs/qdesign.yaml"
     resources:
@@ -41,11 +41,11 @@ localrules:
 
 rule scaling:
     input:
-        summary=layout.TABLE.replace("{table}", "summary"),
+        summary=layout.table_file("{study}", "summary"),
     output:
-        layout.TABLE.replace("{table}", "scaling"),
+        layout.table_file("{study}", "scaling"),
     log:
-        "results/logs/scaling/{study}.log",
+        layout.log_file("scaling", "{study}"),
     conda:
         "../../envs/qdesign.yaml"
     resources:
@@ -67,20 +67,22 @@ localrules:
 
 rule export_frontier:
     input:
-        frontier=layout.TABLE.replace("{table}", "frontier"),
-        summary=layout.TABLE.replace("{table}", "summary"),
+        frontier=layout.table_file("{study}", "frontier"),
+        summary=layout.table_file("{study}", "summary"),
         data=data_file,
     output:
-        "results/{study}/export/manifest.parquet",
+        layout.EXPORT_MANIFEST,
     log:
-        "results/logs/export_frontier/{study}.log",
+        layout.log_file("export_frontier", "{study}"),
     conda:
         "../../envs/qdesign.yaml"
+    params:
+        study_dir=lambda wc: layout.study_dir(wc.study),
     shell:
-        "python -m qdesign export-frontier results/{wildcards.study} --data {input.data} "
+        "python -m qdesign export-frontier {params.study_dir} --data {input.data} "
         "--out-dir $(dirname {output}) > {log} 2>&1"
 
 
 rule export:
     input:
-        [f"results/{study}/export/manifest.parquet" for study in STUDIES],
+        [layout.export_manifest(study) for study in STUDIES],

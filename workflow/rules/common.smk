@@ -122,10 +122,10 @@ def study_outputs(study):
         for name in FIGURES
         for ext in config["plots"]["formats"]
     ]
-    out.append(f"results/{study}/report/tables.html")
+    out.append(layout.report_page(study, "tables"))
     if qspecs.has_mixed(config, study):
         out += [layout.table_file(study, t) for t in registry.MIXED_TABLES]
-        out.append(f"results/{study}/report/mixed.html")
+        out.append(layout.report_page(study, "mixed"))
         out += [
             layout.figure_file(study, name, ext)
             for name in registry.MIXED_FIGURES
@@ -141,7 +141,7 @@ def all_targets():
         for study in STUDIES
         for p in study_outputs(study) + cell_files(study) + mixed_cell_files(study)
     ]
-    return out + ["results/report/provenance.html"]
+    return out + [layout.PROVENANCE_PAGE]
 
 
 def figure_outputs(pattern, category, names=FIGURES):
@@ -168,14 +168,14 @@ def mixed_figure_outputs(pattern, category):
 
 def reference_targets():
     """Figures of the shipped reference tables, reference/<profile>/<study>/."""
-    found = glob_wildcards("reference/{profile}/{ref_study}/summary.parquet")
+    found = glob_wildcards(layout.reference_table("summary"))
     out = []
     for profile, study in zip(found.profile, found.ref_study):
         names = list(FIGURES)
-        if os.path.isfile(f"reference/{profile}/{study}/mixed.parquet"):
+        if os.path.isfile(layout.reference_table("mixed", profile, study)):
             names += registry.MIXED_FIGURES
         out += [
-            f"results/reference/{profile}/{study}/figures/{name}.{ext}"
+            layout.reference_figure(profile, study, name, ext)
             for name in names
             for ext in config["plots"]["formats"]
         ]
@@ -233,7 +233,7 @@ onstart:
 
         # from Snakemake's main thread: the worker dies with the thread that started it
         _worker["proc"] = qworker.start(
-            "results/logs/worker.log", handler=qcli.WORKER_HANDLER, preload=qcli.WORKER_PRELOAD
+            layout.WORKER_LOG, handler=qcli.WORKER_HANDLER, preload=qcli.WORKER_PRELOAD
         )
 
 

@@ -11,9 +11,9 @@ localrules:
 
 rule prepare_data:
     output:
-        "results/data/{dataset}.pt",
+        layout.DATA_FILE,
     log:
-        "results/logs/prepare_data/{dataset}.log",
+        layout.log_file("prepare_data", "{dataset}"),
     conda:
         "../../envs/qdesign.yaml"
     resources:
@@ -37,7 +37,7 @@ rule split_data:
     output:
         layout.SPLITS_FILE,
     log:
-        "results/logs/split_data/{split}.log",
+        layout.log_file("split_data", "{split}"),
     conda:
         "../../envs/qdesign.yaml"
     resources:

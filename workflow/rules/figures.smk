@@ -12,14 +12,14 @@ localrules:
 
 rule figures:
     input:
-        summary=layout.TABLE.replace("{table}", "summary"),
-        ecr=layout.TABLE.replace("{table}", "ecr"),
-        frontier=layout.TABLE.replace("{table}", "frontier"),
-        scaling=layout.TABLE.replace("{table}", "scaling"),
+        summary=layout.table_file("{study}", "summary"),
+        ecr=layout.table_file("{study}", "ecr"),
+        frontier=layout.table_file("{study}", "frontier"),
+        scaling=layout.table_file("{study}", "scaling"),
     output:
         figure_outputs(layout.FIGURE, "{study}"),
     log:
-        "results/logs/figures/{study}.log",
+        layout.log_file("figures", "{study}"),
     conda:
         "../../envs/qdesign.yaml"
     resources:
@@ -40,17 +40,17 @@ rule figures:
 # and no training.
 use rule figures as reference_figures with:
     input:
-        summary="reference/{profile}/{ref_study}/summary.parquet",
-        ecr="reference/{profile}/{ref_study}/ecr.parquet",
-        frontier="reference/{profile}/{ref_study}/frontier.parquet",
-        scaling="reference/{profile}/{ref_study}/scaling.parquet",
+        summary=layout.reference_table("summary"),
+        ecr=layout.reference_table("ecr"),
+        frontier=layout.reference_table("frontier"),
+        scaling=layout.reference_table("scaling"),
     output:
         figure_outputs(
-            "results/reference/{profile}/{ref_study}/figures/{figure}.{ext}",
+            layout.REFERENCE_FIGURE,
             "reference {profile}: {ref_study}",
         ),
     log:
-        "results/logs/reference_figures/{profile}/{ref_study}.log",
+        layout.log_file("reference_figures", "{profile}/{ref_study}"),
 
 
 rule reference:

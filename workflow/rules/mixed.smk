@@ -12,9 +12,9 @@ rule sensitivity:
     output:
         layout.SENSITIVITY_FILE,
     log:
-        "results/logs/sensitivity/{study}/w{width}-s{seed}.log",
+        layout.log_file("sensitivity", layout.FLOAT_JOB),
     benchmark:
-        "results/benchmarks/sensitivity/{study}/w{width}-s{seed}.tsv"
+        layout.benchmark_file("sensitivity", layout.FLOAT_JOB)
     conda:
         "../../envs/qdesign.yaml"
     threads: job_threads
@@ -40,9 +40,9 @@ rule retrain_budget:
         model=f"{layout.BUDGET_DIR}/model.pt",
         metrics=f"{layout.BUDGET_DIR}/metrics.parquet",
     log:
-        "results/logs/retrain_budget/{study}/{method}/m{mean}/w{width}-s{seed}.log",
+        layout.log_file("retrain_budget", layout.BUDGET_JOB),
     benchmark:
-        "results/benchmarks/retrain_budget/{study}/{method}/m{mean}/w{width}-s{seed}.tsv"
+        layout.benchmark_file("retrain_budget", layout.BUDGET_JOB)
     conda:
         "../../envs/qdesign.yaml"
     threads: job_threads
@@ -70,15 +70,15 @@ localrules:
 
 rule aggregate_mixed:
     input:
-        summary=layout.TABLE.replace("{table}", "summary"),
+        summary=layout.table_file("{study}", "summary"),
         cells=mixed_cell_metrics,
         sensitivity=sensitivity_files,
     output:
-        sensitivity=layout.TABLE.replace("{table}", "sensitivity"),
-        mixed=layout.TABLE.replace("{table}", "mixed"),
-        comparison=layout.TABLE.replace("{table}", "mixed_vs_uniform"),
+        sensitivity=layout.table_file("{study}", "sensitivity"),
+        mixed=layout.table_file("{study}", "mixed"),
+        comparison=layout.table_file("{study}", "mixed_vs_uniform"),
     log:
-        "results/logs/aggregate_mixed/{study}.log",
+        layout.log_file("aggregate_mixed", "{study}"),
     conda:
         "../../envs/qdesign.yaml"
     resources:
@@ -95,14 +95,14 @@ rule aggregate_mixed:
 
 rule mixed_figures:
     input:
-        summary=layout.TABLE.replace("{table}", "summary"),
-        sensitivity=layout.TABLE.replace("{table}", "sensitivity"),
-        mixed=layout.TABLE.replace("{table}", "mixed"),
-        comparison=layout.TABLE.replace("{table}", "mixed_vs_uniform"),
+        summary=layout.table_file("{study}", "summary"),
+        sensitivity=layout.table_file("{study}", "sensitivity"),
+        mixed=layout.table_file("{study}", "mixed"),
+        comparison=layout.table_file("{study}", "mixed_vs_uniform"),
     output:
         mixed_figure_outputs(layout.FIGURE, "{study}"),
     log:
-        "results/logs/mixed_figures/{study}.log",
+        layout.log_file("mixed_figures", "{study}"),
     conda:
         "../../envs/qdesign.yaml"
     resources:
@@ -120,18 +120,18 @@ rule mixed_figures:
 
 rule report_mixed:
     input:
-        comparison=layout.TABLE.replace("{table}", "mixed_vs_uniform"),
-        mixed=layout.TABLE.replace("{table}", "mixed"),
+        comparison=layout.table_file("{study}", "mixed_vs_uniform"),
+        mixed=layout.table_file("{study}", "mixed"),
     output:
         report(
-            "results/{study}/report/mixed.html",
+            layout.report_page("{study}", "mixed"),
             caption="../report/mixed_tables.rst",
             category="{study}",
             subcategory="tables",
             labels={"table": "mixed precision"},
         ),
     log:
-        "results/logs/report_mixed/{study}.log",
+        layout.log_file("report_mixed", "{study}"),
     conda:
         "../../envs/qdesign.yaml"
     shell:
@@ -142,14 +142,14 @@ rule report_mixed:
 # the mixed figures of a shipped reference study (reference/<profile>/<study>/mixed.parquet)
 use rule mixed_figures as reference_mixed_figures with:
     input:
-        summary="reference/{profile}/{ref_study}/summary.parquet",
-        sensitivity="reference/{profile}/{ref_study}/sensitivity.parquet",
-        mixed="reference/{profile}/{ref_study}/mixed.parquet",
-        comparison="reference/{profile}/{ref_study}/mixed_vs_uniform.parquet",
+        summary=layout.reference_table("summary"),
+        sensitivity=layout.reference_table("sensitivity"),
+        mixed=layout.reference_table("mixed"),
+        comparison=layout.reference_table("mixed_vs_uniform"),
     output:
         mixed_figure_outputs(
-            "results/reference/{profile}/{ref_study}/figures/{figure}.{ext}",
+            layout.REFERENCE_FIGURE,
             "reference {profile}: {ref_study}",
         ),
     log:
-        "results/logs/reference_mixed_figures/{profile}/{ref_study}.log",
+        layout.log_file("reference_mixed_figures", "{profile}/{ref_study}"),

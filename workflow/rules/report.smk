@@ -11,19 +11,19 @@ localrules:
 
 rule report_tables:
     input:
-        summary=layout.TABLE.replace("{table}", "summary"),
-        ecr=layout.TABLE.replace("{table}", "ecr"),
-        frontier=layout.TABLE.replace("{table}", "frontier"),
+        summary=layout.table_file("{study}", "summary"),
+        ecr=layout.table_file("{study}", "ecr"),
+        frontier=layout.table_file("{study}", "frontier"),
     output:
         report(
-            "results/{study}/report/tables.html",
+            layout.report_page("{study}", "tables"),
             caption="../report/tables.rst",
             category="{study}",
             subcategory="tables",
             labels={"table": "summary, ECR, frontier"},
         ),
     log:
-        "results/logs/report_tables/{study}.log",
+        layout.log_file("report_tables", "{study}"),
     conda:
         "../../envs/qdesign.yaml"
     shell:
@@ -36,13 +36,13 @@ rule report_provenance:
         [layout.table_file(study, "summary") for study in STUDIES],
     output:
         report(
-            "results/report/provenance.html",
+            layout.PROVENANCE_PAGE,
             caption="../report/provenance.rst",
             category="provenance",
             labels={"page": "config and versions"},
         ),
     log:
-        "results/logs/report_provenance.log",
+        layout.log_file("report_provenance"),
     conda:
         "../../envs/qdesign.yaml"
     params:
@@ -54,10 +54,6 @@ rule report_provenance:
 
 rule report_pages:
     input:
-        [f"results/{study}/report/tables.html" for study in STUDIES],
-        [
-            f"results/{study}/report/mixed.html"
-            for study in STUDIES
-            if qspecs.has_mixed(config, study)
-        ],
-        "results/report/provenance.html",
+        [layout.report_page(study, "tables") for study in STUDIES],
+        [layout.report_page(study, "mixed") for study in STUDIES if qspecs.has_mixed(config, study)],
+        layout.PROVENANCE_PAGE,

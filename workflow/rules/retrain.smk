@@ -11,9 +11,9 @@ rule retrain:
         model=f"{layout.QUANT_DIR}/model.pt",
         metrics=f"{layout.QUANT_DIR}/metrics.parquet",
     log:
-        "results/logs/retrain/{study}/{method}/b{bits}/w{width}-s{seed}.log",
+        layout.log_file("retrain", layout.QUANT_JOB),
     benchmark:
-        "results/benchmarks/retrain/{study}/{method}/b{bits}/w{width}-s{seed}.tsv"
+        layout.benchmark_file("retrain", layout.QUANT_JOB)
     conda:
         "../../envs/qdesign.yaml"
     threads: job_threads

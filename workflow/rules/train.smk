@@ -9,9 +9,9 @@ rule train_float:
         model=f"{layout.FLOAT_DIR}/model.pt",
         metrics=f"{layout.FLOAT_DIR}/metrics.parquet",
     log:
-        "results/logs/train_float/{study}/w{width}-s{seed}.log",
+        layout.log_file("train_float", layout.FLOAT_JOB),
     benchmark:
-        "results/benchmarks/train_float/{study}/w{width}-s{seed}.tsv"
+        layout.benchmark_file("train_float", layout.FLOAT_JOB)
     conda:
         "../../envs/qdesign.yaml"
     threads: job_threads

@@ -9,7 +9,14 @@
     results/{study}/sensitivity/w{width}-s{seed}.parquet   layer sensitivity of one float network
     results/{study}/{table}.parquet                        summary, ecr, frontier, ...
     results/{study}/figures/{figure}.{ext}
-    results/logs/{rule}/...  results/benchmarks/{rule}/...
+    results/{study}/report/{page}.html  results/report/provenance.html
+    results/{study}/export/manifest.parquet                after `snakemake export`
+    results/logs/{rule}/{job}.log  results/benchmarks/{rule}/{job}.tsv
+    reference/{profile}/{ref_study}/{table}.parquet        shipped reference tables (tracked in git)
+    results/reference/{profile}/{ref_study}/figures/{figure}.{ext}
+
+A function called with a wildcard for an argument (``table_file("{study}",
+"summary")``) gives the rule pattern, with values it gives one file.
 """
 
 from __future__ import annotations
@@ -33,6 +40,16 @@ CELL_DIR = RESULTS + "/{study}/{method}/{precision}/w{width}-s{seed}"  # {precis
 SENSITIVITY_FILE = RESULTS + "/{study}/sensitivity/w{width}-s{seed}.parquet"
 TABLE = RESULTS + "/{study}/{table}.parquet"
 FIGURE = RESULTS + "/{study}/figures/{figure}.{ext}"
+REPORT_PAGE = RESULTS + "/{study}/report/{page}.html"
+PROVENANCE_PAGE = RESULTS + "/report/provenance.html"
+EXPORT_MANIFEST = RESULTS + "/{study}/export/manifest.parquet"
+REFERENCE_TABLE = "reference/{profile}/{ref_study}/{table}.parquet"
+REFERENCE_FIGURE = RESULTS + "/reference/{profile}/{ref_study}/figures/{figure}.{ext}"
+WORKER_LOG = RESULTS + "/logs/worker.log"
+# job names of the per-cell rules' logs and benchmarks
+FLOAT_JOB = "{study}/w{width}-s{seed}"
+QUANT_JOB = "{study}/{method}/b{bits}/w{width}-s{seed}"
+BUDGET_JOB = "{study}/{method}/m{mean}/w{width}-s{seed}"
 CELL_FILES = ("model.pt", "metrics.parquet")
 RESERVED = frozenset({"data", "logs", "benchmarks", "reference"})
 """Names under results/ that are not studies."""
@@ -73,3 +90,34 @@ def table_file(study: str, table: str) -> str:
 
 def figure_file(study: str, figure: str, ext: str) -> str:
     return FIGURE.format(study=study, figure=figure, ext=ext)
+
+
+def study_dir(study: str) -> str:
+    return f"{RESULTS}/{study}"
+
+
+def report_page(study: str, page: str) -> str:
+    return REPORT_PAGE.format(study=study, page=page)
+
+
+def export_manifest(study: str) -> str:
+    return EXPORT_MANIFEST.format(study=study)
+
+
+def reference_table(table: str, profile: str = "{profile}", ref_study: str = "{ref_study}") -> str:
+    return REFERENCE_TABLE.format(profile=profile, ref_study=ref_study, table=table)
+
+
+def reference_figure(profile: str, ref_study: str, figure: str, ext: str) -> str:
+    return REFERENCE_FIGURE.format(profile=profile, ref_study=ref_study, figure=figure, ext=ext)
+
+
+def log_file(rule: str, job: str | None = None) -> str:
+    """``results/logs/<rule>/<job>.log`` (``job`` may hold wildcards), or
+    ``results/logs/<rule>.log`` for a rule that runs once."""
+    return f"{RESULTS}/logs/{rule}.log" if job is None else f"{RESULTS}/logs/{rule}/{job}.log"
+
+
+def benchmark_file(rule: str, job: str) -> str:
+    """``results/benchmarks/<rule>/<job>.tsv`` (Snakemake's per-job benchmark)."""
+    return f"{RESULTS}/benchmarks/{rule}/{job}.tsv"
