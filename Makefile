@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: setup test lint format run figures bench
+.PHONY: setup test test-fast lint format run figures bench
 
 setup:  ## create .venv and install the pinned requirements and qdesign itself
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "qdesign needs Python 3.11, got " + sys.version'
@@ -14,6 +14,9 @@ setup:  ## create .venv and install the pinned requirements and qdesign itself
 
 test:   ## the test suite (unit tests and small real workflow runs)
 	$(BIN)/python -m pytest
+
+test-fast:  ## the tests not marked slow (no Snakemake runs, no Slurm): a quick check while editing
+	$(BIN)/python -m pytest -m "not slow"
 
 lint:   ## every linter and formatter check CI runs; any finding fails
 	$(BIN)/ruff check .

@@ -26,7 +26,6 @@ import pandas as pd
 
 from ..core.errors import TableError
 from .aggregate import read_parquets, seed_means
-from .ecr import pareto_front
 from .tables import FLOAT_METHOD, MEMORY_COLUMNS, with_method
 
 MIXED_KEYS = ["study", "method", "width", "n_weights", "precision"]
@@ -123,16 +122,6 @@ def comparison_table(summary: pd.DataFrame, mixed: pd.DataFrame, memory: str = "
     out = pd.DataFrame(rows)
     out["memory"] = memory
     return out
-
-
-def combined_pareto(summary: pd.DataFrame, mixed: pd.DataFrame, memory: str = "weights") -> pd.DataFrame:
-    """Pareto set over uniform and mixed seed-averaged designs (``design`` column)."""
-    uni = uniform_means(summary, memory).assign(design="uniform")
-    uni.loc[uni["method"] == FLOAT_METHOD, "design"] = "float"
-    mix = mixed_means(mixed, memory).assign(design="mixed")
-    cols = ["design", "method", "width", "precision", "memory_bits", "error", "error_std"]
-    both = pd.concat([uni[cols], mix[cols]], ignore_index=True)
-    return pareto_front(both, memory_col="memory_bits", error_col="error")[cols]
 
 
 def aggregate_mixed(

@@ -10,11 +10,6 @@ MIN_BITS, MAX_BITS = 1, 16
 """Word lengths the quantizer supports (1 = binary, 2 = ternary)."""
 
 
-def is_float_bits(bits) -> bool:
-    """True for the float sentinel (``bits >= FLOAT_BITS``)."""
-    return int(bits) >= FLOAT_BITS
-
-
 MIXED_BITS = 0
 """The ``bits`` value of mixed-precision cells (one word length per layer: see
 their ``layer_bits`` and ``precision`` columns); uniform cells have 1..16."""

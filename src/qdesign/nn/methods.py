@@ -2,8 +2,8 @@
 float shadow weights are retrained (see docs/methods.md for formulas, sources
 and measurements).
 
-A method is used in three calls, the same in ``cells.run_quantized`` and in
-the benchmarks::
+A method is used in three calls, the same in :func:`qdesign.nn.cells.retrain`
+and in the benchmarks::
 
     method = METHODS[name]
     qmodel = method.prepare(to_quantized(model, bits))   # before the direct-quantization error

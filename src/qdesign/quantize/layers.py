@@ -196,7 +196,7 @@ def frozen_weights(model: nn.Module):
 
 def update_steps(model: nn.Module) -> dict[str, float]:
     """Re-estimate every quantized layer's step from its float shadow weights
-    (at conversion, and at each epoch with ``step_update: epoch``). Layers are
+    (at conversion, and before each epoch with the ``epoch`` retraining method). Layers are
     searched in parallel threads (NumPy's sort and searches release the GIL),
     as many as torch's intra-op threads. Returns {layer name: step}."""
     layers = quantized_layers(model)
