@@ -73,13 +73,31 @@ def seed_means(summary: pd.DataFrame, memory: str = "weights") -> pd.DataFrame:
     return out
 
 
+INFORMATIVE_RATIO = 2.0
+"""A read-off ECR says something only where it is no bound and its seed
+bootstrap interval spans at most this factor (hi / lo); where the float curve
+is flat, a small change of error moves it by more, and it is reported as
+uninformative instead of as a number."""
+
+
+def readoff_informative(ecr: pd.DataFrame) -> pd.Series:
+    """Whether each row's read-off ECR is informative (see :data:`INFORMATIVE_RATIO`);
+    without bootstrap columns, whether it is no bound."""
+    no_bound = ecr["ecr_bound"].isna() if "ecr_bound" in ecr.columns else pd.Series(True, index=ecr.index)
+    if {"ecr_lo", "ecr_hi"} <= set(ecr.columns):
+        ratio = ecr["ecr_hi"] / ecr["ecr_lo"]
+        narrow = ratio.le(INFORMATIVE_RATIO) | ratio.isna()
+        return no_bound & narrow
+    return no_bound
+
+
 def ecr_table(
     summary: pd.DataFrame, reference_bits: int = 32, memory: str = "weights", n_boot: int = 200
 ) -> pd.DataFrame:
     """ECR per seed-averaged (width, bits, method) cell, with its memory, direct
     error and a bootstrap interval over seeds (``ecr_lo``, ``ecr_hi``; NaN with
     one seed), computed per method against the same float curve."""
-    from .scaling import readoff_ecr_intervals  # noqa: PLC0415 - scipy loads on demand
+    from .bootstrap import readoff_ecr_intervals  # noqa: PLC0415 - scikit-learn loads on demand
 
     summary = with_method(summary)
     cells = summary[CELL_KEYS + ["seed"]].assign(error=summary["test_error"])
@@ -98,17 +116,20 @@ def ecr_table(
         ecr = ecr.merge(pd.concat(bands), on=["width", "bits", "method"], how="left", validate="one_to_one")
     else:
         ecr["ecr_lo"] = ecr["ecr_hi"] = np.nan
+    ecr["readoff_informative"] = readoff_informative(ecr).to_numpy(bool)
     return ecr
 
 
 def frontier_table(summary: pd.DataFrame, memory: str = "weights", n_budgets: int = 25) -> pd.DataFrame:
-    """Pareto set and best cell per memory budget, over seed-averaged cells."""
+    """Pareto set and best cell per memory budget over seed-averaged cells,
+    both chosen on *validation* error (``val_error``) and reported with their
+    test error (``error``, ``error_std``): a choice never reads test error."""
     means = seed_means(summary, memory)
-    cols = ["width", "bits", "method", "n_weights", "memory_bits", "error", "error_std"]
-    pareto = pareto_front(means, memory_col="memory_bits", error_col="error")[cols].assign(kind="pareto")
+    cols = ["width", "bits", "method", "n_weights", "memory_bits", "val_error", "error", "error_std"]
+    pareto = pareto_front(means, memory_col="memory_bits", error_col="val_error")[cols].assign(kind="pareto")
     pareto.insert(1, "budget_bits", np.nan)
     budgets = budget_grid(means["memory_bits"], n=n_budgets)
-    best = best_under_budget(means[cols], budgets, memory_col="memory_bits", error_col="error")
+    best = best_under_budget(means[cols], budgets, memory_col="memory_bits", error_col="val_error")
     best = best.assign(kind="budget")
     out = pd.concat([pareto, best], ignore_index=True)
     out["memory"] = memory  # which memory the frontier was built on: "weights" or "total"

@@ -78,8 +78,9 @@ def comparison_table(summary: pd.DataFrame, mixed: pd.DataFrame, memory: str = "
         m = mix[mix["method"] == method]
         budgets = np.unique(u.loc[u["method"] == method, "memory_bits"].to_numpy())
         for budget in budgets:
-            bu = u[u["memory_bits"] <= budget].sort_values(["error", "memory_bits"], kind="stable")
-            bm = m[m["memory_bits"] <= budget].sort_values(["error", "memory_bits"], kind="stable")
+            # chosen on validation error, reported with test error
+            bu = u[u["memory_bits"] <= budget].sort_values(["val_error", "memory_bits"], kind="stable")
+            bm = m[m["memory_bits"] <= budget].sort_values(["val_error", "memory_bits"], kind="stable")
             best_u = bu.iloc[0]
             row = {
                 "method": method,

@@ -1,27 +1,61 @@
-"""Design advice under a weight-memory budget: the best trained cell, and the law's best (width, bits).
+"""Design advice under a weight-memory budget, chosen on validation data.
 
-The trained grid answers "which of the networks I trained fits"; the scaling
-law (:mod:`qdesign.analysis.scaling`) answers "which network should I train", over a
-continuous width range and any bits 1..8.  Memory as a function of width comes
-from the study table itself: the number of weights (and biases) of both model
-families is a polynomial of degree <= 2 in the width, fitted exactly on the
-trained widths, so no model code (and no torch) is needed.
+Three answers, each per retraining method and together:
+
+* **trained**: the measured cells that fit the budget, the best by seed-mean
+  *validation* error, reported with its test error (mean +- SE over seeds);
+  cells whose validation mean is within :data:`TIE_Z` standard errors of the
+  difference are *tied* with it, and the smallest of the tied (memory, then
+  bits) is named;
+* **design**: the law's best design (:mod:`qdesign.analysis.scaling`) over the
+  trained bits values and the trained width range, the largest width that fits
+  at each bits value, with a prediction interval for the mean test error of a
+  new training run (:mod:`qdesign.analysis.intervals`); designs the law cannot
+  tell apart (predictions within :data:`TIE_Z` x sqrt(2) x the study's median
+  cell SE) are tied, the smallest named;
+* **extrapolated**: untrained bits values and widths beyond the trained range
+  (at most a factor :data:`EXTRAPOLATION` outside it), listed apart with
+  intervals that carry the held-out-bits and held-out-width error. A budget
+  far beyond (or below) the grid is said to be so, and no width is invented.
+
+Memory as a function of width comes from the study table itself: the number
+of weights (and biases) of both model families is a polynomial of degree <= 2
+in the width, fitted exactly on the trained widths, so no model code (and no
+torch) is needed. Test error is read only to report what was chosen.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..core.constants import FLOAT_BITS
-from ..core.errors import ConfigError, UserError
-from .scaling import ScalingLaw, bootstrap, law_from_table
+from ..core.errors import ConfigError, TableError, UserError
+from ..core.precision import is_float_bits
+from .scaling import cell_stats, design_pool, fitted_methods, law_from_table
+from .tables import MEMORY_COLUMNS, read_table, with_method
 
-__all__ = ["SizeModel", "design_table", "format_bits", "parse_budget", "recommend", "size_model"]
+__all__ = [
+    "Recommendation",
+    "SizeModel",
+    "advise",
+    "format_bits",
+    "parse_budget",
+    "recommend",
+    "recommendation_table",
+    "size_model",
+]
+
+TIE_Z = 2.0
+"""Two designs are tied when their validation errors differ by less than this
+many standard errors of the difference (about 95% two-sided)."""
+EXTRAPOLATION = 2.0
+"""Extrapolated widths reach at most this factor beyond the trained widths."""
 
 _UNITS = {
     "": 1,
@@ -155,131 +189,306 @@ def size_model(summary: pd.DataFrame) -> dict:
 
 def _read(path: Path) -> pd.DataFrame:
     if not path.is_file():
-        raise UserError(f"{path} not found: run the study's aggregate step first")
-    try:
-        return pd.read_parquet(path)
-    except Exception as exc:
-        raise UserError(f"cannot read {path} ({type(exc).__name__}); rerun the aggregate step") from None
-
-
-def _load_law(study_dir: Path, summary: pd.DataFrame) -> ScalingLaw:
-    path = study_dir / "scaling.parquet"
-    if path.is_file():
-        return law_from_table(_read(path))
-    return bootstrap(summary, n_boot=100, seed=0)
-
-
-def design_table(
-    law: ScalingLaw,
-    sizes: dict,
-    budget_bits: float,
-    memory: str = "weights",
-    bits_values=range(1, 9),
-    include_float: bool = True,
-) -> pd.DataFrame:
-    """Per depth and bits: the largest integer width that fits, its memory and predicted error (with interval)."""
-    rows = []
-    bits_all = list(bits_values) + ([FLOAT_BITS] if include_float else [])
-    for depth, sm in sizes.items():
-        for b in bits_all:
-            w = math.floor(sm.max_width(budget_bits, b, memory))
-            if w < 1:
-                continue
-            n = float(sm.n_weights(w))
-            rows.append(
-                {
-                    "depth": depth,
-                    "bits": b,
-                    "width": w,
-                    "n_weights": n,
-                    "memory_bits": float(sm.memory_bits(w, b, memory)),
-                    "predicted": float(law.predict(n, b)),
-                }
-            )
-    df = pd.DataFrame(rows, columns=["depth", "bits", "width", "n_weights", "memory_bits", "predicted"])
-    if len(df) and law.boot:
-        lo, hi = law.predict_interval(df["n_weights"].to_numpy(), df["bits"].to_numpy())
-        df["lo"], df["hi"] = lo, hi
-    else:
-        df["lo"] = df["hi"] = np.nan
-    return df.sort_values(["predicted", "memory_bits", "bits"], kind="stable").reset_index(drop=True)
-
-
-def _g_note(bits, trained_bits) -> str:
-    q = [b for b in trained_bits if b < FLOAT_BITS]
-    return "interpolated" if q and q[0] < int(bits) < q[-1] else "extrapolated"
+        raise UserError(f"{path} not found: run the study first (snakemake --cores all)")
+    return read_table(path, "study table")
 
 
 def _bits_name(b) -> str:
-    return "float" if int(b) >= FLOAT_BITS else f"{int(b)} bit{'s' if int(b) != 1 else ''}"
+    return "float" if is_float_bits(b) else f"{int(b)} bit{'s' if int(b) != 1 else ''}"
+
+
+def _design_name(method, width, bits) -> str:
+    how = "" if is_float_bits(bits) else f" ({method})"
+    return f"width {int(width)}, {_bits_name(bits)}{how}"
+
+
+def _pct(x) -> str:
+    return "n/a" if not np.isfinite(x) else f"{100 * x:.2f}%"
+
+
+def _pick_tied(df: pd.DataFrame, score: str, diff_se: np.ndarray) -> pd.DataFrame:
+    """Mark the best row (lowest ``score``) and the rows tied with it (within
+    TIE_Z x ``diff_se``); the named design is the tied one of least memory,
+    then fewest bits. Returns ``df`` with ``tied`` and ``named`` columns."""
+    best = df[score].idxmin()
+    tied = (df[score] - df.loc[best, score]) <= TIE_Z * diff_se
+    out = df.assign(tied=tied.to_numpy(bool), named=False)
+    pick = out[out["tied"]].sort_values(["memory_bits", "bits", score], kind="stable").index[0]
+    out.loc[pick, "named"] = True
+    return out
+
+
+@dataclass
+class Recommendation:
+    """Everything :func:`advise` found for one budget; tables with one row per design."""
+
+    study: str
+    budget_bits: float
+    memory: str
+    trained: pd.DataFrame
+    designs: pd.DataFrame
+    extrapolated: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+
+    def headline(self) -> pd.Series | None:
+        """The design to train: the named law design, else the named trained cell."""
+        for df in (self.designs, self.trained):
+            if len(df) and df["named"].any():
+                return df[df["named"]].iloc[0]
+        return None
+
+
+def _trained(summary: pd.DataFrame, budget: float, memory: str) -> pd.DataFrame:
+    mem_col = MEMORY_COLUMNS[memory]
+    df = with_method(summary)
+    if "chance_level" in df.columns:
+        df = df[~df["chance_level"].astype("boolean").fillna(False).astype(bool)]
+    g = (
+        df.groupby(["method", "width", "bits"], sort=True)
+        .agg(
+            val=("val_error", "mean"),
+            val_sd=("val_error", "std"),
+            test=("test_error", "mean"),
+            test_sd=("test_error", "std"),
+            n=("seed", "count"),
+            memory_bits=(mem_col, "mean"),
+            n_weights=("n_weights", "mean"),
+        )
+        .reset_index()
+    )
+    g["val_se"] = (g["val_sd"] / np.sqrt(g["n"])).fillna(0.0)
+    g["test_se"] = (g["test_sd"] / np.sqrt(g["n"])).fillna(0.0)
+    g = g.drop(columns=["val_sd", "test_sd"])
+    fits = g[g["memory_bits"] <= budget].reset_index(drop=True)
+    if fits.empty:
+        return fits.assign(tied=pd.Series(dtype=bool), named=pd.Series(dtype=bool))
+    best = fits["val"].idxmin()
+    diff_se = np.sqrt(fits["val_se"] ** 2 + fits.loc[best, "val_se"] ** 2).to_numpy()
+    return _pick_tied(fits, "val", diff_se).sort_values(["val", "memory_bits"], kind="stable")
+
+
+def _law_designs(law, model, sizes, budget, memory, bits_values, w_lo, w_hi):
+    """(designs inside the trained widths and bits, extrapolations) of one law."""
+    inside, outside = [], []
+    for depth, sm in sizes.items():
+        for b in bits_values:
+            w_fit = math.floor(sm.max_width(budget, b, memory, cap=EXTRAPOLATION * w_hi * 4))
+            kind = law.bits_kind(b)
+            candidates = []
+            if w_fit >= w_lo:
+                candidates.append((min(w_fit, w_hi), kind in ("float", "trained")))
+            if w_fit > w_hi:
+                candidates.append((min(w_fit, int(EXTRAPOLATION * w_hi)), False))
+            if 1 <= w_fit < w_lo and w_fit >= w_lo / EXTRAPOLATION:
+                candidates.append((w_fit, False))
+            for w, headline in candidates:
+                n = float(sm.n_weights(w))
+                pred = float(law.predict(n, b))
+                pool = design_pool(law, n, b)
+                lo, hi = model.interval(pred, pool)
+                row = {
+                    "method": "float" if is_float_bits(b) else law.method,
+                    "depth": depth,
+                    "width": int(w),
+                    "bits": int(b),
+                    "n_weights": n,
+                    "memory_bits": float(sm.memory_bits(w, b, memory)),
+                    "predicted": pred,
+                    "lo": lo,
+                    "hi": hi,
+                    "pool": pool,
+                    "bits_kind": kind,
+                    "width_capped": bool(w_fit > w_hi and w == w_hi),
+                }
+                (inside if headline else outside).append(row)
+    cols = ["method", "depth", "width", "bits", "n_weights", "memory_bits", "predicted", "lo", "hi", "pool"]
+    inside = pd.DataFrame(inside, columns=[*cols, "bits_kind", "width_capped"])
+    outside = pd.DataFrame(outside, columns=[*cols, "bits_kind", "width_capped"])
+    return inside, outside
+
+
+def advise(
+    summary: pd.DataFrame,
+    scaling: pd.DataFrame | None,
+    budget_bits: float,
+    memory: str = "weights",
+    bits_values=range(1, 9),
+) -> Recommendation:
+    """The trained, law and extrapolated answers for one budget (see the module doc)."""
+    if memory not in MEMORY_COLUMNS:
+        raise ConfigError(f"memory must be 'weights' or 'total', got {memory!r}")
+    need = ["width", "bits", "seed", "n_weights", "val_error", "test_error", MEMORY_COLUMNS[memory]]
+    missing = [c for c in need if c not in summary.columns]
+    if missing:
+        raise TableError(f"the study's summary lacks column(s) {', '.join(missing)}")
+    if summary.empty:
+        raise TableError("the study's summary is empty: no trained cell to advise from")
+    cell_stats(summary, "val_error")  # one line for non-finite or out-of-range errors, or no float rows
+    cell_stats(summary, "test_error")
+    study = str(summary["study"].iloc[0]) if "study" in summary.columns else "study"
+    rec = Recommendation(study, float(budget_bits), memory, pd.DataFrame(), pd.DataFrame(), pd.DataFrame())
+    rec.trained = _trained(summary, budget_bits, memory)
+    if summary.groupby(["width", "bits"])["seed"].nunique().min() < 2:
+        rec.notes.append("some cells have one seed: their spread is unknown, so ties among them cannot be judged")
+    widths = sorted(int(w) for w in summary["width"].unique())
+    w_lo, w_hi = widths[0], widths[-1]
+    fitted = [] if scaling is None else fitted_methods(scaling)
+    if not fitted:
+        if scaling is None:
+            reason = "scaling.parquet not given"
+        else:
+            notes = scaling.loc[scaling["kind"] == "status", "note"].dropna() if "note" in scaling.columns else []
+            reason = notes.iloc[0] if len(notes) else "scaling.parquet holds no fitted law"
+        rec.notes.append(f"no law: {reason}; only the trained answer")
+        rec.designs = rec.extrapolated = pd.DataFrame()
+        return rec
+    sizes = size_model(summary)
+    stats = cell_stats(with_method(summary), "val_error")
+    tie_se = math.sqrt(2.0) * float(stats["se"].median())
+    inside, outside = [], []
+    for method in fitted:
+        law, model = law_from_table(scaling, method)
+        i, o = _law_designs(law, model, sizes, budget_bits, memory, [*bits_values, FLOAT_BITS], w_lo, w_hi)
+        inside.append(i)
+        outside.append(o)
+    inside = pd.concat(inside, ignore_index=True)
+    outside = pd.concat(outside, ignore_index=True)
+    # a float design is the same network whatever the retraining method: keep the
+    # primary method's law's prediction of it (the first fitted: fixed if fitted)
+    inside = inside.drop_duplicates(subset=["method", "width", "bits", "depth"], keep="first")
+    outside = outside.drop_duplicates(subset=["method", "width", "bits", "depth"], keep="first")
+    if len(inside):
+        inside = _pick_tied(inside.reset_index(drop=True), "predicted", np.full(len(inside), tie_se))
+        rec.designs = inside.sort_values(["predicted", "memory_bits"], kind="stable")
+    else:
+        rec.designs = inside.assign(tied=pd.Series(dtype=bool), named=pd.Series(dtype=bool))
+    rec.extrapolated = outside.sort_values(["predicted", "memory_bits"], kind="stable") if len(outside) else outside
+    smallest = float(summary[MEMORY_COLUMNS[memory]].min())
+    largest = float(summary[MEMORY_COLUMNS[memory]].max())
+    if budget_bits < smallest:
+        rec.notes.append(
+            f"the budget is below every trained design (the smallest needs {format_bits(smallest)}): "
+            "designs below the trained widths are extrapolations"
+        )
+    if len(inside) and inside["width_capped"].all():
+        rec.notes.append(
+            f"the budget fits the widest trained network ({w_hi}) at every word length "
+            f"(the largest trained design needs {format_bits(largest)}): beyond the trained range the law "
+            f"extrapolates, shown apart up to width {int(EXTRAPOLATION * w_hi)} and no further"
+        )
+    return rec
+
+
+def _format(rec: Recommendation, level: float) -> str:
+    lines = [f"Study {rec.study}: budget {format_bits(rec.budget_bits)} of {rec.memory} memory."]
+    t = rec.trained
+    if t.empty:
+        lines.append("Trained: no trained cell fits.")
+    else:
+        c = t[t["named"]].iloc[0]
+        spread = f" ± {100 * c['test_se']:.2f}" if c["n"] > 1 else ""
+        lines.append(
+            f"Trained: {_design_name(c['method'], c['width'], c['bits'])}: {_pct(c['test'])}{spread} test error "
+            f"(mean{' ± SE' if spread else ''} of {int(c['n'])} seed{'s' if c['n'] != 1 else ''}; "
+            f"chosen on validation error {_pct(c['val'])}), {format_bits(c['memory_bits'])}."
+        )
+        others = t[t["tied"] & ~t["named"]]
+        if len(others):
+            names = "; ".join(f"{_design_name(r.method, r.width, r.bits)} {_pct(r.val)}" for r in others.itertuples())
+            lines.append(f"  tied on validation error (within {TIE_Z:g} SE): {names}; named: the smallest of them")
+    d = rec.designs
+    pct = f"{round(100 * level)}%"
+    if len(d):
+        c = d[d["named"]].iloc[0]
+        lines.append(
+            f"Design: {_design_name(c['method'], c['width'], c['bits'])}: predicted {_pct(c['predicted'])} "
+            f"({pct} interval for its mean test error {_pct(c['lo'])}-{_pct(c['hi'])}), "
+            f"{format_bits(c['memory_bits'])}."
+        )
+        others = d[d["tied"] & ~d["named"]]
+        if len(others):
+            names = "; ".join(
+                f"{_design_name(r.method, r.width, r.bits)} {_pct(r.predicted)}" for r in others.itertuples()
+            )
+            lines.append(f"  tied (the law cannot tell them apart at the study's seed noise): {names}")
+        lines.append("Per design (trained bits and widths; largest width that fits):")
+        for r in d.sort_values(["method", "bits"]).itertuples():
+            flag = "  <- named" if r.named else "  tied" if r.tied else ""
+            lines.append(
+                f"  {r.method:>8} {_bits_name(r.bits):>8}: width {r.width:>5}, {_pct(r.predicted)} "
+                f"[{_pct(r.lo)}, {_pct(r.hi)}]{flag}"
+            )
+    x = rec.extrapolated
+    if len(x):
+        lines.append("Extrapolations (not trained; intervals carry the held-out-width / held-out-bits error):")
+        for r in x.sort_values(["method", "bits", "width"]).itertuples():
+            why = []
+            if r.bits_kind in ("interpolated", "extrapolated"):
+                why.append(f"{_bits_name(r.bits)} {r.bits_kind}")
+            if r.pool == "width_end" or r.pool == "bits_end":
+                why.append("beyond the trained widths" if r.pool == "width_end" else "beyond the trained bits")
+            lines.append(
+                f"  {r.method:>8} {_bits_name(r.bits):>8}: width {r.width:>5}, {_pct(r.predicted)} "
+                f"[{_pct(r.lo)}, {_pct(r.hi)}]  * {', '.join(dict.fromkeys(why)) or 'extrapolated'}"
+            )
+    for n in rec.notes:
+        lines.append(f"Note: {n}.")
+    return "\n".join(lines)
 
 
 def recommend(study_dir, budget_bits: int, memory: str = "weights", bits_values=range(1, 9)) -> str:
-    """Text advice for one study under a memory budget (bits): trained cell and law design.
-
-    Reads ``summary.parquet`` (required) and ``scaling.parquet`` (when
-    present; otherwise the law is fitted here) from ``study_dir``.
-    """
-    if memory not in ("weights", "total"):
-        raise ConfigError(f"memory must be 'weights' or 'total', got {memory!r}")
+    """Text advice for one study under a memory budget (bits): reads
+    ``summary.parquet`` and, when present, ``scaling.parquet`` of ``study_dir``
+    (without it, or with a law that could not be fitted, only the trained
+    answer is given; the law is never fitted here, so the advice is the
+    pipeline's)."""
     study_dir = Path(study_dir)
     summary = _read(study_dir / "summary.parquet")
-    mem_col = f"memory_bits_{memory}"
-    need = ["width", "bits", "n_weights", "test_error", mem_col]
-    missing = [c for c in need if c not in summary.columns]
-    if missing:
-        raise UserError(f"{study_dir / 'summary.parquet'} lacks column(s) {', '.join(missing)}")
-    name = str(summary["study"].iloc[0]) if "study" in summary.columns else study_dir.name
-    lines = [f"Study {name}: budget {format_bits(budget_bits)} of {memory} memory."]
+    path = study_dir / "scaling.parquet"
+    scaling = read_table(path, "scaling table") if path.is_file() else None
+    rec = advise(summary, scaling, budget_bits, memory, bits_values)
+    level = 0.9
+    if scaling is not None and "level" in scaling.columns and scaling["level"].notna().any():
+        level = float(scaling["level"].dropna().iloc[0])
+    return _format(rec, level)
 
-    keys = [c for c in ("depth", "width", "bits") if c in summary.columns]
-    cells = (
-        summary.groupby(keys, sort=True)
-        .agg(error=("test_error", "mean"), std=("test_error", "std"), n=("test_error", "count"), mem=(mem_col, "mean"))
-        .reset_index()
-    )
-    fits = cells[cells["mem"] <= budget_bits].sort_values(["error", "mem", "bits"], kind="stable")
-    if fits.empty:
-        lines.append(f"Trained: no trained cell fits (smallest needs {format_bits(cells['mem'].min())}).")
-    else:
-        c = fits.iloc[0]
-        spread = f" ± {100 * c['std']:.2f}" if c["n"] > 1 and np.isfinite(c["std"]) else ""
-        lines.append(
-            f"Trained: best cell that fits is width {int(c['width'])}, {_bits_name(c['bits'])}: "
-            f"{100 * c['error']:.2f}%{spread} test error (mean{' ± std' if spread else ''} of "
-            f"{int(c['n'])} seed(s)), {format_bits(c['mem'])}."
-        )
 
-    law = _load_law(study_dir, summary)
-    table = design_table(law, size_model(summary), budget_bits, memory, bits_values)
-    if table.empty:
-        lines.append("Law: no width >= 1 fits this budget at any bits value.")
-        return "\n".join(lines)
-    best = table.iloc[0]
-    w_lo, w_hi = int(summary["width"].min()), int(summary["width"].max())
-    trained_bits = sorted({int(b) for b in summary["bits"]})
-    level = round(100 * law.level)
-    iv = f" ({level}% interval {100 * best['lo']:.2f}-{100 * best['hi']:.2f}%)" if np.isfinite(best["lo"]) else ""
-    lines.append(
-        f"Law: best design is width {int(best['width'])}, {_bits_name(best['bits'])}: predicted "
-        f"{100 * best['predicted']:.2f}%{iv}, {format_bits(best['memory_bits'])}."
-    )
-    notes = []
-    if not w_lo <= best["width"] <= w_hi:
-        notes.append(f"width {int(best['width'])} is outside the trained widths {w_lo}-{w_hi} (extrapolation)")
-    if int(best["bits"]) not in trained_bits:
-        notes.append(
-            f"{_bits_name(best['bits'])} was not trained: its g is {_g_note(best['bits'], trained_bits)} "
-            f"({law.g_form} g; trained: {', '.join(_bits_name(b) for b in trained_bits)})"
-        )
-    if notes:
-        lines.append("Caution: " + "; ".join(notes) + ".")
-    lines.append("Per bits (largest width that fits):")
-    for r in table.sort_values("bits").itertuples():
-        flags = [] if w_lo <= r.width <= w_hi else ["width extrapolated"]
-        if int(r.bits) not in trained_bits:
-            flags.append(f"g {_g_note(r.bits, trained_bits)}")
-        flag = f"  * {', '.join(flags)}" if flags else ""
-        iv = f" [{100 * r.lo:.2f}, {100 * r.hi:.2f}]" if np.isfinite(r.lo) else ""
-        lines.append(f"  {_bits_name(r.bits):>8}: width {r.width:>6}, {100 * r.predicted:.2f}%{iv}{flag}")
-    return "\n".join(lines)
+def recommendation_table(
+    summary: pd.DataFrame, scaling: pd.DataFrame | None, budgets, memory: str = "weights"
+) -> pd.DataFrame:
+    """One row per budget: the named trained cell and the named law design, each
+    with what it was chosen on (validation) and reported with (test, or the
+    interval for a design not trained). The report's first page and the closed
+    loop read it."""
+    rows = []
+    for budget in budgets:
+        rec = advise(summary, scaling, budget, memory)
+        row = {"budget_bits": float(budget), "memory": memory}
+        if len(rec.trained):
+            c = rec.trained[rec.trained["named"]].iloc[0]
+            row.update(
+                trained_method=c["method"],
+                trained_width=int(c["width"]),
+                trained_bits=int(c["bits"]),
+                trained_memory_bits=float(c["memory_bits"]),
+                trained_val_error=float(c["val"]),
+                trained_test_error=float(c["test"]),
+                trained_test_se=float(c["test_se"]),
+                trained_n_seeds=int(c["n"]),
+                trained_n_tied=int(rec.trained["tied"].sum()),
+            )
+        if len(rec.designs):
+            c = rec.designs[rec.designs["named"]].iloc[0]
+            row.update(
+                design_method=c["method"],
+                design_width=int(c["width"]),
+                design_bits=int(c["bits"]),
+                design_memory_bits=float(c["memory_bits"]),
+                predicted=float(c["predicted"]),
+                predicted_lo=float(c["lo"]),
+                predicted_hi=float(c["hi"]),
+                design_n_tied=int(rec.designs["tied"].sum()),
+            )
+        row["notes"] = "; ".join(rec.notes)
+        rows.append(row)
+    return pd.DataFrame(rows)

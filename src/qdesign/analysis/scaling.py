@@ -1,234 +1,209 @@
-"""A predictive design model: test error as a function of network size and bits.
+"""A predictive design model: error as a function of network size and bits,
+fitted and chosen on validation data.
 
-The read-off ECR (:func:`qdesign.analysis.ecr.effective_compression_ratio`) inverts the
-measured float curve cell by cell, so it inherits every wiggle of that curve
-(where float error is flat, every ECR collapses).  Here one smooth law is fitted
-jointly to all seed-mean cells of a study::
+The read-off ECR (:func:`qdesign.analysis.ecr.effective_compression_ratio`)
+inverts the measured float curve cell by cell and inherits every wiggle of it.
+Here one smooth law per retraining method is fitted to all seed-mean
+*validation* errors of a study (x = log(N / n0), N the number of weights, n0
+their geometric mean; ``*_b`` one parameter per trained bits value, 0 for
+float)::
 
-    err(N, b) = E + A * (N * g(b)) ** (-alpha),      g(float) = 1
+    effsize   err = E + a exp(-alpha (x + lg_b))            a b-bit net of N weights acts like a float one of N e^lg_b
+    penalty   err = E + a exp(-alpha x) + c_b exp(-beta x)  quantization costs its own power of N
+    additive  err = E + a exp(-alpha x) + d_b               a constant cost per bits value
 
-``g(b)`` is the effective-size factor of b-bit weights: a b-bit network of N
-weights behaves like a float network of ``N * g(b)`` weights, so the
-model-based ECR of b bits is ``g(b) * 32 / b`` at every width.  ``g`` is free
-per trained bits value; for untrained bits (1, 7, 10, ...) a saturating
-parametric ``g`` (Kumar et al. 2024, ``1 - exp(-b / gamma)``, normalised so that
-g(32) = 1) is fitted to the free values.  Other forms are kept for the
-cross-validation that chose this one (docs/scaling.md).
+The form is chosen by held-out validation error (leave one width out, and
+leave one bits value out), and its reported accuracy comes from a *nested*
+cross-validation that repeats that choice inside every fold
+(:func:`nested_cv`), so the number reported is not the one the choice was
+made on. Untrained bits between trained ones interpolate ``*_b`` linearly in
+b; beyond them it is extrapolated (from the nearest two, flat above the
+largest) and marked as such. The floor E is free (0 <= E <= the largest
+error), not pinned to the smallest measured one.
 
-Uncertainty comes from a bootstrap over seeds: per width one multiset of seed
-labels is drawn and used for every bits value (a quantized network is retrained
-from the float network of the same seed, so cells of one width are paired).
-
-Pure numpy/scipy/pandas on purpose: no torch, analysis runs on tables only.
+Test error is never read by a fit, a choice or an interval: it is read only
+to *measure* the intervals' coverage (:func:`nested_cv`'s ``test_error``
+column). Prediction intervals: :mod:`qdesign.analysis.intervals`. Parameter
+intervals: a bootstrap over seeds (:mod:`qdesign.analysis.bootstrap`).
+Pure numpy/scipy/pandas: no torch.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import least_squares, minimize_scalar
+from scipy.optimize import least_squares
 
 from ..core.constants import FLOAT_BITS
-from .ecr import effective_compression_ratio
+from ..core.errors import TableError
+from ..core.precision import is_float_bits
+from .bootstrap import DEFAULT_LEVEL, boot_means, seed_table
+from .intervals import IntervalModel
+from .tables import FLOAT_METHOD, retraining_methods, with_method
 
 __all__ = [
-    "DEFAULT_FORM",
-    "DEFAULT_G_FORM",
     "FORMS",
-    "G_FORMS",
+    "MIN_WIDTHS",
     "ScalingLaw",
-    "bootstrap",
     "cell_stats",
-    "cv_leave_one_bits_out",
-    "cv_leave_one_width_out",
-    "cv_summary",
+    "cv_residuals",
     "fit",
-    "g_parametric",
+    "fit_study",
+    "interval_model",
     "law_from_table",
-    "readoff_ecr_intervals",
+    "nested_cv",
     "scaling_table",
+    "select_form",
 ]
 
-FORMS = ("effsize", "kumar", "additive")
-"""Size laws tried: free effective size per bits, Kumar's parametric effective
-size fitted jointly, and an additive per-bits penalty (a constant gap)."""
+FORMS = ("effsize", "penalty", "additive")
+TARGET = "val_error"
+"""What the law is fitted on. Choices read validation error only."""
+MIN_WIDTHS = 4
+"""Fewer widths leave no leave-one-width-out to choose and check a form with."""
 
-G_FORMS = ("hybrid", "kumar", "kumar_c", "hyperbolic", "loglinear")
-"""g(b) for untrained bits, from the free g of ``effsize``: a parametric form
-fitted to it (kumar, kumar_c, hyperbolic), log-linear interpolation in b
-(loglinear, flat outside), or ``hybrid``: interpolation inside the trained
-bits, flat above them, kumar_c below them (what won leave-one-bits-out)."""
-
-DEFAULT_FORM = "effsize"
-DEFAULT_G_FORM = "hybrid"
-DEFAULT_WEIGHTS = "se"
-DEFAULT_LEVEL = 0.9
-
-_LOG_G = (math.log(1e-4), math.log(8.0))
-_LOG_GAMMA = (math.log(0.05), math.log(64.0))
+_LOG_A = (math.log(1e-7), math.log(2.0))
+_RATE = (0.02, 3.0)
+_PER_BITS = {"effsize": (math.log(1e-4), math.log(8.0)), "penalty": (-0.5, 0.5), "additive": (-0.5, 0.5)}
 
 
 # --------------------------------------------------------------------------
-# Parametric g(b)
-# --------------------------------------------------------------------------
-
-
-def g_parametric(bits, gamma, g_form: str = DEFAULT_G_FORM, scale=1.0) -> np.ndarray:
-    """Effective-size factor of ``bits`` under a parametric form, with g(float) = 1.
-
-    ``kumar``: (1 - exp(-b/gamma)) / (1 - exp(-32/gamma));
-    ``kumar_c``: ``scale`` times kumar for quantized bits (a plateau that may
-    exceed 1: retrained quantized networks can beat float ones);
-    ``hyperbolic``: (b / (b + gamma)) / (32 / (32 + gamma)).  Float (b >= 32) is 1.
-    """
-    b = np.minimum(np.asarray(bits, dtype=float), FLOAT_BITS)
-    if g_form in ("kumar", "kumar_c", "hybrid"):
-        g = -np.expm1(-b / gamma) / -np.expm1(-FLOAT_BITS / gamma)
-    elif g_form == "hyperbolic":
-        g = (b / (b + gamma)) / (FLOAT_BITS / (FLOAT_BITS + gamma))
-    else:
-        raise ValueError(f"g_form must be one of {G_FORMS[:-1]} for a parametric g, got {g_form!r}")
-    if g_form in ("kumar_c", "hybrid"):
-        g = np.where(b >= FLOAT_BITS, 1.0, scale * g)
-    return g
-
-
-def _fit_g_param(bits: np.ndarray, log_g: np.ndarray, g_form: str) -> tuple[float, float]:
-    """(gamma, scale) minimising the squared log-ratio between free and parametric g.
-
-    A dense log grid over gamma (the best scale of ``kumar_c`` is the mean
-    log-ratio, in closed form), then a bounded scalar search around the best
-    grid point: deterministic, and cheap enough for every bootstrap law.
-    """
-    if g_form == "loglinear" or bits.size == 0:
-        return math.nan, 1.0
-    free_scale = g_form in ("kumar_c", "hybrid") and bits.size >= 2
-
-    def cost(t):
-        r = np.log(g_parametric(bits, np.exp(np.asarray(t))[..., None], g_form)) - log_g
-        if free_scale:
-            r = r - r.mean(axis=-1, keepdims=True)
-        return (r**2).sum(axis=-1)
-
-    grid = np.linspace(*_LOG_GAMMA, 241)
-    costs = cost(grid)
-    i = int(np.argmin(costs))
-    lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, grid.size - 1)]
-    r = minimize_scalar(lambda t: float(cost(t)), bounds=(lo, hi), method="bounded", options={"xatol": 1e-10})
-    t = r.x if r.fun <= costs[i] else grid[i]
-    gamma = float(math.exp(t))
-    scale = 1.0
-    if free_scale:
-        scale = float(math.exp(np.mean(log_g - np.log(g_parametric(bits, gamma, "kumar")))))
-    return gamma, scale
-
-
-# --------------------------------------------------------------------------
-# The fitted law
+# The law
 # --------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class ScalingLaw:
-    """A fitted err(N, b); ``predict`` takes arrays, returns error fractions.
+    """A fitted err(N, b) of one retraining method; :meth:`predict` takes arrays.
 
-    ``a0`` is the excess error at the reference size ``n0`` (well conditioned);
-    ``A = a0 * n0**alpha`` is the constant of ``E + A * (N g)^-alpha``.
-    ``g_trained`` maps each trained bits value (float included) to its free g
-    (``effsize``) or parametric g (``kumar``); ``additive`` has ``d_trained``
-    (the per-bits penalty) instead.  ``boot`` holds the bootstrap laws.
-    """
+    ``a0`` is the excess error of a float network at the reference size
+    ``n0``; ``per_bits`` maps each trained quantized bits value to its
+    parameter (lg_b, c_b or d_b of the form). ``boot`` holds the laws fitted
+    on seed-resampled tables (parameter intervals)."""
 
     form: str
     E: float
     a0: float
     alpha: float
+    beta: float
     n0: float
-    g_trained: Mapping[int, float]
-    g_form: str
-    gamma: float
+    per_bits: Mapping[int, float]
     n_range: tuple[float, float]
-    d_trained: Mapping[int, float] = dataclasses.field(default_factory=dict)
-    g_scale: float = 1.0
+    method: str = "fixed"
     boot: tuple = ()
     level: float = DEFAULT_LEVEL
 
     @property
-    def A(self) -> float:
-        return self.a0 * self.n0**self.alpha
-
-    @property
     def trained_bits(self) -> tuple[int, ...]:
-        keys = self.d_trained if self.form == "additive" else self.g_trained
-        return tuple(sorted(int(b) for b in keys))
+        return tuple(sorted(int(b) for b in self.per_bits))
 
-    def g(self, bits) -> np.ndarray:
-        """Effective-size factor: the free value for trained bits, else the parametric one."""
+    def bits_kind(self, bits) -> str:
+        """``float``, ``trained``, ``interpolated`` (between trained bits) or ``extrapolated``."""
+        b = int(bits)
+        if is_float_bits(b):
+            return "float"
+        trained = self.trained_bits
+        if b in trained:
+            return "trained"
+        return "interpolated" if trained and trained[0] < b < trained[-1] else "extrapolated"
+
+    def theta(self, bits) -> np.ndarray:
+        """The per-bits parameter of each bits value (0 for float): trained values
+        as fitted, others linear in b between the nearest trained ones, linear
+        from the nearest two below the smallest, flat above the largest."""
         b = np.asarray(bits, dtype=float)
-        out = np.full(b.shape, np.nan)
-        flat_b, flat_out = b.ravel(), out.ravel()
-        trained = np.array(sorted(self.g_trained), dtype=float)
-        vals = np.array([self.g_trained[int(k)] for k in sorted(self.g_trained)], dtype=float)
-        quant = trained < FLOAT_BITS
-        tq, vq = trained[quant], vals[quant]
-        for i, v in enumerate(flat_b):
-            key = min(FLOAT_BITS, v)
-            hit = np.nonzero(trained == key)[0]
-            if hit.size:
-                flat_out[i] = vals[hit[0]]
-            elif key >= FLOAT_BITS:
-                flat_out[i] = 1.0
-            elif self.g_form == "hybrid" and tq.size and key >= tq[0]:
-                flat_out[i] = math.exp(np.interp(key, tq, np.log(vq)))  # flat above the trained bits
-            elif self.g_form == "loglinear" and tq.size:
-                flat_out[i] = math.exp(np.interp(key, tq, np.log(vq)))
-            elif math.isfinite(self.gamma):
-                flat_out[i] = float(g_parametric(key, self.gamma, self.g_form, self.g_scale))
-        return flat_out.reshape(b.shape)
+        keys = np.array(self.trained_bits, dtype=float)
+        vals = np.array([self.per_bits[int(k)] for k in keys], dtype=float)
+        out = np.interp(b, keys, vals) if keys.size else np.zeros(b.shape)
+        if keys.size >= 2:
+            slope = (vals[1] - vals[0]) / (keys[1] - keys[0])
+            below = b < keys[0]
+            out = np.where(below, vals[0] + slope * (b - keys[0]), out)
+        lo, hi = _PER_BITS[self.form]
+        out = np.clip(out, lo, hi)
+        return np.where(is_float_bits(b), 0.0, out)
 
     def predict(self, n_weights, bits) -> np.ndarray:
-        """Predicted error fraction for each (n_weights, bits) pair (broadcast)."""
+        """Predicted (validation) error for each (n_weights, bits) pair (broadcast)."""
         n, b = np.broadcast_arrays(np.asarray(n_weights, dtype=float), np.asarray(bits, dtype=float))
-        x = np.log(n / self.n0)
-        if self.form == "additive":
-            d = np.array(
-                [self.d_trained.get(FLOAT_BITS if v >= FLOAT_BITS else int(v), np.nan) for v in b.ravel()]
-            ).reshape(b.shape)
-            return self.E + d + self.a0 * np.exp(-self.alpha * x)
-        return self.E + self.a0 * np.exp(-self.alpha * (x + np.log(self.g(b))))
+        return _predict(self.form, self.E, self.a0, self.alpha, self.beta, np.log(n / self.n0), self.theta(b))
 
-    def model_ecr(self, bits, reference_bits: int = FLOAT_BITS) -> np.ndarray:
-        """ECR implied by the law: g(b) * reference_bits / b (the same at every width)."""
-        b = np.asarray(bits, dtype=float)
-        return self.g(b) * reference_bits / np.minimum(b, FLOAT_BITS)
+    def float_equivalent(self, n_weights, bits) -> np.ndarray:
+        """Weights a float network needs to reach the law's error of (n_weights,
+        bits); inf where that error is at or below the floor E."""
+        excess = self.predict(n_weights, bits) - self.E
+        with np.errstate(divide="ignore", invalid="ignore"):
+            x = -np.log(excess / self.a0) / self.alpha
+            return np.where(excess > 0, self.n0 * np.exp(x), np.inf)
 
-    def interval(self, values_fn, level: float | None = None):
-        """(lo, hi) percentile interval of ``values_fn(law)`` over the bootstrap laws."""
-        if not self.boot:
-            raise ValueError("this law has no bootstrap; fit it with bootstrap()")
-        q = (1 - (self.level if level is None else level)) / 2
-        draws = np.stack([np.asarray(values_fn(law), dtype=float) for law in self.boot])
-        return np.nanquantile(draws, q, axis=0), np.nanquantile(draws, 1 - q, axis=0)
-
-    def predict_interval(self, n_weights, bits, level: float | None = None):
-        return self.interval(lambda law: law.predict(n_weights, bits), level)
+    def model_ecr(self, n_weights, bits, reference_bits: int = FLOAT_BITS) -> np.ndarray:
+        """The law's ECR at a size: float-equivalent weights x reference bits /
+        (weights x bits). Width-independent only for ``effsize``."""
+        n, b = np.broadcast_arrays(np.asarray(n_weights, dtype=float), np.asarray(bits, dtype=float))
+        return self.float_equivalent(n, b) * reference_bits / (n * np.minimum(b, FLOAT_BITS))
 
     def params(self) -> dict[str, float]:
         return {
             "E": self.E,
-            "A": self.A,
             "a0": self.a0,
             "alpha": self.alpha,
+            "beta": self.beta,
             "n0": self.n0,
-            "gamma": self.gamma,
-            "g_scale": self.g_scale,
             "n_min": self.n_range[0],
             "n_max": self.n_range[1],
         }
+
+
+def _predict(form, E, a0, alpha, beta, x, theta):
+    if form == "effsize":
+        return E + a0 * np.exp(-alpha * (x + theta))
+    if form == "penalty":
+        return E + a0 * np.exp(-alpha * x) + theta * np.exp(-beta * x)
+    return E + a0 * np.exp(-alpha * x) + theta
+
+
+# --------------------------------------------------------------------------
+# Cells
+# --------------------------------------------------------------------------
+
+
+def cell_stats(cells: pd.DataFrame, target: str = TARGET) -> pd.DataFrame:
+    """Seed means per (width, n_weights, bits) of ``target``: error, its standard
+    error (``se``, 0 for a single seed) and ``n_seeds``. Float bits are 32.
+    Refuses (one line) missing columns, non-finite errors or errors outside [0, 1]."""
+    if not isinstance(cells, pd.DataFrame):
+        raise TableError("cells must be a pandas DataFrame")
+    missing = [c for c in ("n_weights", "bits", target) if c not in cells.columns]
+    if missing:
+        raise TableError(f"the study table lacks column(s) {', '.join(missing)}")
+    err = cells[target].to_numpy(float)
+    if not np.all(np.isfinite(err)):
+        raise TableError(f"{target} has {int((~np.isfinite(err)).sum())} non-finite value(s): rerun those cells")
+    if np.any((err < 0) | (err > 1)):
+        raise TableError(f"{target} must be a fraction in [0, 1]; found {err.min():.4g}..{err.max():.4g}")
+    if not np.all(cells["n_weights"].to_numpy(float) > 0):
+        raise TableError("n_weights must be positive")
+    df = pd.DataFrame(
+        {
+            "width": cells["width"].to_numpy() if "width" in cells.columns else cells["n_weights"].to_numpy(),
+            "n_weights": cells["n_weights"].to_numpy(float),
+            "bits": np.minimum(cells["bits"].to_numpy(float), FLOAT_BITS).astype(int),
+            "error": err,
+        }
+    )
+    out = (
+        df.groupby(["width", "n_weights", "bits"], sort=True)
+        .agg(error=("error", "mean"), std=("error", "std"), n_seeds=("error", "count"))
+        .reset_index()
+    )
+    out["se"] = (out["std"] / np.sqrt(out["n_seeds"])).fillna(0.0)
+    if not (out["bits"] == FLOAT_BITS).any():
+        raise TableError(f"the study table has no float rows (bits {FLOAT_BITS}): the law needs the float curve")
+    return out.drop(columns="std")
 
 
 # --------------------------------------------------------------------------
@@ -236,128 +211,84 @@ class ScalingLaw:
 # --------------------------------------------------------------------------
 
 
-def cell_stats(cells: pd.DataFrame) -> pd.DataFrame:
-    """Seed means per (n_weights, bits): error, its standard error and seed count.
-
-    Accepts ``error`` or ``test_error``; keeps ``width`` when present.  Float
-    rows (bits >= 32) get bits = 32.
-    """
-    if not isinstance(cells, pd.DataFrame):
-        raise ValueError("cells must be a pandas DataFrame")
-    err_col = "error" if "error" in cells.columns else "test_error"
-    missing = [c for c in ("n_weights", "bits", err_col) if c not in cells.columns]
-    if missing:
-        raise ValueError(f"cells is missing required column(s): {', '.join(missing)}")
-    df = pd.DataFrame(
-        {
-            "n_weights": cells["n_weights"].to_numpy(float),
-            "bits": np.minimum(cells["bits"].to_numpy(float), FLOAT_BITS).astype(int),
-            "error": cells[err_col].to_numpy(float),
-        }
-    )
-    if "width" in cells.columns:
-        df["width"] = cells["width"].to_numpy()
-    if not (np.all(df["n_weights"] > 0) and np.all(np.isfinite(df["error"]))):
-        raise ValueError("n_weights must be positive and error finite")
-    keys = ["n_weights", "bits"] + (["width"] if "width" in df.columns else [])
-    out = (
-        df.groupby(keys, sort=True)
-        .agg(error=("error", "mean"), std=("error", "std"), n_seeds=("error", "count"))
-        .reset_index()
-    )
-    out["se"] = (out["std"] / np.sqrt(out["n_seeds"])).fillna(0.0)
-    if not (out["bits"] == FLOAT_BITS).any():
-        raise ValueError(f"cells has no float rows (bits >= {FLOAT_BITS}): the law needs g(float) = 1")
-    return out.drop(columns="std")
-
-
 class _Problem:
-    """Arrays and residuals of one form on one set of seed-mean cells."""
+    """Weighted least squares of one form on one set of seed means."""
 
-    def __init__(self, stats: pd.DataFrame, form: str, weights: str):
+    def __init__(self, stats: pd.DataFrame, form: str):
         if form not in FORMS:
             raise ValueError(f"form must be one of {FORMS}, got {form!r}")
         self.form = form
         n = stats["n_weights"].to_numpy(float)
         self.n0 = float(np.exp(np.mean(np.log(np.unique(n)))))
         self.x = np.log(n / self.n0)
-        self.bits = stats["bits"].to_numpy(int)
-        self.qbits = np.array(sorted(set(self.bits[self.bits < FLOAT_BITS])), dtype=int)
-        self.bidx = np.searchsorted(self.qbits, self.bits)  # == len(qbits) for float
-        self.bidx[self.bits >= FLOAT_BITS] = -1
-        err = stats["error"].to_numpy(float)
-        self.y = err
-        if weights == "uniform":
-            self.sigma = np.ones_like(err)
-        elif weights == "se":
-            se = stats["se"].to_numpy(float)
-            floor = max(float(np.median(se)), 1e-4)
-            self.sigma = np.sqrt(se**2 + floor**2)
-        else:
-            raise ValueError(f"weights must be 'uniform' or 'se', got {weights!r}")
+        bits = stats["bits"].to_numpy(int)
+        self.qbits = np.array(sorted(set(bits[bits < FLOAT_BITS])), dtype=int)
+        self.bidx = np.searchsorted(self.qbits, bits)
+        self.bidx[bits >= FLOAT_BITS] = -1
+        self.y = stats["error"].to_numpy(float)
+        se = stats["se"].to_numpy(float)
+        self.sigma = np.sqrt(se**2 + max(float(np.median(se)), 1e-4) ** 2)
         k = self.qbits.size
-        e_hi = max(float(err.min()), 1e-6)
-        lo = [0.0, math.log(1e-7), 0.02]
-        hi = [e_hi, math.log(2.0), 3.0]
-        if form == "effsize":
-            lo += [_LOG_G[0]] * k
-            hi += [_LOG_G[1]] * k
-        elif form == "kumar":
-            lo += [_LOG_GAMMA[0]]
-            hi += [_LOG_GAMMA[1]]
-        else:
-            lo += [-0.5] * k
-            hi += [0.5] * k
+        self.n_head = 4 if form == "penalty" else 3
+        lo = [0.0, _LOG_A[0], _RATE[0]] + ([_RATE[0]] if form == "penalty" else []) + [_PER_BITS[form][0]] * k
+        hi = [max(float(self.y.max()), 1e-6), _LOG_A[1], _RATE[1]] + ([_RATE[1]] if form == "penalty" else [])
+        hi += [_PER_BITS[form][1]] * k
         self.bounds = (np.array(lo), np.array(hi))
 
-    def predict(self, theta: np.ndarray) -> np.ndarray:
-        E, la, alpha = theta[0], theta[1], theta[2]
-        if self.form == "additive":
-            d = np.r_[theta[3:], 0.0][self.bidx]
-            return E + d + np.exp(la - alpha * self.x)
-        if self.form == "effsize":
-            lg = np.r_[theta[3:], 0.0][self.bidx]
-        else:
-            lg = np.log(g_parametric(self.bits, math.exp(theta[3]), "kumar"))
-        return E + np.exp(la - alpha * (self.x + lg))
+    def _theta(self, t: np.ndarray) -> np.ndarray:
+        return np.r_[t[self.n_head :], 0.0][self.bidx]
 
-    def residuals(self, theta):
-        return (self.predict(theta) - self.y) / self.sigma
+    def predict(self, t: np.ndarray) -> np.ndarray:
+        beta = t[3] if self.form == "penalty" else math.nan
+        return _predict(self.form, t[0], math.exp(t[1]), t[2], beta, self.x, self._theta(t))
 
-    def jacobian(self, theta):
-        """Analytic Jacobian of the residuals (effsize, additive); finite differences for kumar."""
-        la, alpha = theta[1], theta[2]
-        n, k = self.y.size, theta.size
+    def residuals(self, t):
+        return (self.predict(t) - self.y) / self.sigma
+
+    def jacobian(self, t):
+        n, k = self.y.size, t.size
         jac = np.zeros((n, k))
         jac[:, 0] = 1.0
-        if self.form == "kumar":
-            h = 1e-7
-            t = theta.copy()
-            t[3] += h
-            jac[:, 3] = (self.predict(t) - self.predict(theta)) / h
-            lg = np.log(g_parametric(self.bits, math.exp(theta[3]), "kumar"))
-        else:
-            lg = np.r_[theta[3:], 0.0][self.bidx] if self.form == "effsize" else 0.0
-        z = self.x + lg
-        p = np.exp(la - alpha * z)
-        jac[:, 1] = p
-        jac[:, 2] = -p * z
-        q = self.bidx >= 0
+        a, alpha, th = math.exp(t[1]), t[2], self._theta(t)
+        q = np.nonzero(self.bidx >= 0)[0]
+        cols = self.n_head + self.bidx[q]
         if self.form == "effsize":
-            jac[np.nonzero(q)[0], 3 + self.bidx[q]] = -alpha * p[q]
-        elif self.form == "additive":
-            jac[np.nonzero(q)[0], 3 + self.bidx[q]] = 1.0
+            z = self.x + th
+            p = a * np.exp(-alpha * z)
+            jac[:, 1], jac[:, 2] = p, -p * z
+            jac[q, cols] = -alpha * p[q]
+        else:
+            p = a * np.exp(-alpha * self.x)
+            jac[:, 1], jac[:, 2] = p, -p * self.x
+            if self.form == "penalty":
+                e = np.exp(-t[3] * self.x)
+                jac[:, 3] = -th * self.x * e
+                jac[q, cols] = e[q]
+            else:
+                jac[q, cols] = 1.0
         return jac / self.sigma[:, None]
 
     def starts(self) -> list[np.ndarray]:
         e0 = 0.5 * float(self.y.min())
         la = math.log(max(float(self.y.mean()) - e0, 1e-6))
-        tail = {
-            "effsize": np.zeros(self.qbits.size),
-            "kumar": np.array([math.log(2.0)]),
-            "additive": np.zeros(self.qbits.size),
-        }[self.form]
-        return [np.clip(np.r_[e0, la, a, tail], self.bounds[0], self.bounds[1]) for a in (0.2, 0.5, 1.0)]
+        tail = np.zeros(self.qbits.size)
+        out = []
+        for alpha in (0.2, 0.5, 1.0):
+            head = [e0, la, alpha] + ([alpha] if self.form == "penalty" else [])
+            out.append(np.clip(np.r_[head, tail], self.bounds[0], self.bounds[1]))
+        return out
+
+    def start_from(self, law: ScalingLaw) -> np.ndarray:
+        """A start near ``law`` (fitted on related cells): its parameters moved to
+        this problem's reference size, its per-bits values read at these bits."""
+        shift = math.log(self.n0 / law.n0)
+        head = [law.E, math.log(law.a0) - law.alpha * shift, law.alpha]
+        if self.form == "penalty":
+            head.append(law.beta)
+        tail = np.asarray(law.theta(self.qbits), float)
+        if self.form == "penalty":
+            tail = tail * math.exp(-law.beta * shift)
+        return np.clip(np.r_[head, tail], self.bounds[0], self.bounds[1])
 
     def solve(self, starts) -> np.ndarray:
         best = None
@@ -369,400 +300,414 @@ class _Problem:
                 bounds=self.bounds,
                 method="trf",
                 x_scale="jac",
-                xtol=1e-9,
-                ftol=1e-9,
-                gtol=1e-9,
-                max_nfev=1000,
+                xtol=1e-10,
+                ftol=1e-10,
+                gtol=1e-10,
+                max_nfev=2000,
             )
             if best is None or r.cost < best.cost - 1e-15:
                 best = r
         return best.x
 
-    def law(self, theta: np.ndarray, g_form: str, n_range) -> ScalingLaw:
-        E, a0, alpha = float(theta[0]), float(math.exp(theta[1])), float(theta[2])
-        g, d, gamma, scale = {FLOAT_BITS: 1.0}, {}, math.nan, 1.0
-        if self.form == "effsize":
-            g.update({int(b): float(math.exp(v)) for b, v in zip(self.qbits, theta[3:])})
-            gamma, scale = _fit_g_param(self.qbits.astype(float), np.asarray(theta[3:], float), g_form)
-        elif self.form == "kumar":
-            gamma = float(math.exp(theta[3]))
-            g.update({int(b): float(g_parametric(b, gamma, "kumar")) for b in self.qbits})
-            g_form = "kumar"
-        else:
-            g = {}
-            d = {FLOAT_BITS: 0.0, **{int(b): float(v) for b, v in zip(self.qbits, theta[3:])}}
-            g_form = "none"
+    def law(self, t: np.ndarray, n_range, method: str) -> ScalingLaw:
         return ScalingLaw(
             form=self.form,
-            E=E,
-            a0=a0,
-            alpha=alpha,
+            E=float(t[0]),
+            a0=float(math.exp(t[1])),
+            alpha=float(t[2]),
+            beta=float(t[3]) if self.form == "penalty" else math.nan,
             n0=self.n0,
-            g_trained=g,
-            g_form=g_form,
-            gamma=gamma,
+            per_bits={int(b): float(v) for b, v in zip(self.qbits, t[self.n_head :])},
             n_range=n_range,
-            d_trained=d,
-            g_scale=scale,
+            method=method,
         )
 
 
-def _n_range(stats):
+def _n_range(stats) -> tuple[float, float]:
     return float(stats["n_weights"].min()), float(stats["n_weights"].max())
 
 
-def fit(
-    cells: pd.DataFrame, form: str = DEFAULT_FORM, g_form: str = DEFAULT_G_FORM, weights: str = DEFAULT_WEIGHTS
-) -> ScalingLaw:
-    """Fit the law to the seed means of ``cells`` (deterministic: fixed starts, trf).
-
-    ``cells`` has n_weights, bits, error or test_error, optionally seed and
-    width.  Least squares on seed-mean errors (``weights="se"`` divides each
-    residual by its standard error, floored at the median one); three starts
-    of alpha, best cost kept.
-    """
-    stats = cell_stats(cells)
-    prob = _Problem(stats, form, weights)
-    return prob.law(prob.solve(prob.starts()), g_form, _n_range(stats))
+def fit(stats: pd.DataFrame, form: str, method: str = "fixed", near: ScalingLaw | None = None) -> ScalingLaw:
+    """The law of ``form`` fitted to seed means (:func:`cell_stats`): weighted
+    least squares (each residual over sqrt(se^2 + median se^2)), three fixed
+    starts of alpha, the best kept; deterministic. ``near``: a law of the same
+    form fitted on related cells (cross-validation folds), whose parameters
+    replace two of the three starts."""
+    prob = _Problem(stats, form)
+    starts = prob.starts() if near is None else [prob.start_from(near), prob.starts()[1]]
+    return prob.law(prob.solve(starts), _n_range(stats), method)
 
 
 # --------------------------------------------------------------------------
-# Bootstrap over seeds
+# Cross-validation and the choice of form
 # --------------------------------------------------------------------------
 
 
-def _boot_means(cells: pd.DataFrame, stats: pd.DataFrame, n_boot: int, seed: int) -> np.ndarray:
-    """(n_boot, n_cells) seed-mean errors of resampled tables, aligned with ``stats``.
-
-    Per n_weights (width) one multiset of seed labels is drawn with
-    replacement and applied to every bits value of that width.  Without a
-    ``seed`` column the rows of each cell are resampled independently.
-    """
-    rng = np.random.default_rng(seed)
-    err_col = "error" if "error" in cells.columns else "test_error"
-    df = pd.DataFrame(
-        {
-            "n_weights": cells["n_weights"].to_numpy(float),
-            "bits": np.minimum(cells["bits"].to_numpy(float), FLOAT_BITS).astype(int),
-            "error": cells[err_col].to_numpy(float),
-        }
-    )
-    if "seed" in cells.columns:
-        df["seed"] = cells["seed"].to_numpy()
+def cv_residuals(stats: pd.DataFrame, form: str, by: str, near: ScalingLaw | None = None) -> pd.DataFrame:
+    """Leave one width (``by="width"``) or one quantized bits value (``"bits"``)
+    out: fit on the rest, predict the held-out cells. One row per held-out
+    cell with ``predicted``, ``residual`` (error - predicted) and ``pool``
+    (:data:`qdesign.analysis.intervals.POOLS`: inside the trained range or at
+    its end)."""
+    if by == "width":
+        values = np.unique(stats["width"])
+    elif by == "bits":
+        values = np.array(sorted(set(stats["bits"]) - {FLOAT_BITS}))
     else:
-        df["seed"] = df.groupby(["n_weights", "bits"]).cumcount()
-    key = pd.MultiIndex.from_frame(stats[["n_weights", "bits"]])
-    table = df.pivot_table(index=["n_weights", "bits"], columns="seed", values="error", aggfunc="mean")
-    table = table.reindex(key)
-    err = table.to_numpy(float)  # (cells, seeds), NaN where a seed is missing
-    present = np.isfinite(err)
-    err0 = np.where(present, err, 0.0)
-    n_cells, n_seeds = err.shape
-    widths, width_of = np.unique(stats["n_weights"].to_numpy(float), return_inverse=True)
-    shared = "seed" in cells.columns
-    out = np.empty((n_boot, n_cells))
-    for i in range(n_boot):
-        w = np.zeros((n_cells, n_seeds))
-        if shared:
-            for j in range(widths.size):
-                rows = np.nonzero(width_of == j)[0]
-                avail = np.nonzero(present[rows].any(axis=0))[0]
-                counts = np.bincount(rng.choice(avail, size=avail.size), minlength=n_seeds)
-                w[rows] = counts
-        else:
-            for c in range(n_cells):
-                avail = np.nonzero(present[c])[0]
-                w[c] = np.bincount(rng.choice(avail, size=avail.size), minlength=n_seeds)
-        w = w * present
-        tot = w.sum(axis=1)
-        mean = (w * err0).sum(axis=1) / np.where(tot > 0, tot, 1.0)
-        out[i] = np.where(tot > 0, mean, stats["error"].to_numpy(float))  # cell missing the drawn seeds
-    return out
-
-
-def bootstrap(
-    cells: pd.DataFrame,
-    n_boot: int = 200,
-    seed: int = 0,
-    form: str = DEFAULT_FORM,
-    g_form: str = DEFAULT_G_FORM,
-    weights: str = DEFAULT_WEIGHTS,
-    level: float = DEFAULT_LEVEL,
-) -> ScalingLaw:
-    """Fit the law and ``n_boot`` laws on seed-resampled tables (warm-started from the fit)."""
-    if n_boot < 2:
-        raise ValueError(f"n_boot must be >= 2, got {n_boot}")
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
-    stats = cell_stats(cells)
-    prob = _Problem(stats, form, weights)
-    theta = prob.solve(prob.starts())
-    n_range = _n_range(stats)
-    main = prob.law(theta, g_form, n_range)
-    laws = []
-    y0 = prob.y
-    for means in _boot_means(cells, stats, n_boot, seed):
-        prob.y = means
-        t = np.clip(theta, prob.bounds[0], prob.bounds[1])
-        laws.append(prob.law(prob.solve([t]), g_form, n_range))
-    prob.y = y0
-    return dataclasses.replace(main, boot=tuple(laws), level=level)
-
-
-# --------------------------------------------------------------------------
-# Cross-validation
-# --------------------------------------------------------------------------
-
-
-def cv_leave_one_width_out(
-    cells: pd.DataFrame, form: str = DEFAULT_FORM, weights: str = DEFAULT_WEIGHTS
-) -> pd.DataFrame:
-    """Per held-out size: fit on the other sizes, predict every bits value there.
-
-    One row per held-out cell: held_out (its width, or n_weights without a
-    width column), bits, n_weights, error (seed mean), se, predicted, abs_error.
-    """
-    stats = cell_stats(cells)
-    col = "width" if "width" in stats.columns else "n_weights"
+        raise ValueError(f"by must be 'width' or 'bits', got {by!r}")
     rows = []
-    for held in np.unique(stats[col]):
-        train, test = stats[stats[col] != held], stats[stats[col] == held]
-        if train["n_weights"].nunique() < 3:
-            raise ValueError("leave-one-width-out needs at least 4 widths")
-        prob = _Problem(train, form, weights)
-        law = prob.law(prob.solve(prob.starts()), "kumar", _n_range(train))
-        pred = law.predict(test["n_weights"], test["bits"])
-        rows.append(test.assign(held_out=held, predicted=pred))
-    return _cv_frame(rows)
-
-
-def cv_leave_one_bits_out(
-    cells: pd.DataFrame, g_form: str = DEFAULT_G_FORM, weights: str = DEFAULT_WEIGHTS
-) -> pd.DataFrame:
-    """Per held-out quantized bits value: fit on the others, predict it from the parametric g.
-
-    ``g_form="kumar"`` etc. fits the free-g law and then gamma; ``"joint"``
-    fits Kumar's g jointly with the size law (form ``kumar``).
-    """
-    stats = cell_stats(cells)
-    rows = []
-    for held in sorted(set(stats["bits"]) - {FLOAT_BITS}):
-        train, test = stats[stats["bits"] != held], stats[stats["bits"] == held]
-        form = "kumar" if g_form == "joint" else "effsize"
-        prob = _Problem(train, form, weights)
-        law = prob.law(prob.solve(prob.starts()), "kumar" if g_form == "joint" else g_form, _n_range(train))
-        pred = law.predict(test["n_weights"], test["bits"])
-        rows.append(test.assign(held_out=held, predicted=pred))
-    return _cv_frame(rows)
-
-
-def _cv_frame(rows) -> pd.DataFrame:
-    out = pd.concat(rows, ignore_index=True)
-    out["abs_error"] = (out["predicted"] - out["error"]).abs()
-    return out
-
-
-def cv_summary(cv: pd.DataFrame) -> pd.DataFrame:
-    """Per held-out value: mean and max absolute error, mean standard error, cell count."""
-    return (
-        cv.groupby("held_out", sort=True)
-        .agg(
-            mae=("abs_error", "mean"),
-            max_abs=("abs_error", "max"),
-            mean_se=("se", "mean"),
-            n_cells=("abs_error", "count"),
+    for held in values:
+        train, test = stats[stats[by] != held], stats[stats[by] == held]
+        if by == "width" and train["width"].nunique() < MIN_WIDTHS - 1:
+            raise TableError(f"leave-one-width-out needs at least {MIN_WIDTHS} widths")
+        if by == "bits" and not (set(train["bits"]) - {FLOAT_BITS}):
+            continue
+        law = fit(train, form, near=near)
+        end = held == values.min() or held == values.max()
+        rows.append(
+            test.assign(
+                held_out=held,
+                predicted=law.predict(test["n_weights"], test["bits"]),
+                pool=f"{by}_end" if end else by,
+            )
         )
-        .reset_index()
-    )
-
-
-# --------------------------------------------------------------------------
-# Read-off ECR intervals
-# --------------------------------------------------------------------------
-
-
-def readoff_ecr_intervals(
-    summary: pd.DataFrame,
-    n_boot: int = 200,
-    seed: int = 0,
-    level: float = DEFAULT_LEVEL,
-    reference_bits: int = FLOAT_BITS,
-) -> pd.DataFrame:
-    """Bootstrap interval of the read-off ECR per (width, bits): width, bits, ecr_lo, ecr_hi.
-
-    The same seed resampling as :func:`bootstrap`, then
-    :func:`qdesign.analysis.ecr.effective_compression_ratio` on each resampled table
-    of seed means.
-    """
-    stats = cell_stats(summary)
-    if "width" not in stats.columns:
-        raise ValueError("summary is missing required column: width")
-    draws = _boot_means(summary, stats, n_boot, seed)
-    base = stats[["n_weights", "bits"]].copy()
-    ecrs = np.empty_like(draws)
-    for i, means in enumerate(draws):
-        res = effective_compression_ratio(base.assign(error=means), reference_bits=reference_bits, average_seeds=False)
-        ecrs[i] = res["ecr"].to_numpy(float)
-    q = (1 - level) / 2
-    out = stats[["width", "bits"]].copy().reset_index(drop=True)
-    out["ecr_lo"] = np.quantile(ecrs, q, axis=0)
-    out["ecr_hi"] = np.quantile(ecrs, 1 - q, axis=0)
+    if not rows:
+        return pd.DataFrame(columns=[*stats.columns, "held_out", "predicted", "pool", "residual"])
+    out = pd.concat(rows, ignore_index=True)
+    out["residual"] = out["error"] - out["predicted"]
     return out
+
+
+def _cv_score(stats: pd.DataFrame, form: str) -> float:
+    """Mean absolute held-out error (points as fractions) of a form: leave one
+    width out, and leave one bits value out where there are at least 3 bits."""
+    near = fit(stats, form)
+    parts = [cv_residuals(stats, form, "width", near)["residual"].abs().to_numpy()]
+    if len(set(stats["bits"]) - {FLOAT_BITS}) >= 3:
+        parts.append(cv_residuals(stats, form, "bits", near)["residual"].abs().to_numpy())
+    return float(np.mean([p.mean() for p in parts if p.size]))
+
+
+def select_form(stats: pd.DataFrame, forms: Iterable[str] = FORMS) -> tuple[str, dict[str, float]]:
+    """The form with the smallest held-out validation error (:func:`_cv_score`;
+    ties: the earlier in ``forms``), and every form's score."""
+    scores = {f: _cv_score(stats, f) for f in forms}
+    return min(scores, key=lambda f: (scores[f], list(scores).index(f))), scores
+
+
+def interval_model(stats: pd.DataFrame, form: str, n_val: int, n_test: int, level: float) -> IntervalModel:
+    """Residual pools of ``form`` on ``stats`` (both cross-validations)."""
+    near = fit(stats, form)
+    res = [cv_residuals(stats, form, "width", near)]
+    if len(set(stats["bits"]) - {FLOAT_BITS}) >= 2:
+        res.append(cv_residuals(stats, form, "bits", near))
+    res = pd.concat(res, ignore_index=True)
+    pools = {p: g["residual"].to_numpy(float) for p, g in res.groupby("pool")}
+    return IntervalModel(pools, int(n_val), int(n_test), level)
+
+
+def design_pool(law: ScalingLaw, n_weights: float, bits: int) -> str:
+    """Which residual pool carries a design's uncertainty: an untrained bits
+    value's (inside or beyond the trained bits), else an extrapolated width's
+    (beyond the trained sizes), else an interpolated width's."""
+    kind = law.bits_kind(bits)
+    if kind in ("interpolated", "extrapolated"):
+        return "bits" if kind == "interpolated" else "bits_end"
+    lo, hi = law.n_range
+    return "width" if lo * (1 - 1e-9) <= n_weights <= hi * (1 + 1e-9) else "width_end"
+
+
+def nested_cv(
+    val_stats: pd.DataFrame, test_stats: pd.DataFrame, n_val: int, n_test: int, level: float = DEFAULT_LEVEL
+) -> pd.DataFrame:
+    """The law's honest accuracy and its intervals' coverage: per held-out width
+    and per held-out quantized bits value, the form is chosen, the law fitted
+    and its residual pools built on the rest only (validation means), then the
+    held-out cells are predicted with intervals. ``test_error`` (the held-out
+    cells' test means) is joined afterwards, for measuring coverage only."""
+    rows = []
+    for by in ("width", "bits"):
+        values = np.unique(val_stats["width"]) if by == "width" else sorted(set(val_stats["bits"]) - {FLOAT_BITS})
+        for held in values:
+            train, test = val_stats[val_stats[by] != held], val_stats[val_stats[by] == held]
+            if train["width"].nunique() < MIN_WIDTHS or (by == "bits" and len(set(train["bits"]) - {32}) < 2):
+                continue
+            form, _ = select_form(train)
+            law = fit(train, form)
+            model = interval_model(train, form, n_val, n_test, level)
+            for r in test.itertuples():
+                pred = float(law.predict(r.n_weights, r.bits))
+                lo, hi = model.interval(pred, design_pool(law, r.n_weights, r.bits))
+                rows.append(
+                    {
+                        "by": by,
+                        "held_out": float(held),
+                        "form": form,
+                        "width": r.width,
+                        "n_weights": r.n_weights,
+                        "bits": r.bits,
+                        "val_error": r.error,
+                        "se": r.se,
+                        "predicted": pred,
+                        "lo": lo,
+                        "hi": hi,
+                    }
+                )
+    out = pd.DataFrame(rows)
+    if out.empty:
+        return out
+    test_means = test_stats.set_index(["width", "bits"])["error"].rename("test_error")
+    out = out.join(test_means, on=["width", "bits"])
+    out["abs_error"] = (out["predicted"] - out["val_error"]).abs()
+    out["covered"] = (out["test_error"] >= out["lo"]) & (out["test_error"] <= out["hi"])
+    return out
+
+
+# --------------------------------------------------------------------------
+# One study
+# --------------------------------------------------------------------------
+
+
+def _law_rows(summary: pd.DataFrame, method: str) -> pd.DataFrame:
+    """The float rows and ``method``'s rows of a summary, chance-level cells left out."""
+    df = with_method(summary)
+    df = df[df["method"].isin([FLOAT_METHOD, method])]
+    if "chance_level" in df.columns:
+        df = df[~df["chance_level"].astype("boolean").fillna(False).astype(bool)]
+    return df
+
+
+def fit_study(
+    summary: pd.DataFrame, method: str, n_boot: int = 100, seed: int = 0, level: float = DEFAULT_LEVEL
+) -> tuple[ScalingLaw, IntervalModel, dict[str, float]]:
+    """The law of one method of a study (form chosen on validation error), its
+    interval model, and every form's held-out score. ``n_boot`` laws on
+    seed-resampled validation means give the parameter intervals (``law.boot``)."""
+    rows = _law_rows(summary, method)
+    stats = cell_stats(rows, TARGET)
+    if stats["width"].nunique() < MIN_WIDTHS:
+        raise TableError(
+            f"{stats['width'].nunique()} widths: the law needs at least {MIN_WIDTHS} (leave-one-width-out)"
+        )
+    form, scores = select_form(stats)
+    law = fit(stats, form, method)
+    n_val, n_test = int(rows["n_val"].median()), int(rows["n_test"].median())
+    model = interval_model(stats, form, n_val, n_test, level)
+    boot = []
+    if n_boot:
+        table = seed_table(rows, TARGET)
+        key = pd.MultiIndex.from_frame(stats[["width", "n_weights", "bits"]])
+        draws = boot_means(table.reindex(key), n_boot, seed)
+        prob = _Problem(stats, form)
+        start = np.r_[law.E, math.log(law.a0), law.alpha]
+        start = np.r_[start, [law.beta] if form == "penalty" else [], [law.per_bits[int(b)] for b in prob.qbits]]
+        for means in draws:
+            prob.y = means
+            boot.append(prob.law(prob.solve([np.clip(start, *prob.bounds)]), law.n_range, method))
+    return dataclasses.replace(law, boot=tuple(boot), level=level), model, scores
 
 
 # --------------------------------------------------------------------------
 # The tidy table and back
 # --------------------------------------------------------------------------
 
-_COLUMNS = [
+COLUMNS = [
+    "method",
     "kind",
     "name",
     "form",
-    "g_form",
     "bits",
+    "width",
+    "by",
     "held_out",
-    "boot",
     "value",
     "lo",
     "hi",
     "level",
-    "mae",
-    "max_abs",
-    "mean_se",
-    "n_cells",
+    "n",
+    "note",
 ]
 
 
-def _law_rows(law: ScalingLaw, boot: int | None) -> list[dict]:
-    rows = [{"name": k, "value": v} for k, v in law.params().items() if k != "A" or boot is None]
-    keys = law.d_trained if law.form == "additive" else law.g_trained
-    name = "d" if law.form == "additive" else "g"
-    rows += [{"name": name, "bits": float(b), "value": float(keys[b])} for b in sorted(keys)]
-    for r in rows:
-        r.update(kind="boot" if boot is not None else "param", boot=boot, form=law.form, g_form=law.g_form)
+def _q(values, level):
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    if not v.size:
+        return math.nan, math.nan
+    q = (1 - level) / 2
+    return float(np.quantile(v, q)), float(np.quantile(v, 1 - q))
+
+
+def _method_rows(summary, method, n_boot, seed, level, extra_bits) -> list[dict]:
+    law, model, scores = fit_study(summary, method, n_boot, seed, level)
+    rows: list[dict] = []
+
+    def add(**r):
+        rows.append({"method": method, "form": law.form, "level": level, **r})
+
+    add(kind="meta", name="target", note=TARGET)
+    add(kind="meta", name="n_val", value=float(model.n_val))
+    add(kind="meta", name="n_test", value=float(model.n_test))
+    for f, s in scores.items():
+        add(kind="form_score", name=f, value=s, note="chosen" if f == law.form else "")
+    for name, value in law.params().items():
+        lo, hi = _q([b.params()[name] for b in law.boot], level) if law.boot else (math.nan, math.nan)
+        add(kind="param", name=name, value=value, lo=lo, hi=hi)
+    for b, v in law.per_bits.items():
+        lo, hi = _q([lw.per_bits.get(b, math.nan) for lw in law.boot], level) if law.boot else (math.nan, math.nan)
+        add(kind="per_bits", name="theta", bits=float(b), value=v, lo=lo, hi=hi)
+    for pool, res in model.pools.items():
+        for r in res:
+            add(kind="residual", name=pool, value=float(r))
+    # the model's ECR at every trained width and bits (and extra bits), with bootstrap intervals
+    rows_w = with_method(summary)
+    sizes = rows_w.groupby("width")["n_weights"].first()
+    bits = sorted(set(law.trained_bits) | {int(b) for b in extra_bits})
+    for w, n in sizes.items():
+        for b in bits:
+            v = float(law.model_ecr(n, b))
+            lo, hi = _q([float(lw.model_ecr(n, b)) for lw in law.boot], level) if law.boot else (math.nan, math.nan)
+            add(kind="ecr_model", name=law.bits_kind(b), bits=float(b), width=float(w), value=v, lo=lo, hi=hi)
+    for i, lw in enumerate(law.boot):
+        for name, value in lw.params().items():
+            add(kind="boot", name=name, value=value, n=float(i))
+        for b, v in lw.per_bits.items():
+            add(kind="boot", name="theta", bits=float(b), value=v, n=float(i))
     return rows
+
+
+def _nested_rows(summary, method, level) -> list[dict]:
+    rows = _law_rows(summary, method)
+    val, test = cell_stats(rows, TARGET), cell_stats(rows, "test_error")
+    cv = nested_cv(val, test, int(rows["n_val"].median()), int(rows["n_test"].median()), level)
+    out = []
+    for r in cv.itertuples():
+        out.append(
+            {
+                "method": method,
+                "kind": "cv",
+                "name": "held_out_cell",
+                "form": r.form,
+                "by": r.by,
+                "held_out": r.held_out,
+                "bits": float(r.bits),
+                "width": float(r.width),
+                "value": r.predicted,
+                "lo": r.lo,
+                "hi": r.hi,
+                "level": level,
+                "note": f"val {r.val_error:.6g} se {r.se:.3g} test {r.test_error:.6g}",
+            }
+        )
+    for by, g in cv.groupby("by"):
+        out.append(
+            {
+                "method": method,
+                "kind": "coverage",
+                "name": by,
+                "by": by,
+                "value": float(g["covered"].mean()),
+                "level": level,
+                "n": float(len(g)),
+                "note": f"mean abs held-out validation error {g['abs_error'].mean():.6g}",
+            }
+        )
+    return out
 
 
 def scaling_table(
     summary: pd.DataFrame,
-    n_boot: int = 200,
+    n_boot: int = 100,
     seed: int = 0,
     level: float = DEFAULT_LEVEL,
-    form: str = DEFAULT_FORM,
-    g_form: str = DEFAULT_G_FORM,
-    weights: str = DEFAULT_WEIGHTS,
-    cv: str = "default",
-    extra_bits=(1, 7, 10),
+    nested: bool = True,
+    extra_bits=(1, 7),
 ) -> pd.DataFrame:
-    """One long table for ``results/<study>/scaling.parquet``; ``kind`` says what a row is.
+    """One long table for ``results/<study>/scaling.parquet`` with a law per
+    retraining method (column ``method``); ``kind`` says what a row is:
 
-    * ``param``: E, A, a0, alpha, n0, gamma, n_min, n_max (value, lo, hi) and
-      ``g`` per trained bits (name "g", bits);
-    * ``g``: g(b) for trained and ``extra_bits`` (name "trained"/"parametric");
-    * ``ecr_model``: g(b) * 32 / b per bits value;
-    * ``cv``: leave-one-width-out (name "width", per form) and leave-one-bits-out
-      (name "bits", per g_form) held-out mean/max absolute error: for the chosen
-      form and g_form with ``cv="default"``, for all of them with ``"all"``
-      (slower), none with ``"none"``;
-    * ``boot``: the bootstrap laws' parameters (column ``boot``), so that
-      :func:`law_from_table` rebuilds the intervals without refitting.
+    * ``meta``: the target the law is fitted on (val_error) and the sizes of
+      the validation and test sets; ``form_score``: each form's held-out
+      validation error (the chosen one noted);
+    * ``param`` (E, a0, alpha, beta, n0, n_min, n_max) and ``per_bits``
+      (theta per trained bits), with seed-bootstrap intervals;
+    * ``residual``: the interval model's cross-validation residuals per pool;
+    * ``ecr_model``: the law's ECR per width and bits (trained, interpolated
+      or extrapolated), with intervals;
+    * ``cv`` (one row per held-out cell of the nested cross-validation) and
+      ``coverage`` (per ``by``: the share of held-out cells whose test mean
+      falls inside its interval; the mean absolute held-out error in ``note``);
+    * ``boot``: the bootstrap laws' parameters (column ``n`` numbers them).
+
+    A method whose study has too few widths gets one ``status`` row saying why.
     """
-    if cv not in ("default", "all", "none"):
-        raise ValueError(f"cv must be 'default', 'all' or 'none', got {cv!r}")
-    law = bootstrap(summary, n_boot=n_boot, seed=seed, form=form, g_form=g_form, weights=weights, level=level)
-    rows = _law_rows(law, None)
-    q = (1 - level) / 2
-    for r in rows:
-        if r["name"] in ("g", "d"):
-            vals = [
-                (lw.d_trained if lw.form == "additive" else lw.g_trained).get(int(r["bits"]), np.nan) for lw in law.boot
-            ]
-        else:
-            vals = [lw.params()[r["name"]] for lw in law.boot]
-        vals = np.asarray(vals, float)
-        if np.isfinite(vals).any():
-            r.update(lo=float(np.nanquantile(vals, q)), hi=float(np.nanquantile(vals, 1 - q)), level=level)
-    if form != "additive":
-        bits = np.array(sorted(set(law.trained_bits) | {int(b) for b in extra_bits}), dtype=float)
-        g_lo, g_hi = law.interval(lambda lw: lw.g(bits))
-        e_lo, e_hi = law.interval(lambda lw: lw.model_ecr(bits))
-        for b, gv, gl, gh, ev, el, eh in zip(bits, law.g(bits), g_lo, g_hi, law.model_ecr(bits), e_lo, e_hi):
-            name = "trained" if int(b) in law.trained_bits else "parametric"
-            rows.append({"kind": "g", "name": name, "bits": b, "value": gv, "lo": gl, "hi": gh, "level": level})
-            rows.append({"kind": "ecr_model", "name": name, "bits": b, "value": ev, "lo": el, "hi": eh, "level": level})
-    for r in rows[len(_law_rows(law, None)) :]:
-        r.update(form=law.form, g_form=law.g_form)
-    for i, lw in enumerate(law.boot):
-        rows += _law_rows(lw, i)
-    if cv != "none":
-        for f in FORMS if cv == "all" else (form,):
-            for s in cv_summary(cv_leave_one_width_out(summary, form=f, weights=weights)).itertuples():
-                rows.append(
-                    {
-                        "kind": "cv",
-                        "name": "width",
-                        "form": f,
-                        "held_out": float(s.held_out),
-                        "mae": s.mae,
-                        "max_abs": s.max_abs,
-                        "mean_se": s.mean_se,
-                        "n_cells": s.n_cells,
-                    }
-                )
-        if len(set(cell_stats(summary)["bits"])) > 2 and form == "effsize":
-            for gf in (*G_FORMS, "joint") if cv == "all" else (g_form,):
-                for s in cv_summary(cv_leave_one_bits_out(summary, g_form=gf, weights=weights)).itertuples():
-                    rows.append(
-                        {
-                            "kind": "cv",
-                            "name": "bits",
-                            "form": "kumar" if gf == "joint" else "effsize",
-                            "g_form": gf,
-                            "held_out": float(s.held_out),
-                            "mae": s.mae,
-                            "max_abs": s.max_abs,
-                            "mean_se": s.mean_se,
-                            "n_cells": s.n_cells,
-                        }
-                    )
-    out = pd.DataFrame(rows).reindex(columns=_COLUMNS)
-    for c in ("bits", "held_out", "boot", "value", "lo", "hi", "level", "mae", "max_abs", "mean_se", "n_cells"):
+    methods = retraining_methods(summary)
+    if not methods:
+        raise TableError("the study table has no quantized rows: nothing to fit a law to")
+    rows: list[dict] = []
+    for method in methods:
+        try:
+            rows += _method_rows(summary, method, n_boot, seed, level, extra_bits)
+        except TableError as exc:
+            rows.append({"method": method, "kind": "status", "name": "not fitted", "note": str(exc)})
+            continue
+        if nested:
+            rows += _nested_rows(summary, method, level)
+    out = pd.DataFrame(rows).reindex(columns=COLUMNS)
+    for c in ("bits", "width", "held_out", "value", "lo", "hi", "level", "n"):
         out[c] = out[c].astype(float)
-    for c in ("kind", "name", "form", "g_form"):
+    for c in ("method", "kind", "name", "form", "by", "note"):
         out[c] = out[c].astype(object)
     return out
 
 
-def _law_from_rows(rows: pd.DataFrame, level: float) -> ScalingLaw:
-    p = {r.name: r.value for r in rows.itertuples() if r.name not in ("g", "d")}
-    g = {int(r.bits): float(r.value) for r in rows.itertuples() if r.name == "g"}
-    d = {int(r.bits): float(r.value) for r in rows.itertuples() if r.name == "d"}
-    return ScalingLaw(
-        form=str(rows["form"].iloc[0]),
-        E=float(p["E"]),
-        a0=float(p["a0"]),
-        alpha=float(p["alpha"]),
-        n0=float(p["n0"]),
-        g_trained=g,
-        g_form=str(rows["g_form"].iloc[0]),
-        gamma=float(p["gamma"]),
-        n_range=(float(p["n_min"]), float(p["n_max"])),
-        d_trained=d,
-        g_scale=float(p.get("g_scale", 1.0)),
-        level=level,
-    )
+def fitted_methods(table: pd.DataFrame) -> list[str]:
+    """The methods of a scaling table that have a fitted law."""
+    if "kind" not in table.columns or "method" not in table.columns:
+        return []
+    return sorted(table.loc[table["kind"] == "param", "method"].dropna().unique())
 
 
-def law_from_table(table: pd.DataFrame) -> ScalingLaw:
-    """Rebuild the fitted law (with its bootstrap laws) from :func:`scaling_table`'s output."""
+def law_from_table(table: pd.DataFrame, method: str | None = None) -> tuple[ScalingLaw, IntervalModel]:
+    """Rebuild a method's law (with its bootstrap laws) and interval model from
+    :func:`scaling_table`'s output; ``method`` None: the primary method."""
     if not isinstance(table, pd.DataFrame) or "kind" not in table.columns:
-        raise ValueError("not a scaling table: no 'kind' column")
-    params = table[table["kind"] == "param"]
-    if params.empty:
-        raise ValueError("scaling table has no 'param' rows")
-    lv = params["level"].dropna()
-    level = float(lv.iloc[0]) if len(lv) else DEFAULT_LEVEL
-    law = _law_from_rows(params, level)
-    boot = table[table["kind"] == "boot"]
-    laws = tuple(_law_from_rows(g, level) for _, g in boot.groupby("boot", sort=True))
-    return dataclasses.replace(law, boot=laws)
+        raise TableError("not a scaling table: no 'kind' column (rerun the scaling rule)")
+    fitted = fitted_methods(table)
+    if not fitted:
+        notes = table.loc[table["kind"] == "status", "note"].dropna()
+        raise TableError(f"no law was fitted: {notes.iloc[0] if len(notes) else 'the table has no parameters'}")
+    if method is None:
+        method = "fixed" if "fixed" in fitted else fitted[0]
+    if method not in fitted:
+        raise TableError(f"no law was fitted for method {method!r} (fitted: {', '.join(fitted)})")
+    t = table[table["method"] == method]
+    params = t[t["kind"] == "param"]
+    form = str(params["form"].iloc[0])
+    level = float(params["level"].dropna().iloc[0]) if params["level"].notna().any() else DEFAULT_LEVEL
+
+    def build(prm: Mapping, per_bits: Mapping) -> ScalingLaw:
+        return ScalingLaw(
+            form=form,
+            E=float(prm["E"]),
+            a0=float(prm["a0"]),
+            alpha=float(prm["alpha"]),
+            beta=float(prm["beta"]),
+            n0=float(prm["n0"]),
+            per_bits=per_bits,
+            n_range=(float(prm["n_min"]), float(prm["n_max"])),
+            method=method,
+            level=level,
+        )
+
+    per_bits = {int(r.bits): float(r.value) for r in t[t["kind"] == "per_bits"].itertuples()}
+    law = build(dict(zip(params["name"], params["value"])), per_bits)
+    boot = []
+    for _, g in t[t["kind"] == "boot"].groupby("n", sort=True):
+        prm = dict(zip(g.loc[g["name"] != "theta", "name"], g.loc[g["name"] != "theta", "value"]))
+        pb = {int(r.bits): float(r.value) for r in g[g["name"] == "theta"].itertuples()}
+        boot.append(build(prm, pb))
+    meta = t[t["kind"] == "meta"].set_index("name")["value"]
+    pools = {p: g["value"].to_numpy(float) for p, g in t[t["kind"] == "residual"].groupby("name")}
+    model = IntervalModel(pools, int(meta["n_val"]), int(meta["n_test"]), level)
+    return dataclasses.replace(law, boot=tuple(boot)), model

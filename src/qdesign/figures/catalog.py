@@ -65,6 +65,13 @@ def _scaling(plot: Callable) -> Callable:
     return draw
 
 
+def _ecr_bands(fig: Figure, tables: Tables, styles: dict) -> None:
+    if is_fitted(tables["scaling"]):
+        plot_ecr_bands(_primary(tables, "ecr"), tables["scaling"], fig, styles)
+    else:
+        not_fitted_note(tables["scaling"], fig.add_subplot())
+
+
 def _sensitivity(fig: Figure, tables: Tables, styles: dict) -> None:
     n_widths = tables["sensitivity"]["width"].nunique()
     fig.set_size_inches(max(FIGSIZE[0], 1.9 * n_widths + 1.5), 3.2)
@@ -87,7 +94,7 @@ DRAWERS: dict[str, Drawer] = {
     "retrain_gap": _on_axes(lambda ax, t, s: plot_retrain_gap(_primary(t, "summary"), ax, s)),
     "method_comparison": _on_axes(lambda ax, t, s: plot_method_comparison(t["summary"], ax, s)),
     "scaling_fit": _on_axes(_scaling(lambda ax, t, s: plot_scaling_fit(_primary(t, "summary"), t["scaling"], ax, s))),
-    "ecr_bands": _on_axes(_scaling(lambda ax, t, s: plot_ecr_bands(_primary(t, "ecr"), t["scaling"], ax, s))),
+    "ecr_bands": _ecr_bands,
     "sensitivity": _sensitivity,
     "mixed_frontier": _mixed_frontier,
 }

@@ -10,17 +10,21 @@ note (:func:`not_fitted_note`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from ..analysis.aggregate import readoff_informative
 from ..analysis.scaling import law_from_table
+from ..analysis.tables import primary_method
 from ..core.constants import FLOAT_BITS
 from ..core.precision import is_float_bits
-from .style import bits_order, fmt_si, legend, plain_log_axis, require, styles_for, width_label
+from .style import bits_order, fmt_si, legend, log_ticks, require, styles_for, width_label
 
 __all__ = ["is_fitted", "not_fitted_note", "plot_ecr_bands", "plot_scaling_fit"]
 
@@ -40,27 +44,31 @@ def not_fitted_note(scaling_df: pd.DataFrame, ax) -> None:
     ax.set_yticks([])
 
 
-def plot_scaling_fit(
-    summary: pd.DataFrame, scaling_df: pd.DataFrame, ax, styles: Mapping | None = None, band: bool = True
-):
-    """Measured seed means (error bar: standard error) and the fitted law per bits, error (%) vs weights.
+def _law(scaling_df: pd.DataFrame, method: str | None):
+    law, model = law_from_table(scaling_df, method)
+    return law, model
 
-    Shows where the joint law follows the data and where it does not; the
-    shaded band is the bootstrap interval of the fitted curve.
-    """
-    require(summary, ("bits", "n_weights", "test_error"), "summary")
-    law = law_from_table(scaling_df)
+
+def plot_scaling_fit(summary: pd.DataFrame, scaling_df: pd.DataFrame, ax, styles: Mapping | None = None):
+    """What the law was fitted on and what it says: seed-mean *validation* error
+    per cell (markers; bars: one standard error over seeds) and the fitted law
+    per bits value (lines; dashed outside the trained sizes), error (%) vs the
+    number of weights, for the study's primary retraining method."""
+    require(summary, ("bits", "n_weights", "val_error"), "summary")
+    method = primary_method(summary)
+    law, _ = _law(scaling_df, method)
     s = summary.assign(bits=np.minimum(summary["bits"], FLOAT_BITS))
     stats = (
         s.groupby(["bits", "n_weights"])
-        .agg(m=("test_error", "mean"), sd=("test_error", "std"), n=("test_error", "count"))
+        .agg(m=("val_error", "mean"), sd=("val_error", "std"), n=("val_error", "count"))
         .reset_index()
     )
     stats["se"] = (stats["sd"] / np.sqrt(stats["n"])).fillna(0.0)
     order = bits_order(stats["bits"])
     styles = styles_for(styles, order)
     lo, hi = law.n_range
-    grid = np.geomspace(lo / 1.5, hi * 1.5, 120)
+    inside = np.geomspace(lo, hi, 120)
+    below, above = np.geomspace(lo / 1.5, lo, 12), np.geomspace(hi, hi * 1.5, 12)
     for b in order:
         st = styles[b]
         pts = stats[stats["bits"] == b].sort_values("n_weights")
@@ -76,72 +84,98 @@ def plot_scaling_fit(
             label=st["label"],
             zorder=3 if is_float_bits(b) else 2,
         )
-        ax.plot(grid, 100 * law.predict(grid, b), color=st["color"], lw=1.0, zorder=1)
-        if band and law.boot:
-            blo, bhi = law.predict_interval(grid, b)
-            ax.fill_between(grid, 100 * blo, 100 * bhi, color=st["color"], alpha=0.12, lw=0, zorder=0)
-    ax.axvspan(lo, hi, color="0.5", alpha=0.05, lw=0, zorder=-1)
+        ax.plot(inside, 100 * law.predict(inside, b), color=st["color"], lw=1.0, zorder=1)
+        for part in (below, above):
+            ax.plot(part, 100 * law.predict(part, b), color=st["color"], lw=0.8, ls="--", zorder=1)
     ax.set_xscale("log")
     if hi / lo < 100:  # short span: matplotlib would label colliding minor ticks
         ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         ax.xaxis.set_major_formatter(FuncFormatter(fmt_si))
         ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_yscale("log")
-    plain_log_axis(ax.yaxis)
-    ax.set_xlabel("Number of weights")
-    ax.set_ylabel("Test error (%)")
-    g_txt = ", ".join(f"g({b})={law.g(b):.2f}" for b in order if not is_float_bits(b))
-    ax.set_title(f"err = E + A (N g(b))^-α: E={100 * law.E:.2f}%, α={law.alpha:.2f}", fontsize=9)
+    log_ticks(ax.yaxis, 100 * stats["m"])
+    ax.set_xlabel("Number of weights (log scale)")
+    ax.set_ylabel("Validation error (%, log scale)")
+    beta = f", β={law.beta:.2f}" if np.isfinite(law.beta) else ""
+    ax.set_title(
+        f"law ({law.form}, {law.method}) fitted on validation error: E={100 * law.E:.2f}%, α={law.alpha:.2f}{beta}",
+        fontsize=8.5,
+    )
     handles, labels = ax.get_legend_handles_labels()
-    handles.append(Line2D([], [], color="0.3", lw=1.0))
-    labels.append("fitted law")
+    handles += [
+        Line2D([], [], color="0.3", ls="none", marker="o", ms=4),
+        Line2D([], [], color="0.3", lw=1.0),
+        Line2D([], [], color="0.3", lw=0.8, ls="--"),
+    ]
+    labels += ["seed mean ± 1 SE", "fitted law", "law outside the\ntrained sizes"]
     legend(ax, handles=handles, labels=labels, title="bits")
-    ax.text(0.01, 0.01, g_txt, transform=ax.transAxes, fontsize=6.5, va="bottom", ha="left", color="0.3")
     return ax
 
 
-def plot_ecr_bands(ecr_df: pd.DataFrame, scaling_df: pd.DataFrame, ax, styles: Mapping | None = None, bits=None):
-    """ECR vs width per bits: read-off (markers, solid, its bootstrap band) beside the model (dashed, band).
-
-    The read-off ECR inverts the measured float curve at each width; the model
-    ECR g(b) * 32 / b is one number per bits value, drawn across the trained
-    widths.  Where the read-off band is wide the float curve is flat and the
-    read-off says little.
-    """
-    require(ecr_df, ("width", "bits", "ecr"), "ecr_df")
-    law = law_from_table(scaling_df)
+def plot_ecr_bands(ecr_df: pd.DataFrame, scaling_df: pd.DataFrame, fig, styles: Mapping | None = None) -> None:
+    """ECR against width, one panel per bits value: read off the measured float
+    curve from test errors as the paper defines it (markers, bars: 90% seed
+    bootstrap; an open triangle where it is only a bound; a grey x where the
+    float curve is too flat for the read-off to say anything), beside the
+    law's ECR at each width (line, band: its bootstrap interval)."""
+    require(ecr_df, ("width", "bits", "ecr", "ecr_bound"), "ecr")
+    method = primary_method(ecr_df)
+    law, _ = _law(scaling_df, method)
     q = ecr_df[~is_float_bits(ecr_df["bits"])]
-    order = bits_order(q["bits"] if bits is None else bits)
+    order = bits_order(q["bits"])
     styles = styles_for(styles, order)
     widths = np.sort(q["width"].unique()).astype(float)
+    t = scaling_df[(scaling_df["kind"] == "ecr_model") & (scaling_df["method"] == law.method)]
+    n_cols = min(3, len(order)) or 1
+    n_rows = max(1, math.ceil(len(order) / n_cols))
+    fig.set_size_inches(2.4 * n_cols + 1.6, 2.0 * n_rows + 0.9)
+    axes = fig.subplots(n_rows, n_cols, sharex=True, sharey=True, squeeze=False).ravel()
     has_band = {"ecr_lo", "ecr_hi"} <= set(q.columns)
-    model = scaling_df[scaling_df["kind"] == "ecr_model"].set_index("bits")
-    for b in order:
+    informative = readoff_informative(q)
+    for ax, b in zip(axes, order):
         st = styles[b]
         r = q[q["bits"] == b].sort_values("width")
-        ax.plot(r["width"], r["ecr"], marker=st["marker"], color=st["color"], ms=4, lw=1.0, label=st["label"])
+        inf = informative.loc[r.index].to_numpy(bool)
+        bound = r["ecr_bound"].astype(object).where(r["ecr_bound"].notna(), "").to_numpy()
+        m = t[t["bits"] == b].sort_values("width")
+        if len(m):
+            ax.fill_between(m["width"], m["lo"], m["hi"], color=st["color"], alpha=0.18, lw=0)
+            ax.plot(m["width"], m["value"], color=st["color"], lw=1.2)
+        exact = inf & (bound == "")
         if has_band:
-            ax.fill_between(r["width"], r["ecr_lo"], r["ecr_hi"], color=st["color"], alpha=0.12, lw=0)
-        if float(b) in model.index:
-            m = model.loc[float(b)]
-            v, mlo, mhi = float(m["value"]), float(m["lo"]), float(m["hi"])
-        else:
-            v, mlo, mhi = float(law.model_ecr(b)), np.nan, np.nan
-        ax.plot(widths, np.full(widths.size, v), color=st["color"], ls="--", lw=1.0)
-        if np.isfinite(mlo):
-            ax.fill_between(widths, mlo, mhi, color=st["color"], alpha=0.10, lw=0)
-    ax.axhline(1.0, color="black", lw=0.8, ls=":")
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(widths, [str(int(w)) for w in widths])
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_yscale("log")
-    plain_log_axis(ax.yaxis)
-    ax.set_xlabel(width_label(ecr_df))
-    ax.set_ylabel("ECR (float-equivalent memory / memory)")
+            err = np.vstack([r["ecr"] - r["ecr_lo"], r["ecr_hi"] - r["ecr"]]).clip(min=0)[:, exact]
+            ax.errorbar(r["width"][exact], r["ecr"][exact], yerr=err, fmt="none", ecolor=st["color"], lw=0.8)
+        ax.plot(r["width"][exact], r["ecr"][exact], ls="none", marker=st["marker"], color=st["color"], ms=4.5)
+        for kind, mk in (("upper", "v"), ("lower", "^")):
+            sel = (bound == kind) & inf
+            ax.plot(r["width"][sel], r["ecr"][sel], ls="none", marker=mk, mfc="white", mec=st["color"], ms=6)
+        ax.plot(r["width"][~inf], r["ecr"][~inf], ls="none", marker="x", color="0.55", ms=5)
+        ax.axhline(1.0, color="black", lw=0.8, ls=":")
+        ax.set_title(st["label"], fontsize=8.5)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(widths, [str(int(w)) for w in widths], fontsize=7)
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    for ax in axes[len(order) :]:
+        ax.set_visible(False)
+    axes[0].set_yscale("log")
+    values = np.r_[q["ecr"].to_numpy(float), t["value"].to_numpy(float), 1.0]
+    log_ticks(axes[0].yaxis, values[np.isfinite(values) & (values > 0)])
+    fig.supxlabel(width_label(ecr_df), fontsize=9)
+    fig.supylabel("ECR (×, log scale)", fontsize=9)
     level = scaling_df["level"].dropna()
-    pct = f"{100 * float(level.iloc[0]):.0f}% " if len(level) else ""
-    handles, labels = ax.get_legend_handles_labels()
-    handles += [Line2D([], [], color="0.3", lw=1.0, marker="o", ms=3), Line2D([], [], color="0.3", ls="--", lw=1.0)]
-    labels += ["read-off (band: " + pct + "bootstrap)", "model g(b)·32/b (band)"]
-    legend(ax, handles=handles, labels=labels, title="bits")
-    return ax
+    pct = f"{100 * float(level.iloc[0]):.0f}%" if len(level) else "90%"
+    handles = [
+        Line2D([], [], color="0.3", ls="none", marker="o", ms=4.5),
+        Line2D([], [], color="0.3", ls="none", marker="v", mfc="white", ms=6),
+        Line2D([], [], color="0.55", ls="none", marker="x", ms=5),
+        Line2D([], [], color="0.3", lw=1.2),
+        Patch(color="0.3", alpha=0.18, lw=0),
+    ]
+    labels = [
+        f"read off test errors\n(bars: {pct} seed bootstrap)",
+        "bound (beyond the\nfloat curve; ▽ upper, △ lower)",
+        "read-off uninformative\n(float curve too flat)",
+        f"law ({law.form}, {law.method})",
+        f"law: {pct} bootstrap",
+    ]
+    fig.legend(handles=handles, labels=labels, loc="outside right upper", frameon=False, fontsize=7)

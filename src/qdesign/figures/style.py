@@ -215,6 +215,25 @@ def plain_log_axis(axis) -> None:
     axis.set_minor_formatter(NullFormatter())
 
 
+def log_ticks(axis, values) -> None:
+    """Labelled ticks on a log axis where the data are: 1-2-5 over several
+    decades, 1-2-3-5 over one or two, every integer step (1.5 too) within a
+    factor of 4, so a 1.4-7% range reads 1.5, 2, 3, 4, 5, 6, 7 and not just 2, 5."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v) & (v > 0)]
+    span = v.max() / v.min() if v.size else 100.0
+    if span < 4:
+        subs = (1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0)
+    elif span < 30:
+        subs = (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0)
+    else:
+        subs = (1.0, 2.0, 5.0)
+    axis.set_major_locator(LogLocator(base=10, subs=subs))
+    axis.set_major_formatter(FuncFormatter(fmt_g))
+    axis.set_minor_locator(LogLocator(base=10, subs=np.arange(1.0, 10.0)))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def save_figure(fig: Figure, stem: str | Path, formats: Sequence[str], dpi: int) -> list[Path]:
     """Write ``fig`` as ``stem.<format>`` for every format, each atomically
     (temporary name, then rename: an interrupted run leaves no truncated

@@ -248,29 +248,15 @@ def _cmd_report_provenance(args) -> None:
 
 
 def _cmd_scaling(args) -> None:
-    import pandas as pd  # noqa: PLC0415
-
     from ..analysis.scaling import scaling_table  # noqa: PLC0415
-    from ..analysis.tables import primary_method_rows, read_tables  # noqa: PLC0415
+    from ..analysis.tables import read_tables  # noqa: PLC0415
     from ..core.io import parquet_write_atomic  # noqa: PLC0415
 
-    summary = primary_method_rows(read_tables(args.summary)[0])
-    n_widths = summary["width"].nunique()
-    if n_widths < 4:
-        # too few widths to fit and cross-validate a law: say so in the table
-        # (figures show it) rather than fit something nobody should trust
-        table = pd.DataFrame(
-            [
-                {
-                    "kind": "status",
-                    "name": "not fitted",
-                    "note": f"{n_widths} widths; the law needs at least 4 (leave-one-width-out CV)",
-                }
-            ]
-        )
-    else:
-        table = scaling_table(summary, n_boot=args.n_boot)
+    (summary,) = read_tables(args.summary)
+    table = scaling_table(summary, n_boot=args.n_boot)
     parquet_write_atomic(table, args.out)
+    for note in table.loc[table["kind"] == "status", ["method", "note"]].itertuples():
+        print(f"law of {note.method} not fitted: {note.note}", flush=True)
     print(f"{len(table)} rows -> {args.out}", flush=True)
 
 
