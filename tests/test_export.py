@@ -557,13 +557,12 @@ def test_corrupt_packed_file_is_reported(cells, tmp_path):
 # ------------------------------------------------------------------ the frontier of a study with two methods
 
 
-@pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    """results/s of a two-method study (fixed, learned), width 16, bits 2, seeds
-    0 and 1, with its summary and a frontier on which the two methods tie."""
+def two_method_study(root):
+    """``root``/s (``root`` a results folder) of a two-method study (fixed,
+    learned), width 16, bits 2, seeds 0 and 1, with its summary and a frontier
+    on which the two methods tie: {"dir", "data", "summary"}."""
     from qdesign.analysis.aggregate import aggregate
 
-    root = tmp_path_factory.mktemp("study") / "results"
     data = root / "data" / "digits.pt"
     write_prepared(prepare_dataset("digits"), data)
     s = tiny_study(
@@ -589,6 +588,11 @@ def study(tmp_path_factory):
     tie = tie.rename(columns={"memory_bits_weights": "memory_bits"})
     tie.drop(columns="test_error").to_parquet(root / "s" / "frontier.parquet", index=False)
     return {"dir": root / "s", "data": data, "summary": summary}
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    return two_method_study(tmp_path_factory.mktemp("study") / "results")
 
 
 def test_frontier_export_names_files_by_method_and_each_row_holds_its_own_network(study, tmp_path, capsys):
