@@ -80,6 +80,8 @@ def prepared_for_cell(cell, path: str | Path) -> dict:
     name = spec["dataset"]
     if payload["name"] != name:
         raise DatasetError(f"{path} holds dataset '{payload['name']}', cell {cell.path} was trained on '{name}'")
+    if str(payload["x_test"].dtype) != "torch.uint8":
+        raise DatasetError(f"{path} holds {payload['x_test'].dtype} test images, not the raw uint8 pixels of a dataset")
     shape = tuple(int(v) for v in payload["x_test"].shape[1:])
     if shape != cell.input_shape or int(payload["n_classes"]) != cell.n_classes:
         raise DatasetError(

@@ -52,7 +52,18 @@ def _os_error(path: Path, exc: OSError) -> ExportError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(exc):
         return DiskFullError(f"disk full: cannot write {path}; free some space and rerun")
     reason = exc.strerror or type(exc).__name__
+    if exc.errno == errno.ENOENT and path.parent.is_dir():  # /proc and the like: a folder that takes no new files
+        return ExportError(f"cannot write {path}: {path.parent} does not take new files ({reason})")
     return ExportError(f"cannot write {path}: {reason}")
+
+
+def _why_not_writable(folder: Path) -> str:
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return "is on a read-only file system"
+    except OSError:
+        pass
+    return "is not writable for this user"
 
 
 def check_target(out: str | Path, inputs: Iterable[str | Path] = (), force: bool = False) -> Path:
@@ -84,8 +95,8 @@ def check_target(out: str | Path, inputs: Iterable[str | Path] = (), force: bool
         if os.path.lexists(parent):
             if not parent.is_dir():
                 raise ExportError(f"cannot write {out}: {parent} is not a folder")
-            if not os.access(parent, os.W_OK | os.X_OK) and parent == out.parent:
-                raise ExportError(f"cannot write {out}: no permission to write in {parent}")
+            if parent == out.parent and not os.access(parent, os.W_OK | os.X_OK):
+                raise ExportError(f"cannot write {out}: {parent} {_why_not_writable(parent)}")
             break
     return out
 

@@ -134,7 +134,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--note", default=None, help="free text for the provenance record (machine, command)")
     p = sub.add_parser("export", help="write a finished cell as packed integer weights or ONNX, verified")
     p.add_argument("cell_dir", type=Path, help="a cell folder (model.pt + metrics.parquet)")
-    p.add_argument("--format", required=True, choices=["packed", "onnx"])
+    p.add_argument(
+        "--format",
+        required=True,
+        choices=["packed", "onnx"],
+        help="packed: bit-packed codes for the NumPy reader (qdesign.export.packed); onnx: for ONNX Runtime",
+    )
     p.add_argument("--out", required=True, help="the file to write (new, unless --force)")
     p.add_argument(
         "--data",
@@ -158,8 +163,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     p = sub.add_parser("export-frontier", help="export the Pareto-frontier cells of a study (packed and ONNX)")
     p.add_argument("study_dir", type=Path, help="results/<study>, holding frontier.parquet and the cells")
-    p.add_argument("--data", required=True, type=Path, help="the study's prepared dataset, for verification")
-    p.add_argument("--out-dir", required=True, type=Path)
+    p.add_argument(
+        "--data", required=True, type=Path, help="the study's prepared dataset: input normalisation and verification"
+    )
+    p.add_argument("--out-dir", required=True, type=Path, help="folder for the files and manifest.parquet")
     p.add_argument(
         "--seed",
         default="best_val",
