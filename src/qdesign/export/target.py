@@ -115,8 +115,8 @@ def write_target(
     left at ``out`` and a file there (``force``) is untouched. Returns what
     ``check`` returned (None without one).
     """
-    out = check_target(out, inputs, force)
     inputs = list(inputs)
+    out = check_target(out, inputs, force)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
