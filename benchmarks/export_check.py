@@ -3,8 +3,9 @@ it packed and as ONNX, and check both against the cell.
 
 Trains an FCDNN (3 hidden layers of 512 units) for a few float epochs, retrains
 it at 3 bits for one epoch, then prints the exported file sizes against the
-memory model and the recorded / packed-reader / ONNX Runtime test errors with
-the number of predictions that differ from PyTorch's. About 2-3 minutes on one
+memory model and the recorded / packed-reader / ONNX Runtime test errors (both
+files run on the raw uint8 test pixels and normalise them themselves) with the
+number of predictions that differ from PyTorch's. About 2-3 minutes on one
 core.
 
     python benchmarks/export_check.py [--data-dir ../shared/data] [--bits 3] [--epochs 3] [--out DIR]
@@ -73,7 +74,7 @@ def main(argv=None) -> int:
     results = {}
     for fmt, suffix in (("packed", ".qdpk"), ("onnx", ".onnx")):
         t = time.perf_counter()
-        path = export_cell(qdir, fmt, out / f"mnist_fcdnn_w{args.width}_b{args.bits}{suffix}")
+        path = export_cell(qdir, fmt, out / f"mnist_fcdnn_w{args.width}_b{args.bits}{suffix}", data, force=True)
         t_export = time.perf_counter() - t
         t = time.perf_counter()
         res = verify_export(qdir, path, data, fmt, cell=cell, torch_out=ref)
@@ -82,7 +83,7 @@ def main(argv=None) -> int:
     fcell = load_cell(out / "float")
     fref = torch_logits(fcell, x)
     for fmt, suffix in (("packed", ".qdpk"), ("onnx", ".onnx")):
-        path = export_cell(out / "float", fmt, out / f"mnist_fcdnn_w{args.width}_float{suffix}")
+        path = export_cell(out / "float", fmt, out / f"mnist_fcdnn_w{args.width}_float{suffix}", data, force=True)
         results[f"float_{fmt}"] = verify_export(out / "float", path, data, fmt, cell=fcell, torch_out=fref).as_dict()
 
     m = cell.metrics
@@ -97,7 +98,7 @@ def main(argv=None) -> int:
     p, o = results["packed"], results["onnx"]
     print(
         f"packed file : {p['file_bytes']} bytes (expected {p['expected_bytes']}: per-layer ceil(bits/8) + "
-        f"{p['expected_bytes'] - sum(-(-b // 8) for b in _layer_bits(cell))} bytes header/records/CRC)"
+        f"{p['expected_bytes'] - sum(-(-b // 8) for b in _layer_bits(cell))} bytes header/normalisation/records/CRC)"
     )
     print(f"onnx file   : {o['file_bytes']} bytes (int8 codes, one byte per weight, + protobuf)")
     fp, fo = results["float_packed"], results["float_onnx"]

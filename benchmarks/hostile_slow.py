@@ -6,6 +6,10 @@
    seconds) and no file under ``results/`` changes for 20 s.
 2. Disk full (root only: a 1 MiB tmpfs mounted on the study's results dir): the
    run fails, the job's log holds a one-line error, and no partial file is left.
+3. Exports to places they must not write (root only): ``python -m qdesign export
+   --out`` on a real read-only mount, in /proc, and onto the real /dev/null with
+   --force: each one ``qdesign: error:`` line, exit 1, no traceback, nothing
+   written, /dev/null still a character device.
 
     PYTHONPATH=src python benchmarks/hostile_slow.py [--keep]
 """
@@ -188,6 +192,52 @@ def disk_full(base: Path) -> bool | None:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
+def export_places(base: Path) -> bool | None:
+    if os.geteuid() != 0:
+        print("export targets: skipped (needs root to mount a read-only file system)")
+        return None
+    import stat  # noqa: PLC0415
+
+    sys.path.insert(0, str(REPO / "src"))
+    from qdesign.core.config import validate_config  # noqa: PLC0415
+    from qdesign.core.specs import float_spec, quant_spec  # noqa: PLC0415
+    from qdesign.nn.cells import retrain, train_float  # noqa: PLC0415
+    from qdesign.nn.data import prepare_dataset, write_prepared  # noqa: PLC0415
+
+    work = base / "export"
+    data = work / "results" / "data" / "digits.pt"
+    write_prepared(prepare_dataset("digits"), data)
+    cfg = validate_config({"device": "cpu", "studies": {"s": study()}})
+    fdir, qdir = work / "results" / "s" / "float" / "w64-s0", work / "results" / "s" / "fixed" / "b2" / "w64-s0"
+    train_float(float_spec(cfg, "s", 64, 0), data, fdir)
+    retrain(quant_spec(cfg, "s", 64, 2, 0), data, fdir / "model.pt", qdir)
+    ro = work / "read-only"
+    ro.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)], capture_output=True, text=True)
+    if res.returncode != 0:
+        print(f"export targets: skipped (mount failed: {res.stderr.strip()})")
+        return None
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    ok = True
+    try:
+        for out, extra in ((ro / "net.qdpk", []), (Path("/proc/net.qdpk"), []), (Path("/dev/null"), ["--force"])):
+            cmd = [sys.executable, "-m", "qdesign", "export", str(qdir), "--format", "packed", "--out", str(out)]
+            run = subprocess.run([*cmd, "--verify", str(data), *extra], capture_output=True, text=True, env=env)
+            lines = run.stderr.strip().splitlines()
+            one = run.returncode == 1 and len(lines) == 1 and lines[0].startswith("qdesign: error:")
+            print(f"export --out {out}: exit {run.returncode}; {run.stderr.strip()[:200]}")
+            ok &= one and "Traceback" not in run.stderr
+        left = sorted(p.name for p in ro.iterdir())
+        null_ok = stat.S_ISCHR(os.lstat("/dev/null").st_mode)
+        print(f"export targets: files on the read-only mount: {left or 'none'}; /dev/null a device: {null_ok}")
+        if not null_ok:  # put the machine back as it was
+            os.unlink("/dev/null")
+            os.mknod("/dev/null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        return ok and not left and null_ok
+    finally:
+        subprocess.run(["umount", "-l", str(ro)], check=False)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--keep", action="store_true", help="keep the temp dir")
@@ -196,6 +246,7 @@ def main() -> int:
     base = Path(tempfile.mkdtemp(prefix="qdesign-hostile-"))
     print(f"work dir: {base}")
     results = {"kill -9 of snakemake": kill_snakemake(base), "disk full": None if args.kill_only else disk_full(base)}
+    results["export targets"] = None if args.kill_only else export_places(base)
     for name, ok in results.items():
         print(f"{name}: {'skipped' if ok is None else 'PASS' if ok else 'FAIL'}")
     if not args.keep:

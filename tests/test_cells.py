@@ -186,6 +186,6 @@ def test_learned_cell_exports_exactly(digits, tmp_path):
     ckpt = load_checkpoint(tmp_path / "b" / "model.pt")
     for layer in ckpt["codes"].values():
         assert int(layer["codes"].abs().max()) <= max_level(2)
-    out = export_cell(tmp_path / "b", "packed", tmp_path / "b.qdpk")
+    out = export_cell(tmp_path / "b", "packed", tmp_path / "b.qdpk", digits)
     check = check_export(tmp_path / "b", out, digits, "packed")
     assert check.n_differ == 0 and check.export_error == learned["test_error"]

@@ -558,3 +558,229 @@ def test_error_vs_memory_marks_chance_level_cells():
         plot_error_vs_memory(summary, synthetic_frontier(synthetic_ecr(summary)), ax)
         labels = [t.get_text() for t in ax.get_legend().get_texts()]
         assert ("chance level" in labels) == flagged
+
+
+# ------------------------------------------------------------------ exports: where they write, what they read
+# (export_study: results/s of a two-method digits study with its tables, tests/test_export.py)
+
+from qdesign.export import packed  # noqa: E402
+from qdesign.run.cli import run as cli_run  # noqa: E402
+
+from .test_export import two_method_study  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def export_study(tmp_path_factory):
+    return two_method_study(tmp_path_factory.mktemp("export-study") / "results")
+
+
+def export_cli(capsys, *argv):
+    """``python -m qdesign ...`` in this process: (exit code, stdout, stderr)."""
+    code = cli_run([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_user_error(code, err, *needles):
+    assert code == 1 and err.startswith("qdesign: error: ") and err.count("\n") == 1, err
+    for n in needles:
+        assert n in err, err
+    assert "delete" not in err, err  # never advice to delete a file the user may need
+    return err
+
+
+def _quant_cell(export_study):
+    return export_study["dir"] / "fixed" / "b2" / "w16-s0"
+
+
+@pytest.mark.parametrize("force", [[], ["--force"]], ids=["plain", "force"])
+@pytest.mark.parametrize("target", ["model.pt", "metrics.parquet", "dataset", "model.pt via a linked folder"])
+def test_export_never_writes_over_its_own_inputs(export_study, tmp_path, capsys, target, force):
+    """Issue 26 item 2: `--out <cell>/model.pt` wrote the packed file over the
+    cell's checkpoint (exit 0). An input is refused under any name, --force or not."""
+    cell = _quant_cell(export_study)
+    data = export_study["data"]
+    path = {"model.pt": cell / "model.pt", "metrics.parquet": cell / "metrics.parquet", "dataset": data}.get(target)
+    if path is None:
+        (tmp_path / "link").symlink_to(cell, target_is_directory=True)
+        path = tmp_path / "link" / "model.pt"
+    before = path.read_bytes()
+    args = ("export", cell, "--format", "packed", "--out", path, "--verify", export_study["data"], *force)
+    one_line_user_error(*export_cli(capsys, *args)[::2], "an input of this export")
+    assert path.read_bytes() == before
+
+
+def test_export_replaces_an_existing_file_only_when_forced(export_study, tmp_path, capsys):
+    out = tmp_path / "mine.qdpk"
+    out.write_bytes(b"my own file")
+    args = ("export", _quant_cell(export_study), "--format", "packed", "--out", out, "--verify", export_study["data"])
+    one_line_user_error(*export_cli(capsys, *args)[::2], f"{out} exists", "--force")
+    assert out.read_bytes() == b"my own file"
+    code, stdout, err = export_cli(capsys, *args, "--force")
+    assert code == 0 and "verified" in stdout, err
+    assert packed.read_packed(out).n_classes == 10
+
+
+@pytest.mark.parametrize("force", [[], ["--force"]], ids=["plain", "force"])
+@pytest.mark.parametrize("kind", ["named pipe", "directory", "symbolic link", "character device"])
+def test_export_never_writes_over_a_non_regular_file(export_study, tmp_path, capsys, kind, force):
+    """Issue 26 item 2: run as root, `--out /dev/null` replaced the device node
+    with a regular file. Devices, pipes, directories and links are refused
+    even with --force (the device here is a copy of /dev/null's node in a
+    temporary folder)."""
+    target = tmp_path / "target"
+    if kind == "named pipe":
+        os.mkfifo(target)
+    elif kind == "directory":
+        target.mkdir()
+    elif kind == "symbolic link":
+        (tmp_path / "real").write_bytes(b"the link's target")
+        target.symlink_to(tmp_path / "real")
+    else:
+        if os.geteuid() != 0:
+            pytest.skip("creating a device node needs root")
+        os.mknod(target, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    before = os.lstat(target)
+    cell, data = _quant_cell(export_study), export_study["data"]
+    args = ("export", cell, "--format", "packed", "--out", target, "--verify", data, *force)
+    one_line_user_error(*export_cli(capsys, *args)[::2], f"is a {kind}, not a regular file")
+    after = os.lstat(target)
+    assert (stat.S_IFMT(after.st_mode), after.st_ino) == (stat.S_IFMT(before.st_mode), before.st_ino)
+    if kind == "symbolic link":
+        assert (tmp_path / "real").read_bytes() == b"the link's target"
+
+
+@pytest.mark.parametrize("where", ["under a regular file", "in /proc", "on a read-only file system"])
+def test_export_to_a_place_it_cannot_write_is_one_line(export_study, tmp_path, capsys, monkeypatch, where):
+    """Issue 26 item 9: `--out` under a file, on a read-only file system or in
+    /proc gave a traceback. (The read-only mount itself: benchmarks/hostile_slow.py.)"""
+    import tempfile  # noqa: PLC0415
+
+    if where == "under a regular file":
+        (tmp_path / "file").write_text("a file, not a folder")
+        out, needle = tmp_path / "file" / "sub" / "net.qdpk", f"{tmp_path / 'file'} is a file, not a folder"
+    elif where == "in /proc":
+        if not Path("/proc/self").is_dir():
+            pytest.skip("no /proc")
+        out, needle = Path("/proc/net.qdpk"), "cannot write /proc/net.qdpk"
+    else:
+
+        def read_only(*a, **k):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+        monkeypatch.setattr(tempfile, "mkstemp", read_only)
+        out, needle = tmp_path / "net.qdpk", "Read-only file system"
+    args = ("export", _quant_cell(export_study), "--format", "onnx", "--out", out, "--verify", export_study["data"])
+    one_line_user_error(*export_cli(capsys, *args)[::2], needle)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("cell", "edit"),
+    [("fixed", "float"), ("float", "quantized"), ("fixed", "other"), ("learned", None)],
+    ids=["quantized-as-float", "float-as-quantized", "unknown-kind", "kind-key-removed"],
+)
+def test_checkpoint_with_an_edited_kind_is_one_line(export_study, tmp_path, capsys, cell, edit):
+    """Issue 26 item 9: a checkpoint whose `kind` was edited gave a KeyError."""
+    src = export_study["dir"] / cell / ("" if cell == "float" else "b2") / "w16-s0"
+    bad = tmp_path / "cell"
+    shutil.copytree(src, bad)
+    ckpt = torch.load(bad / "model.pt", weights_only=True)
+    if edit is None:
+        del ckpt["kind"]
+    else:
+        ckpt["kind"] = edit
+    torch.save(ckpt, bad / "model.pt")
+    args = ("export", bad, "--format", "packed", "--out", tmp_path / "x.qdpk", "--verify", export_study["data"])
+    err = one_line_user_error(*export_cli(capsys, *args)[::2], str(bad / "model.pt"))
+    assert "kind" in err or "missing keys" in err
+
+
+def _splits_file(export_study, tmp_path):
+    from qdesign.core.specs import split_key  # noqa: PLC0415
+    from qdesign.nn.data import load_prepared, write_splits  # noqa: PLC0415
+
+    path = export_study["dir"].parent / "data" / "splits" / "hostile.pt"
+    write_splits(load_prepared(export_study["data"]), split_key("digits", 0.1, 0, None), path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("what", "needle"),
+    [
+        ("summary.parquet", "is a Parquet table"),
+        ("splits", "is a study's split file"),
+        ("checkpoint", "is a cell's checkpoint"),
+        ("text", "not a PyTorch file"),
+    ],
+)
+def test_verify_with_a_file_of_another_kind_names_it_and_not_delete(export_study, tmp_path, capsys, what, needle):
+    """Issue 26 item 10: `--verify results/<study>/summary.parquet` said
+    "corrupt ... delete it and rerun" about a valid file of another kind."""
+    path = {
+        "summary.parquet": export_study["dir"] / "summary.parquet",
+        "checkpoint": export_study["dir"] / "float" / "w16-s0" / "model.pt",
+    }.get(what)
+    if what == "splits":
+        path = _splits_file(export_study, tmp_path)
+    elif what == "text":
+        path = export_study["dir"].parent / "notes.txt"
+        path.write_text("my notes")
+    before = path.read_bytes()
+    args = ("export", _quant_cell(export_study), "--format", "packed", "--out", tmp_path / "x.qdpk", "--verify", path)
+    err = one_line_user_error(*export_cli(capsys, *args)[::2], str(path), needle, "results/data/<dataset>.pt")
+    assert "corrupt" not in err
+    assert path.read_bytes() == before and not (tmp_path / "x.qdpk").exists()
+
+
+def test_dataset_prepared_with_another_split_seed_is_named(export_study, tmp_path, capsys):
+    """Issue 26 item 10: a digits dataset prepared with another split seed gave
+    a generic "export check failed". The prepared file records its split
+    seed; a file without the record is caught by the cell's own error on it."""
+    other = tmp_path / "digits-seed1.pt"
+    write_prepared(prepare_dataset("digits", split_seed=1), other)
+    args = ("export", _quant_cell(export_study), "--format", "packed", "--out", tmp_path / "x.qdpk", "--verify", other)
+    one_line_user_error(*export_cli(capsys, *args)[::2], "prepared with split_seed 1", "split_seed 0", "--split-seed 0")
+    older = tmp_path / "digits-seed1-unrecorded.pt"
+    payload = torch.load(other, weights_only=True)
+    del payload["split_seed"]
+    torch.save(payload, older)
+    args = ("export", _quant_cell(export_study), "--format", "packed", "--out", tmp_path / "x.qdpk", "--verify", older)
+    one_line_user_error(*export_cli(capsys, *args)[::2], "not the data cell", "another split_seed")
+    assert not (tmp_path / "x.qdpk").exists()
+
+
+def test_export_frontier_writes_only_new_files_unless_forced(export_study, tmp_path, capsys):
+    """Issue 26 item 2 for `export-frontier`'s folder: a file it did not write
+    is refused before any export (--force replaces it); a folder that is a
+    file is one line."""
+    out = tmp_path / "export"
+    out.mkdir()
+    (out / "manifest.parquet").write_bytes(b"my own manifest")
+    args = ("export-frontier", export_study["dir"], "--data", export_study["data"], "--out-dir", out)
+    one_line_user_error(*export_cli(capsys, *args)[::2], "manifest.parquet exists", "--force")
+    assert [p.name for p in out.iterdir()] == ["manifest.parquet"]
+    assert (out / "manifest.parquet").read_bytes() == b"my own manifest"
+    (tmp_path / "afile").write_text("x")
+    args_file = (*args[:-1], tmp_path / "afile")
+    one_line_user_error(*export_cli(capsys, *args_file)[::2], "is not a folder")
+    code, _, err = export_cli(capsys, *args, "--force")
+    assert code == 0, err
+    assert len(pd.read_parquet(out / "manifest.parquet")) == 6
+
+
+def test_export_frontier_failure_leaves_none_of_its_files(export_study, tmp_path, capsys, monkeypatch):
+    from qdesign.export import verify  # noqa: PLC0415
+
+    calls = []
+
+    def third_fails(self):  # the third file checked fails its check
+        if self.path not in calls:
+            calls.append(self.path)
+        return "simulated mismatch" if calls.index(self.path) == 2 else None
+
+    monkeypatch.setattr(verify.ExportCheck, "problem", property(third_fails))
+    out = tmp_path / "export"
+    args = ("export-frontier", export_study["dir"], "--data", export_study["data"], "--out-dir", out)
+    one_line_user_error(*export_cli(capsys, *args)[::2], "simulated mismatch")
+    assert len(calls) == 3 and list(out.iterdir()) == []  # the two files written before are removed again

@@ -260,6 +260,6 @@ def test_a_mixed_cell_exports_exactly(mixed_run, tmp_path):
         mixed_run / "results" / "s" / "fixed" / "m3" / "w16-s0",
     ):
         for fmt, name in (("packed", "m.qdq"), ("onnx", "m.onnx")):
-            out = export_cell(cell, fmt, tmp_path / name)
+            out = export_cell(cell, fmt, tmp_path / f"{cell.parent.name}-{name}")  # a new file each
             check = check_export(cell, out, mixed_run / "results" / "data" / "digits.pt", fmt)
             assert check.ok and check.n_differ == 0, check

@@ -59,7 +59,11 @@ rule scaling:
 
 
 # Deployable bytes: the Pareto-frontier cells of a study as packed integer
-# weights and ONNX, each verified on the test set (`snakemake export`).
+# weights and ONNX, each verified on the raw test pixels before it is written,
+# named {method}-w{width}-b{bits}-s{seed} (`snakemake export`; docs/export.md).
+# The seed of each cell: export_seed (default best_val: lowest validation error).
+# results/{study}/export/ is the pipeline's: --force lets a rerun replace the
+# files of the previous export (never an input, never a non-regular file).
 localrules:
     export_frontier,
     export,
@@ -78,9 +82,10 @@ rule export_frontier:
         "../../envs/qdesign.yaml"
     params:
         study_dir=lambda wc: layout.study_dir(wc.study),
+        seed=config["export_seed"],
     shell:
         "python -m qdesign export-frontier {params.study_dir} --data {input.data} "
-        "--out-dir $(dirname {output}) > {log} 2>&1"
+        "--out-dir $(dirname {output}) --seed {params.seed} --force > {log} 2>&1"
 
 
 rule export:

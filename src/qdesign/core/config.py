@@ -99,7 +99,17 @@ def _one_line(error, schema: dict) -> str:
         return f"{where}: must not be empty"
     if error.validator == "type":
         return f"{where}: {error.instance!r} is not of type {error.validator_value}"
+    if error.validator in ("oneOf", "anyOf"):
+        return f"{where}: {error.instance!r} must be {' or '.join(_describe(s) for s in error.validator_value)}"
     return f"{where}: {error.message}"
+
+
+def _describe(schema: dict) -> str:
+    """One alternative of a oneOf/anyOf, in words: "'best_val'", "an integer >= 0"."""
+    if "enum" in schema:
+        return " or ".join(repr(v) for v in schema["enum"])
+    text = {"integer": "an integer", "number": "a number", "string": "a string"}.get(schema.get("type"), "a value")
+    return f"{text} >= {schema['minimum']}" if "minimum" in schema else text
 
 
 def _check_finite(value: Any, path: tuple = ()) -> None:

@@ -1,12 +1,15 @@
-"""The packed binary format: b-bit integer weights as real bytes, and a
-NumPy-only reader that runs the network.
+"""The packed binary format: b-bit integer weights as real bytes, the input
+normalisation, and a NumPy-only reader that runs the network on raw pixels.
 
 This module imports NumPy only (no torch), so a deployment tool or a test on a
 machine without PyTorch can read and run a packed file. The layout is
 specified in ``docs/export.md``; in short (all integers little-endian)::
 
-    header   16 bytes  magic b"QDPK", u16 version, u16 n_ops, u16 n_classes,
+    header   16 bytes  magic b"QDPK", u16 version (2), u16 n_ops, u16 n_classes,
                        u16 C, u16 H, u16 W
+    norm     8*C bytes C f32 means, then C f32 standard deviations: the network
+                       takes raw pixels x and computes (x - mean) / std per
+                       channel in float32 (version 2; absent in version 1)
     ops      n_ops records, in forward order; each starts with 4 bytes
                        u8 op, u8 a, u8 b, u8 0
              weight ops (LINEAR, CONV2D) follow with
@@ -21,6 +24,13 @@ Codes are stored as unsigned offsets ``u = code + K`` (K = 2**(b-1) - 1) for
 b >= 2 and ``u = (code + 1) / 2`` for b = 1 (codes {-1, +1}), packed LSB first
 into one continuous bit stream (code i occupies stream bits [i*b, (i+1)*b);
 stream bit j is bit j % 8 of byte j // 8), padded with zero bits to a byte.
+
+The reader refuses, with one line, any file whose fields disagree with each
+other (not only a bad CRC): every op's arguments and reserved byte, every
+layer's shape against the activation it receives, the class count against the
+last layer, the normalisation and every step, weight and bias finite.
+Version 1 files (no normalisation) are still read; they run only on inputs the
+caller normalised (:meth:`PackedNetwork.logits_normalised`).
 """
 
 from __future__ import annotations
@@ -33,7 +43,8 @@ from pathlib import Path
 import numpy as np
 
 MAGIC = b"QDPK"
-VERSION = 1
+VERSION = 2
+VERSIONS = (1, 2)  # what this reader reads; version 1 carries no input normalisation
 HEADER = struct.Struct("<4sHHHHHH")  # 16 bytes
 OP = struct.Struct("<BBBB")  # 4 bytes
 SHAPE = struct.Struct("<IIII")  # 16 bytes
@@ -51,6 +62,7 @@ OP_NAMES = {
     CONV2D: "conv2d",
 }
 _WEIGHT_OPS = (LINEAR, CONV2D)
+_POOLS = (MAXPOOL, AVGPOOL)
 
 
 class PackedFormatError(ValueError):
@@ -152,28 +164,46 @@ def layer_payload_bytes(n_weights: int, n_biases: int, bits: int) -> int:
     return packed_code_bytes(n_weights, bits) + 4 + 4 * int(n_biases)
 
 
-def overhead_bytes(n_ops: int, n_weight_ops: int) -> int:
+def overhead_bytes(n_ops: int, n_weight_ops: int, channels: int, version: int = VERSION) -> int:
     """Bytes of the file that are not the memory model's weights, steps and
-    biases: header, op records, weight shapes and the CRC trailer."""
-    return HEADER.size + OP.size * int(n_ops) + SHAPE.size * int(n_weight_ops) + TRAILER_BYTES
+    biases: header, normalisation (8 bytes per input channel, version 2), op
+    records, weight shapes and the CRC trailer."""
+    norm = 8 * int(channels) if version >= 2 else 0
+    return HEADER.size + norm + OP.size * int(n_ops) + SHAPE.size * int(n_weight_ops) + TRAILER_BYTES
 
 
 def _op_args(op: Op) -> tuple[int, int]:
     if op.kind in _WEIGHT_OPS:
         return op.bits, op.padding
-    if op.kind in (MAXPOOL, AVGPOOL):
+    if op.kind in _POOLS:
         return op.kernel, op.stride
     return 0, 0
 
 
-def encode(ops: list[Op], input_shape: tuple[int, int, int], n_classes: int) -> bytes:
-    """The bytes of a packed file (see the module docstring)."""
+def check_normalisation(mean, std, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """``mean`` and ``std`` as float32 vectors of one value per channel, checked."""
+    m = np.asarray(mean, dtype=np.float64).reshape(-1)
+    s = np.asarray(std, dtype=np.float64).reshape(-1)
+    if m.size != channels or s.size != channels:
+        raise PackedFormatError(f"normalisation has {m.size} means and {s.size} stds for {channels} input channels")
+    m32, s32 = m.astype("<f4"), s.astype("<f4")
+    if not (np.isfinite(m32).all() and np.isfinite(s32).all() and (s32 > 0).all()):
+        raise PackedFormatError(f"normalisation mean {m.tolist()} std {s.tolist()}: must be finite with std > 0")
+    return m32, s32
+
+
+def encode(ops: list[Op], input_shape: tuple[int, int, int], n_classes: int, mean, std) -> bytes:
+    """The bytes of a packed file (see the module docstring). ``mean``/``std``:
+    one value per input channel, the normalisation the network was trained
+    with (stored as float32, as PyTorch applied it)."""
     if len(input_shape) != 3:
         raise PackedFormatError(f"input shape must be (C, H, W), got {tuple(input_shape)}")
     for v in (len(ops), n_classes, *input_shape):
         if not 0 <= int(v) < 2**16:
             raise PackedFormatError(f"header value {v} does not fit in 16 bits")
+    m32, s32 = check_normalisation(mean, std, int(input_shape[0]))
     parts = [HEADER.pack(MAGIC, VERSION, len(ops), int(n_classes), *(int(v) for v in input_shape))]
+    parts += [m32.tobytes(), s32.tobytes()]
     for op in ops:
         a, b = _op_args(op)
         if op.kind not in OP_NAMES or not (0 <= a < 256 and 0 <= b < 256):
@@ -195,40 +225,66 @@ def encode(ops: list[Op], input_shape: tuple[int, int, int], n_classes: int) -> 
             raise PackedFormatError(f"a layer has {bias.size} biases for {out_f} outputs")
         parts.append(bias.tobytes())
     body = b"".join(parts)
-    return body + struct.pack("<I", zlib.crc32(body))
-
-
-def write_packed(path: str | Path, ops: list[Op], input_shape, n_classes: int) -> Path:
-    """Write a packed file (not atomically; :func:`qdesign.export.export_cell` does that)."""
-    path = Path(path)
-    path.write_bytes(encode(ops, tuple(input_shape), n_classes))
-    return path
+    data = body + struct.pack("<I", zlib.crc32(body))
+    decode(data)  # never write a file the reader would refuse
+    return data
 
 
 @dataclass
 class PackedNetwork:
-    """A decoded packed file: the op list and what the input must look like."""
+    """A decoded packed file: the op list, what the input must look like and
+    (version 2) the per-channel normalisation of raw pixels."""
 
     input_shape: tuple[int, int, int]
     n_classes: int
     ops: list[Op] = field(default_factory=list)
     version: int = VERSION
+    mean: np.ndarray | None = None  # float32, one per channel; None in a version 1 file
+    std: np.ndarray | None = None
+
+    def normalise(self, x) -> np.ndarray:
+        """Raw pixels (N, C, H, W; e.g. the uint8 images of a prepared dataset)
+        -> ``(x - mean) / std`` per channel in float32, exactly as PyTorch
+        normalised the cell's data."""
+        if self.mean is None:
+            raise PackedFormatError(
+                f"packed format version {self.version} carries no input normalisation: normalise the inputs "
+                "yourself and call logits_normalised(), or export the cell again (version 2 takes raw pixels)"
+            )
+        x = self._checked(x)
+        c = len(self.mean)
+        return (x.astype(np.float32) - self.mean.reshape(1, c, 1, 1)) / self.std.reshape(1, c, 1, 1)
 
     def logits(self, x, batch_size: int = 1024) -> np.ndarray:
-        """Forward pass in float64 on normalised inputs (N, C, H, W).
+        """Logits (float64, N x n_classes) of raw pixels ``x`` (N, C, H, W)."""
+        x = self._checked(x)
+        return self._batched(x, batch_size, self.normalise)
+
+    def predict(self, x, batch_size: int = 1024) -> np.ndarray:
+        """Predicted classes of raw pixels ``x``."""
+        return self.logits(x, batch_size).argmax(axis=1)
+
+    def logits_normalised(self, x, batch_size: int = 1024) -> np.ndarray:
+        """Forward pass in float64 on inputs already normalised (N, C, H, W).
 
         Weights are exactly the float32 values of PyTorch's baked model
         (float32(code) * float32(step)); float64 accumulation makes the result
         independent of summation order to far below float32 resolution.
         """
-        x = np.asarray(x)
-        if tuple(x.shape[1:]) != tuple(self.input_shape):
-            raise ValueError(f"input must have shape (N, {', '.join(map(str, self.input_shape))}), got {x.shape}")
-        outs = [self._forward(x[i : i + batch_size].astype(np.float64)) for i in range(0, x.shape[0], batch_size)]
-        return np.concatenate(outs) if outs else np.zeros((0, self.n_classes))
+        x = self._checked(x)
+        return self._batched(x, batch_size, lambda b: b)
 
-    def predict(self, x, batch_size: int = 1024) -> np.ndarray:
-        return self.logits(x, batch_size).argmax(axis=1)
+    def _checked(self, x) -> np.ndarray:
+        x = np.asarray(x)
+        if x.ndim != 4 or tuple(x.shape[1:]) != tuple(self.input_shape):
+            raise ValueError(f"input must have shape (N, {', '.join(map(str, self.input_shape))}), got {x.shape}")
+        return x
+
+    def _batched(self, x: np.ndarray, batch_size: int, prepare) -> np.ndarray:
+        outs = [
+            self._forward(prepare(x[i : i + batch_size]).astype(np.float64)) for i in range(0, x.shape[0], batch_size)
+        ]
+        return np.concatenate(outs) if outs else np.zeros((0, self.n_classes))
 
     def _forward(self, h: np.ndarray) -> np.ndarray:
         for op in self.ops:
@@ -236,7 +292,7 @@ class PackedNetwork:
                 h = h.reshape(h.shape[0], -1)
             elif op.kind == RELU:
                 h = np.maximum(h, 0.0)
-            elif op.kind in (MAXPOOL, AVGPOOL):
+            elif op.kind in _POOLS:
                 h = _pool(h, op.kernel, op.stride, op.kind == MAXPOOL)
             elif op.kind == LINEAR:
                 h = h @ op.weight.astype(np.float64).T + op.bias.astype(np.float64)
@@ -276,48 +332,116 @@ def read_packed(path: str | Path) -> PackedNetwork:
         raise PackedFormatError(f"{path}: {exc}") from None
 
 
+class _Reader:
+    """Bounds-checked reads from the body of a packed file."""
+
+    def __init__(self, body: bytes, pos: int):
+        self.body, self.pos = body, pos
+
+    def take(self, n: int) -> bytes:
+        if self.pos + n > len(self.body):
+            raise PackedFormatError("truncated packed file")
+        chunk = self.body[self.pos : self.pos + n]
+        self.pos += n
+        return chunk
+
+    def floats(self, n: int, what: str) -> np.ndarray:
+        values = np.frombuffer(self.take(4 * n), dtype="<f4").astype(np.float32)
+        if not np.isfinite(values).all():
+            raise PackedFormatError(f"{what} holds a value that is not finite")
+        return values
+
+
 def decode(data: bytes) -> PackedNetwork:
+    """Decode and check the bytes of a packed file (see the module docstring)."""
     if len(data) < HEADER.size + TRAILER_BYTES or data[:4] != MAGIC:
         raise PackedFormatError("not a qdesign packed file (bad magic)")
     body, (crc,) = data[:-TRAILER_BYTES], struct.unpack("<I", data[-TRAILER_BYTES:])
     if zlib.crc32(body) != crc:
         raise PackedFormatError("corrupt packed file (CRC mismatch)")
     _, version, n_ops, n_classes, c, h, w = HEADER.unpack_from(body, 0)
-    if version != VERSION:
-        raise PackedFormatError(f"packed format version {version}, this reader reads {VERSION}")
-    pos = HEADER.size
+    if version not in VERSIONS:
+        raise PackedFormatError(f"packed format version {version}; this reader reads {', '.join(map(str, VERSIONS))}")
+    if min(c, h, w) == 0:
+        raise PackedFormatError(f"input shape {c} x {h} x {w} has a zero dimension")
+    if n_classes == 0 or n_ops == 0:
+        raise PackedFormatError(f"{n_ops} ops and {n_classes} classes: a network needs at least one of each")
+    r = _Reader(body, HEADER.size)
+    mean = std = None
+    if version >= 2:
+        mean, std = r.floats(c, "the normalisation"), r.floats(c, "the normalisation")
+        if not (std > 0).all():
+            raise PackedFormatError(f"normalisation std {std.tolist()} must be > 0")
+    shape: tuple[int, ...] = (c, h, w)  # the activation of one example, checked op by op
     ops = []
-
-    def take(n: int) -> bytes:
-        nonlocal pos
-        if pos + n > len(body):
-            raise PackedFormatError("truncated packed file")
-        chunk = body[pos : pos + n]
-        pos += n
-        return chunk
-
-    for _ in range(n_ops):
-        kind, a, b, _ = OP.unpack(take(OP.size))
-        if kind not in OP_NAMES:
-            raise PackedFormatError(f"unknown op code {kind}")
-        if kind not in _WEIGHT_OPS:
-            ops.append(
-                Op(kind, kernel=a if kind in (MAXPOOL, AVGPOOL) else 0, stride=b if kind in (MAXPOOL, AVGPOOL) else 0)
-            )
-            continue
-        out_f, in_f, kh, kw = SHAPE.unpack(take(SHAPE.size))
-        shape = (out_f, in_f) if kind == LINEAR else (out_f, in_f, kh, kw)
-        n = out_f * in_f * kh * kw
-        op = Op(kind, bits=a, padding=b, shape=shape)
-        if a == FLOAT_BITS:
-            op.weight = np.frombuffer(take(4 * n), dtype="<f4").astype(np.float32).reshape(shape)
-        else:
-            (step,) = struct.unpack("<f", take(4))
-            op.step = float(step)
-            op.codes = unpack_codes(take(packed_code_bytes(n, a)), n, a).reshape(shape)
-            op.weight = op.codes.astype(np.float32) * np.float32(step)
-        op.bias = np.frombuffer(take(4 * out_f), dtype="<f4").astype(np.float32)
+    for i in range(n_ops):
+        op, shape = _decode_op(r, i, shape)
         ops.append(op)
-    if pos != len(body):
-        raise PackedFormatError(f"{len(body) - pos} unexpected bytes after the last op")
-    return PackedNetwork((c, h, w), n_classes, ops, version)
+    if shape != (n_classes,):
+        raise PackedFormatError(f"the last op gives an output of shape {shape}, the header says {n_classes} classes")
+    if r.pos != len(body):
+        raise PackedFormatError(f"{len(body) - r.pos} unexpected bytes after the last op")
+    return PackedNetwork((c, h, w), n_classes, ops, version, mean, std)
+
+
+def _decode_op(r: _Reader, i: int, shape: tuple[int, ...]) -> tuple[Op, tuple[int, ...]]:
+    """Op ``i`` from the reader, and the activation shape after it; one line
+    naming the op if its fields disagree with each other or with ``shape``."""
+    kind, a, b, reserved = OP.unpack(r.take(OP.size))
+    if kind not in OP_NAMES:
+        raise PackedFormatError(f"op {i}: unknown op code {kind}")
+    where = f"op {i} ({OP_NAMES[kind]})"
+    if reserved:
+        raise PackedFormatError(f"{where}: reserved byte is {reserved}, must be 0")
+    if kind in (FLATTEN, RELU):
+        if a or b:
+            raise PackedFormatError(f"{where}: arguments {a}, {b} must be 0")
+        if kind == RELU:
+            return Op(kind), shape
+        if len(shape) != 3:
+            raise PackedFormatError(f"{where}: input of shape {shape} is already flat")
+        return Op(kind), (int(np.prod(shape)),)
+    if kind in _POOLS:
+        if a == 0 or b == 0:
+            raise PackedFormatError(f"{where}: kernel {a} and stride {b} must be at least 1")
+        if len(shape) != 3 or a > min(shape[1:]):
+            raise PackedFormatError(f"{where}: a {a} x {a} window does not fit an input of shape {shape}")
+        out = (shape[0], (shape[1] - a) // b + 1, (shape[2] - a) // b + 1)
+        return Op(kind, kernel=a, stride=b), out
+    bits, padding = a, b
+    if not (1 <= bits <= MAX_PACKED_BITS or bits == FLOAT_BITS):
+        raise PackedFormatError(f"{where}: {bits} bits; a layer has 1..{MAX_PACKED_BITS} or {FLOAT_BITS}")
+    out_f, in_f, kh, kw = SHAPE.unpack(r.take(SHAPE.size))
+    if min(out_f, in_f, kh, kw) == 0:
+        raise PackedFormatError(f"{where}: weight shape {out_f} x {in_f} x {kh} x {kw} has a zero dimension")
+    if kind == LINEAR:
+        if padding or (kh, kw) != (1, 1):
+            raise PackedFormatError(f"{where}: padding {padding} and kernel {kh} x {kw} must be 0 and 1 x 1")
+        if shape != (in_f,):
+            raise PackedFormatError(f"{where}: {in_f} inputs, but it receives an activation of shape {shape}")
+        wshape, after = (out_f, in_f), (out_f,)
+    else:
+        if len(shape) != 3 or shape[0] != in_f:
+            raise PackedFormatError(f"{where}: {in_f} input channels, but it receives an activation of shape {shape}")
+        oh, ow = shape[1] + 2 * padding - kh + 1, shape[2] + 2 * padding - kw + 1
+        if oh < 1 or ow < 1:
+            raise PackedFormatError(f"{where}: a {kh} x {kw} kernel does not fit an input of shape {shape}")
+        wshape, after = (out_f, in_f, kh, kw), (out_f, oh, ow)
+    n = out_f * in_f * kh * kw
+    op = Op(kind, bits=bits, padding=padding, shape=wshape)
+    if bits == FLOAT_BITS:
+        op.weight = r.floats(n, f"{where}'s weights").reshape(wshape)
+    else:
+        (step,) = struct.unpack("<f", r.take(4))
+        if not (np.isfinite(step) and step > 0):
+            raise PackedFormatError(f"{where}: step {step} must be finite and > 0")
+        op.step = float(step)
+        try:
+            op.codes = unpack_codes(r.take(packed_code_bytes(n, bits)), n, bits).reshape(wshape)
+        except PackedFormatError as exc:
+            raise PackedFormatError(f"{where}: {exc}") from None
+        op.weight = op.codes.astype(np.float32) * np.float32(step)
+        if not np.isfinite(op.weight).all():
+            raise PackedFormatError(f"{where}: step {step} times the codes overflows float32")
+    op.bias = r.floats(out_f, f"{where}'s biases")
+    return op, after

@@ -233,6 +233,8 @@ def prepare_dataset(name: str, data_dir: str | Path = "data", download: bool = T
         "y_test": torch.from_numpy(yte.astype(np.int64)),
         "mean": [float(m) for m in mean],
         "std": [float(s) if s > 0 else 1.0 for s in std],
+        # digits' test split and statistics depend on it: an export checks it against the cell's
+        **({"split_seed": int(split_seed)} if DATASETS[name].reader == "digits" else {}),
     }
 
 

@@ -134,20 +134,45 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--note", default=None, help="free text for the provenance record (machine, command)")
     p = sub.add_parser("export", help="write a finished cell as packed integer weights or ONNX, verified")
     p.add_argument("cell_dir", type=Path, help="a cell folder (model.pt + metrics.parquet)")
-    p.add_argument("--format", required=True, choices=["packed", "onnx"])
-    p.add_argument("--out", required=True, type=Path)
+    p.add_argument(
+        "--format",
+        required=True,
+        choices=["packed", "onnx"],
+        help="packed: bit-packed codes for the NumPy reader (qdesign.export.packed); onnx: for ONNX Runtime",
+    )
+    p.add_argument("--out", required=True, help="the file to write (new, unless --force)")
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="the prepared dataset the cell was trained on, whose input normalisation the file carries "
+        "(default: the --verify dataset, else results/data/<dataset>.pt of the results folder holding the cell)",
+    )
     p.add_argument(
         "--verify",
         type=Path,
         default=None,
         metavar="DATA",
-        help="prepared dataset (results/data/<dataset>.pt): rerun the test set on the exported file and "
-        "fail unless it reproduces the cell's recorded test error and predictions",
+        help="prepared dataset (results/data/<dataset>.pt): run the exported file on the raw test pixels first and "
+        "write it only if it reproduces the cell's recorded test error, predictions and memory",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing file at --out (never an input of the export, never a directory, link or device)",
     )
     p = sub.add_parser("export-frontier", help="export the Pareto-frontier cells of a study (packed and ONNX)")
     p.add_argument("study_dir", type=Path, help="results/<study>, holding frontier.parquet and the cells")
-    p.add_argument("--data", required=True, type=Path, help="the study's prepared dataset, for verification")
-    p.add_argument("--out-dir", required=True, type=Path)
+    p.add_argument(
+        "--data", required=True, type=Path, help="the study's prepared dataset: input normalisation and verification"
+    )
+    p.add_argument("--out-dir", required=True, type=Path, help="folder for the files and manifest.parquet")
+    p.add_argument(
+        "--seed",
+        default="best_val",
+        help="which seed of each Pareto cell: best_val (lowest validation error; default) or a seed number",
+    )
+    p.add_argument("--force", action="store_true", help="replace files of an earlier export in --out-dir")
     p = sub.add_parser("report-tables", help="a study's tables as an HTML page for the Snakemake report")
     table_args(p)
     p.add_argument("--out", required=True, type=Path)
@@ -186,29 +211,31 @@ def _cmd_export_reference(args) -> None:
 
 
 def _cmd_export(args) -> None:
-    from ..export import export_cell  # noqa: PLC0415
+    from ..core.errors import ExportError  # noqa: PLC0415
+    from ..export import export_cell, export_verified  # noqa: PLC0415
 
-    path = export_cell(args.cell_dir, args.format, args.out)
-    print(f"wrote {path} ({path.stat().st_size} bytes)", flush=True)
-    if args.verify is not None:
-        from ..export.verify import check_export  # noqa: PLC0415
-
-        try:
-            check = check_export(args.cell_dir, path, args.verify, args.format)
-        except BaseException:
-            path.unlink(missing_ok=True)  # never leave an export that failed its check
-            raise
-        print(
-            f"verified: test error {check.export_error:.4f} = recorded {check.recorded_error:.4f}, "
-            f"{check.n_differ} of {check.n_test} predictions differ from PyTorch",
-            flush=True,
-        )
+    if args.out.endswith(os.sep) or args.out in ("", ".", ".."):
+        raise ExportError(f"--out {args.out!r} names a folder; give a file name")
+    data = args.data or args.verify
+    if args.data and args.verify and os.path.realpath(args.data) != os.path.realpath(args.verify):
+        raise ExportError("--data and --verify name different files: give the one dataset the cell was trained on")
+    if args.verify is None:
+        path = export_cell(args.cell_dir, args.format, args.out, data, force=args.force)
+        print(f"wrote {path} ({path.stat().st_size} bytes, not verified: add --verify DATA)", flush=True)
+        return
+    check = export_verified(args.cell_dir, args.format, args.out, data, force=args.force)
+    print(
+        f"wrote {check.path} ({check.file_bytes} bytes); verified on {check.n_test} raw test images: test error "
+        f"{check.export_error:.4f} = recorded {check.recorded_error:.4f}, {check.n_differ} predictions differ "
+        f"from PyTorch, memory {check.memory_bits_file} bits = recorded {check.memory_bits_total}",
+        flush=True,
+    )
 
 
 def _cmd_export_frontier(args) -> None:
     from ..export.frontier import export_frontier  # noqa: PLC0415
 
-    for line in export_frontier(args.study_dir, args.data, args.out_dir):
+    for line in export_frontier(args.study_dir, args.data, args.out_dir, args.seed, args.force):
         print(line, flush=True)
 
 
