@@ -134,6 +134,30 @@ def study_outputs(study):
     return out
 
 
+def has_recommend(study):
+    return bool(study_cfg(study)["recommend"]["budgets"])
+
+
+def recommended_cell_metrics(wildcards):
+    """metrics.parquet of every seed of every design the closed loop trains
+    (read from the recommend_designs checkpoint's table)."""
+    import pandas as pd
+
+    from qdesign.analysis import recommend as qrecommend  # scipy: only once designs exist
+
+    designs = pd.read_parquet(checkpoints.recommend_designs.get(study=wildcards.study).output[0])
+    seeds = study_cfg(wildcards.study)["seeds"]
+    out = []
+    for method, width, bits in qrecommend.design_cells(designs):
+        precision = Precision.coerce(bits)
+        for seed in seeds:
+            cell = qspecs.Cell(
+                wildcards.study, width, seed, precision, None if precision.is_float else method
+            )
+            out.append(f"{cell.dir}/metrics.parquet")
+    return out
+
+
 def all_targets():
     """Tables, figures, report pages and every cell's files: a lost cell is rebuilt."""
     out = [
@@ -141,6 +165,7 @@ def all_targets():
         for study in STUDIES
         for p in study_outputs(study) + cell_files(study) + mixed_cell_files(study)
     ]
+    out += [layout.table_file(s, "recommendations") for s in STUDIES if has_recommend(s)]
     return out + [layout.PROVENANCE_PAGE]
 
 

@@ -27,7 +27,6 @@ torch) is needed. Test error is read only to report what was chosen.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +35,7 @@ import pandas as pd
 
 from ..core.constants import FLOAT_BITS
 from ..core.errors import ConfigError, TableError, UserError
+from ..core.memory import format_bits, parse_budget
 from ..core.precision import is_float_bits
 from .scaling import cell_stats, design_pool, fitted_methods, law_from_table
 from .tables import MEMORY_COLUMNS, read_table, with_method
@@ -56,62 +56,6 @@ TIE_Z = 2.0
 many standard errors of the difference (about 95% two-sided)."""
 EXTRAPOLATION = 2.0
 """Extrapolated widths reach at most this factor beyond the trained widths."""
-
-_UNITS = {
-    "": 1,
-    "b": 1,
-    "bit": 1,
-    "bits": 1,
-    "B": 8,
-    "byte": 8,
-    "bytes": 8,
-    "kbit": 10**3,
-    "Mbit": 10**6,
-    "Gbit": 10**9,
-    "Kibit": 2**10,
-    "Mibit": 2**20,
-    "Gibit": 2**30,
-    "kB": 8 * 10**3,
-    "MB": 8 * 10**6,
-    "GB": 8 * 10**9,
-    "KiB": 8 * 2**10,
-    "MiB": 8 * 2**20,
-    "GiB": 8 * 2**30,
-}
-_BUDGET_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE]([+-]?[0-9]+))?\s*([A-Za-z]*)\s*$")
-
-
-def parse_budget(text) -> int:
-    """A memory budget in bits, from ``"65536"``, ``"64KiB"``, ``"1.5 MB"``, ``"2e5 bits"``...
-
-    Units are case-sensitive: ``b``/``bit(s)`` are bits, ``B``/``byte(s)`` bytes;
-    ``kB MB GB`` are powers of 1000 bytes, ``KiB MiB GiB`` powers of 1024 bytes;
-    ``kbit Mbit Gbit`` / ``Kibit Mibit Gibit`` the same for bits.  No unit means
-    bits.  Fractions of a bit are rounded down; the budget must be >= 1 bit.
-    """
-    if isinstance(text, (int, np.integer)) and not isinstance(text, bool):
-        value, unit = float(text), ""
-    else:
-        m = _BUDGET_RE.match(str(text))
-        if not m or m.group(3) not in _UNITS:
-            raise ConfigError(f"budget {text!r} is not a memory size: use e.g. 65536, 64KiB, 1.5MB or 2e5bits")
-        value = float(f"{m.group(1)}e{m.group(2) or 0}")  # inf when huge: rejected below
-        unit = m.group(3)
-    bits = value * _UNITS[unit]
-    if not math.isfinite(bits) or bits < 1:
-        raise ConfigError(f"budget {text!r} must be at least 1 bit")
-    return math.floor(bits + 1e-9)
-
-
-def format_bits(bits: float) -> str:
-    """``524288`` -> ``"524,288 bits (64 KiB)"``: the unit a reader thinks in, beside the exact count."""
-    b = float(bits)
-    by = b / 8
-    for scale, suffix in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
-        if by >= scale:
-            return f"{b:,.0f} bits ({by / scale:.4g} {suffix})"
-    return f"{b:,.0f} bits ({by:.4g} B)"
-
 
 # --------------------------------------------------------------------------
 # Memory as a function of width
@@ -490,5 +434,47 @@ def recommendation_table(
                 design_n_tied=int(rec.designs["tied"].sum()),
             )
         row["notes"] = "; ".join(rec.notes)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def design_cells(designs: pd.DataFrame) -> list[tuple[str, int, int]]:
+    """(method, width, bits) of every design a recommendation table names
+    (``recommendation_table``), once each: what the closed loop trains."""
+    out = []
+    for r in designs.dropna(subset=["design_width"]).itertuples():
+        cell = (str(r.design_method), int(r.design_width), int(r.design_bits))
+        if cell not in out:
+            out.append(cell)
+    return out
+
+
+def closed_loop_table(designs: pd.DataFrame, measured: pd.DataFrame, grid_widths) -> pd.DataFrame:
+    """The recommendations beside what their training measured: per budget the
+    named design, its predicted validation error and interval for the mean
+    test error of a new run, and the measured seed mean (and SE) of test and
+    validation error over the cells trained for it; ``inside`` says whether
+    the measured test mean falls in the interval. ``in_grid``: the design's
+    width was trained in the study's grid, so the law had seen its cells (an
+    in-sample check); a new width is a true out-of-sample one."""
+    m = with_method(measured)
+    rows = []
+    for r in designs.itertuples():
+        row = r._asdict()
+        row.pop("Index", None)
+        if not isinstance(getattr(r, "design_method", None), str):
+            rows.append(row)
+            continue
+        cells = m[(m["method"] == r.design_method) & (m["width"] == r.design_width) & (m["bits"] == r.design_bits)]
+        n = len(cells)
+        test, val = cells["test_error"], cells["val_error"]
+        row.update(
+            measured_test_error=float(test.mean()) if n else math.nan,
+            measured_test_se=float(test.std() / math.sqrt(n)) if n > 1 else math.nan,
+            measured_val_error=float(val.mean()) if n else math.nan,
+            measured_n_seeds=n,
+            in_grid=int(r.design_width) in {int(w) for w in grid_widths},
+        )
+        row["inside"] = bool(n and r.predicted_lo <= row["measured_test_error"] <= r.predicted_hi)
         rows.append(row)
     return pd.DataFrame(rows)

@@ -580,6 +580,9 @@ def _nested_rows(summary, method, level) -> list[dict]:
     rows = _law_rows(summary, method)
     val, test = cell_stats(rows, TARGET), cell_stats(rows, "test_error")
     cv = nested_cv(val, test, int(rows["n_val"].median()), int(rows["n_test"].median()), level)
+    if cv.empty:
+        note = f"nested cross-validation needs {MIN_WIDTHS + 1} widths (or 3 quantized bits values)"
+        return [{"method": method, "kind": "status", "name": "not checked", "note": note}]
     out = []
     for r in cv.itertuples():
         out.append(

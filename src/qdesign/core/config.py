@@ -22,6 +22,7 @@ import yaml
 from .architecture import TRAIN_PARAM_COPIES, n_params, study_layer_specs, weight_specs
 from .errors import ConfigError
 from .layout import REPO_ROOT, RESERVED
+from .memory import parse_budget
 
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 _CNN_ONLY = {"channel_multipliers", "convs_per_block", "kernel_size", "pool", "fc_units"}
@@ -204,6 +205,11 @@ def validate_config(config: Mapping) -> dict:
     _check_model_sizes(cfg)
     for name, study in cfg["studies"].items():
         _check_mixed(name, study)
+        for i, budget in enumerate(study["recommend"]["budgets"]):
+            try:
+                parse_budget(budget)
+            except ConfigError as exc:
+                raise ConfigError(f"config: studies.{name}.recommend.budgets.{i}: {exc}") from None
     return cfg
 
 

@@ -11,15 +11,18 @@ designs with them. Torch-free.
 
 from __future__ import annotations
 
+import math
 import operator
+import re
 from collections.abc import Iterable
 
 import numpy as np
 
 from .constants import FLOAT_BITS  # also the bits of a float weight, of a stored step and of a bias
+from .errors import ConfigError
 from .precision import is_float_bits
 
-__all__ = ["layer_memory_bits", "network_memory_bits"]
+__all__ = ["format_bits", "layer_memory_bits", "network_memory_bits", "parse_budget"]
 
 
 def _as_count(value, name: str) -> int:
@@ -82,3 +85,63 @@ def network_memory_bits(layers: Iterable[tuple[int, int, int | None]]) -> tuple[
         weights_only += w
         total += t
     return weights_only, total
+
+
+# --------------------------------------------------------------------------
+# Memory sizes as people write them
+# --------------------------------------------------------------------------
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "bit": 1,
+    "bits": 1,
+    "B": 8,
+    "byte": 8,
+    "bytes": 8,
+    "kbit": 10**3,
+    "Mbit": 10**6,
+    "Gbit": 10**9,
+    "Kibit": 2**10,
+    "Mibit": 2**20,
+    "Gibit": 2**30,
+    "kB": 8 * 10**3,
+    "MB": 8 * 10**6,
+    "GB": 8 * 10**9,
+    "KiB": 8 * 2**10,
+    "MiB": 8 * 2**20,
+    "GiB": 8 * 2**30,
+}
+_BUDGET_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE]([+-]?[0-9]+))?\s*([A-Za-z]*)\s*$")
+
+
+def parse_budget(text) -> int:
+    """A memory budget in bits, from ``"65536"``, ``"64KiB"``, ``"1.5 MB"``, ``"2e5 bits"``...
+
+    Units are case-sensitive: ``b``/``bit(s)`` are bits, ``B``/``byte(s)`` bytes;
+    ``kB MB GB`` are powers of 1000 bytes, ``KiB MiB GiB`` powers of 1024 bytes;
+    ``kbit Mbit Gbit`` / ``Kibit Mibit Gibit`` the same for bits.  No unit means
+    bits.  Fractions of a bit are rounded down; the budget must be >= 1 bit.
+    """
+    if isinstance(text, (int, np.integer)) and not isinstance(text, bool):
+        value, unit = float(text), ""
+    else:
+        m = _BUDGET_RE.match(str(text))
+        if not m or m.group(3) not in _UNITS:
+            raise ConfigError(f"budget {text!r} is not a memory size: use e.g. 65536, 64KiB, 1.5MB or 2e5bits")
+        value = float(f"{m.group(1)}e{m.group(2) or 0}")  # inf when huge: rejected below
+        unit = m.group(3)
+    bits = value * _UNITS[unit]
+    if not math.isfinite(bits) or bits < 1:
+        raise ConfigError(f"budget {text!r} must be at least 1 bit")
+    return math.floor(bits + 1e-9)
+
+
+def format_bits(bits: float) -> str:
+    """``524288`` -> ``"524,288 bits (64 KiB)"``: the unit a reader thinks in, beside the exact count."""
+    b = float(bits)
+    by = b / 8
+    for scale, suffix in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+        if by >= scale:
+            return f"{b:,.0f} bits ({by / scale:.4g} {suffix})"
+    return f"{b:,.0f} bits ({by:.4g} B)"

@@ -103,6 +103,10 @@ MIXED_TABLES: tuple[str, ...] = ("sensitivity", "mixed", "mixed_vs_uniform")
 """Tables of a study with a ``mixed`` section (layer sensitivity, the mixed cells,
 best mixed vs best uniform per memory budget); see :mod:`qdesign.analysis.mixed`."""
 
+RECOMMEND_TABLES: tuple[str, ...] = ("designs", "recommendations")
+"""Tables of a study with ``recommend.budgets`` (the designs named per budget,
+and beside them what training them measured); see workflow/rules/recommend.smk."""
+
 
 @dataclass(frozen=True)
 class FigureInfo:

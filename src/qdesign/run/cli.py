@@ -192,6 +192,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("study_dir", type=Path, help="results/<study> (summary.parquet; scaling.parquet if present)")
     p.add_argument("--budget", required=True, help="e.g. 64KiB, 0.5MiB, 100000bits, 12kB")
     p.add_argument("--memory", choices=["weights", "total"], default="weights")
+    p = sub.add_parser("recommend-designs", help="the designs recommended for a study's budgets (closed loop)")
+    p.add_argument("--summary", required=True, type=Path)
+    p.add_argument("--scaling", required=True, type=Path)
+    p.add_argument("--budgets", nargs="+", required=True, help="memory budgets, e.g. 16KiB 64KiB")
+    p.add_argument("--memory", choices=["weights", "total"], default="weights")
+    p.add_argument("--out", required=True, type=Path)
+    p = sub.add_parser("recommendations", help="recommended designs beside what training them measured")
+    p.add_argument("--designs", required=True, type=Path, help="the study's designs.parquet")
+    p.add_argument("--summary", required=True, type=Path, help="the study's summary.parquet (its grid widths)")
+    p.add_argument("--cells", nargs="*", default=[], type=Path, help="metrics.parquet of every recommended cell")
+    p.add_argument("--out", required=True, type=Path)
     p = sub.add_parser("findings", help="the paper's four findings measured on study tables (markdown)")
     p.add_argument("study_dirs", nargs="+", type=Path, help="folders holding summary/ecr/frontier.parquet")
     return ap
@@ -285,6 +296,38 @@ def _cmd_scaling(args) -> None:
     for note in table.loc[table["kind"] == "status", ["method", "note"]].itertuples():
         print(f"law of {note.method} not fitted: {note.note}", flush=True)
     print(f"{len(table)} rows -> {args.out}", flush=True)
+
+
+def _cmd_recommend_designs(args) -> None:
+    from ..analysis.recommend import recommendation_table  # noqa: PLC0415
+    from ..analysis.tables import read_tables  # noqa: PLC0415
+    from ..core.io import parquet_write_atomic  # noqa: PLC0415
+    from ..core.memory import parse_budget  # noqa: PLC0415
+
+    summary, scaling = read_tables(args.summary, args.scaling)
+    table = recommendation_table(summary, scaling, [parse_budget(b) for b in args.budgets], args.memory)
+    parquet_write_atomic(table, args.out)
+    print(f"{len(table)} budgets -> {args.out}", flush=True)
+
+
+def _cmd_recommendations(args) -> None:
+    import pandas as pd  # noqa: PLC0415
+
+    from ..analysis.aggregate import read_parquets  # noqa: PLC0415
+    from ..analysis.recommend import closed_loop_table  # noqa: PLC0415
+    from ..analysis.tables import read_tables  # noqa: PLC0415
+    from ..core.io import parquet_write_atomic  # noqa: PLC0415
+
+    designs, summary = read_tables(args.designs, args.summary)
+    cells = (
+        read_parquets(args.cells, "recommended cell metrics")
+        if args.cells
+        else pd.DataFrame(columns=["method", "width", "bits", "test_error", "val_error"])
+    )
+    table = closed_loop_table(designs, cells, summary["width"].unique())
+    parquet_write_atomic(table, args.out)
+    inside = table["inside"].dropna() if "inside" in table.columns else []
+    print(f"{len(table)} budgets, {int(sum(inside))} of {len(inside)} measured inside their intervals -> {args.out}")
 
 
 def _cmd_recommend(args) -> None:
@@ -438,6 +481,8 @@ _COMMANDS = {
     "export": _cmd_export,
     "scaling": _cmd_scaling,
     "recommend": _cmd_recommend,
+    "recommend-designs": _cmd_recommend_designs,
+    "recommendations": _cmd_recommendations,
     "report-tables": _cmd_report_tables,
     "report-provenance": _cmd_report_provenance,
     "report-mixed": _cmd_report_mixed,

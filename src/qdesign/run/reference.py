@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from ..core.provenance import git_commit
-from ..core.registry import MIXED_TABLES, TABLES  # noqa: E402 - one definition of the table names
+from ..core.registry import MIXED_TABLES, RECOMMEND_TABLES, TABLES  # one definition of the table names
 from ..nn.numerics import numeric_platform
 
 
@@ -35,7 +35,12 @@ def export_reference(
 
     config_path, results_dir, out_dir = Path(config_path), Path(results_dir), Path(out_dir)
     cfg = load_config(config_path)
-    tables = {s: TABLES + (MIXED_TABLES if cfg["studies"][s].get("mixed") else ()) for s in cfg["studies"]}
+    tables = {
+        s: TABLES
+        + (MIXED_TABLES if cfg["studies"][s].get("mixed") else ())
+        + (RECOMMEND_TABLES if cfg["studies"][s]["recommend"]["budgets"] else ())
+        for s in cfg["studies"]
+    }
     missing = [
         results_dir / s / f"{t}.parquet"
         for s in cfg["studies"]
