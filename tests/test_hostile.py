@@ -213,7 +213,7 @@ def test_cuda_without_a_gpu_is_one_line_at_job_start(monkeypatch):
 def test_test_images_in_the_train_slot_are_refused(tmp_path):
     fake_mnist(tmp_path, n_train=20, n_test=20)
     with pytest.raises(DatasetError, match="train-images-idx3-ubyte holds 20 images, no more than the test"):
-        prepare_dataset("mnist", tmp_path, download=False)
+        prepare_dataset("mnist", tmp_path, download=False, verify=False)
 
 
 def test_swapped_train_and_test_files_are_refused(tmp_path):
@@ -225,7 +225,7 @@ def test_swapped_train_and_test_files_are_refused(tmp_path):
         b.rename(a)
         (raw / "tmp").rename(b)
     with pytest.raises(DatasetError, match="test file in the train slot, or train and test swapped"):
-        prepare_dataset("mnist", tmp_path, download=False)
+        prepare_dataset("mnist", tmp_path, download=False, verify=False)
 
 
 def test_image_and_label_counts_must_agree(tmp_path):
@@ -233,7 +233,7 @@ def test_image_and_label_counts_must_agree(tmp_path):
     raw = tmp_path / "MNIST" / "raw"
     write_idx(raw / "train-labels-idx1-ubyte", np.zeros(49, np.uint8))
     with pytest.raises(DatasetError, match="train-images-idx3-ubyte holds 50 images but .*train-labels.* 49 labels"):
-        prepare_dataset("mnist", tmp_path, download=False)
+        prepare_dataset("mnist", tmp_path, download=False, verify=False)
 
 
 def test_labels_file_in_the_images_slot_is_named(tmp_path):
@@ -241,7 +241,7 @@ def test_labels_file_in_the_images_slot_is_named(tmp_path):
     raw = tmp_path / "MNIST" / "raw"
     shutil.copy(raw / "train-labels-idx1-ubyte", raw / "train-images-idx3-ubyte")
     with pytest.raises(DatasetError, match="train-images-idx3-ubyte is an IDX labels file, expected IDX images"):
-        prepare_dataset("mnist", tmp_path, download=False)
+        prepare_dataset("mnist", tmp_path, download=False, verify=False)
 
 
 def test_images_file_in_the_labels_slot_is_named(tmp_path):
@@ -249,14 +249,14 @@ def test_images_file_in_the_labels_slot_is_named(tmp_path):
     raw = tmp_path / "MNIST" / "raw"
     shutil.copy(raw / "t10k-images-idx3-ubyte", raw / "t10k-labels-idx1-ubyte")
     with pytest.raises(DatasetError, match="t10k-labels-idx1-ubyte is an IDX images file, expected IDX labels"):
-        prepare_dataset("mnist", tmp_path, download=False)
+        prepare_dataset("mnist", tmp_path, download=False, verify=False)
 
 
 def test_images_of_the_wrong_size_are_refused(tmp_path):
     fake_mnist(tmp_path)
     write_idx(tmp_path / "MNIST" / "raw" / "t10k-images-idx3-ubyte", np.zeros((20, 32, 32), np.uint8))
     with pytest.raises(DatasetError, match="t10k-images-idx3-ubyte holds 32x32 images, expected 28x28"):
-        prepare_dataset("mnist", tmp_path, download=False)
+        prepare_dataset("mnist", tmp_path, download=False, verify=False)
 
 
 @pytest.mark.parametrize("damage", ["truncated", "not gzip", "empty"])
@@ -266,7 +266,7 @@ def test_damaged_gz_files_are_one_line_naming_the_file(tmp_path, damage):
     data = gz.read_bytes()
     gz.write_bytes({"truncated": data[: len(data) // 2], "not gzip": b"plain bytes, no gzip", "empty": b""}[damage])
     with pytest.raises(DatasetError) as err:
-        prepare_dataset("mnist", tmp_path, download=False)
+        prepare_dataset("mnist", tmp_path, download=False, verify=False)
     msg = str(err.value)
     assert str(gz) in msg and "\n" not in msg
 
@@ -288,7 +288,7 @@ def test_real_t10k_images_in_the_train_slot_are_refused(shared_data, tmp_path):
     mapping["train-images-idx3-ubyte"] = "t10k-images-idx3-ubyte"
     _link_real(shared_data, tmp_path, mapping)
     with pytest.raises(DatasetError, match="holds 10000 images but .* 60000 labels"):
-        prepare_dataset("mnist", tmp_path, download=False)
+        prepare_dataset("mnist", tmp_path, download=False, verify=False)
 
 
 def test_real_swapped_train_and_test_are_refused(shared_data, tmp_path):
@@ -303,7 +303,90 @@ def test_real_swapped_train_and_test_are_refused(shared_data, tmp_path):
         },
     )
     with pytest.raises(DatasetError, match="holds 10000 images, no more than the test file .* \\(60000\\)"):
-        prepare_dataset("mnist", tmp_path, download=False)
+        prepare_dataset("mnist", tmp_path, download=False, verify=False)
+
+
+IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def _slot(shared: Path, tmp: Path, sources: dict[str, str], suffix: str = "") -> Path:
+    """MNIST/raw under ``tmp`` whose files link to real files: slot -> "MNIST" or "FashionMNIST"."""
+    raw = tmp / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in IDX_NAMES:
+        (raw / (name + suffix)).symlink_to(shared / sources.get(name, "MNIST") / "raw" / (name + suffix))
+    return raw
+
+
+def one_line_dataset_error(*args, **kw) -> str:
+    with pytest.raises(DatasetError) as err:
+        prepare_dataset(*args, **kw)
+    msg = str(err.value)
+    assert "\n" not in msg
+    return msg
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+def test_fashion_files_in_the_mnist_folder_are_refused(shared_data, tmp_path, suffix):
+    raw = _slot(shared_data, tmp_path, dict.fromkeys(IDX_NAMES, "FashionMNIST"), suffix)
+    msg = one_line_dataset_error("mnist", tmp_path, download=False)
+    name = f"train-images-idx3-ubyte{suffix}"
+    assert msg.startswith(f"{raw / name} is not mnist's published {name} (md5 ")
+    assert f"it looks like fashion-mnist's {name}" in msg and "verify_checksums: false" in msg
+
+
+def test_mnist_images_with_fashion_labels_are_refused(shared_data, tmp_path):
+    raw = _slot(shared_data, tmp_path, {"train-labels-idx1-ubyte": "FashionMNIST"})
+    msg = one_line_dataset_error("mnist", tmp_path, download=False)
+    assert msg.startswith(f"{raw / 'train-labels-idx1-ubyte'} is not mnist's published")
+    assert "looks like fashion-mnist's train-labels-idx1-ubyte" in msg
+
+
+def test_mnist_files_in_the_fashion_folder_and_swapped_slots_are_named(shared_data, tmp_path):
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in IDX_NAMES:
+        (raw / name).symlink_to(shared_data / "MNIST" / "raw" / name)
+    assert "looks like mnist's train-images-idx3-ubyte" in one_line_dataset_error("fashion-mnist", tmp_path, False)
+    raw = _slot(shared_data, tmp_path / "swap", {})
+    (raw / "t10k-labels-idx1-ubyte").unlink()
+    (raw / "t10k-labels-idx1-ubyte").symlink_to(shared_data / "MNIST" / "raw" / "train-labels-idx1-ubyte")
+    msg = one_line_dataset_error("mnist", tmp_path / "swap", False)
+    assert "t10k-labels-idx1-ubyte is not mnist's published" in msg
+    assert "looks like mnist's train-labels-idx1-ubyte" in msg
+
+
+def test_a_modified_copy_is_refused_and_own_files_need_the_key(shared_data, tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in IDX_NAMES:
+        shutil.copy(shared_data / "MNIST" / "raw" / name, raw / name)
+    labels = raw / "t10k-labels-idx1-ubyte"
+    data = bytearray(labels.read_bytes())
+    data[-1] = (data[-1] + 1) % 10  # one label changed: still a valid IDX file
+    labels.write_bytes(bytes(data))
+    msg = one_line_dataset_error("mnist", tmp_path, download=False)
+    assert msg.startswith(f"{labels} is not mnist's published") and "looks like no published file" in msg
+    own = prepare_dataset("mnist", tmp_path, download=False, verify=False)  # the explicit key: the user's own files
+    assert own["checksums"].startswith("not checked") and own["y_test"][-1] == data[-1]
+
+
+def test_published_files_pass_and_the_check_is_recorded(shared_data):
+    payload = prepare_dataset("fashion-mnist", shared_data, download=False)
+    assert payload["checksums"].startswith("md5 of every file") and payload["x_train"].shape[0] == 60000
+
+
+def test_prepare_data_command_refuses_fashion_in_the_mnist_slot(shared_data, tmp_path, capsys):
+    from qdesign.run.cli import run  # noqa: PLC0415
+
+    _slot(shared_data, tmp_path, dict.fromkeys(IDX_NAMES, "FashionMNIST"))
+    out = tmp_path / "results" / "data" / "mnist.pt"
+    argv = ["prepare-data", "--dataset", "mnist", "--data-dir", str(tmp_path), "--no-download", "--out", str(out)]
+    assert run(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("qdesign: error: ") and "looks like fashion-mnist's" in err and "\n" not in err
+    assert not out.exists()
+    assert run([*argv, "--no-verify-checksums"]) == 0 and out.is_file()
 
 
 class _RunsCode:
@@ -322,7 +405,7 @@ def test_crafted_cifar_batch_does_not_run_code(tmp_path):
     with open(tmp_path / "cifar-10-batches-py" / "data_batch_4", "wb") as f:
         pickle.dump({b"data": _RunsCode(marker), b"labels": [0]}, f)
     with pytest.raises(DatasetError) as err:
-        prepare_dataset("cifar10", tmp_path, download=False)
+        prepare_dataset("cifar10", tmp_path, download=False, verify=False)
     msg = str(err.value)
     assert "data_batch_4 is not a CIFAR-10 batch" in msg and "refusing" in msg and "\n" not in msg
     assert not marker.exists()
@@ -344,7 +427,7 @@ def test_legitimate_cifar_batches_load_with_every_pickle_protocol(tmp_path, prot
                 f,
                 protocol=protocol,
             )
-    p = prepare_dataset("cifar10", tmp_path, download=False)
+    p = prepare_dataset("cifar10", tmp_path, download=False, verify=False)
     assert torch.equal(p["x_test"], torch.from_numpy(expected["test_batch"][0].reshape(-1, 3, 32, 32)))
 
 

@@ -71,7 +71,9 @@ def prepare_args(wildcards):
     if registry.DATASETS[wildcards.dataset].reader == "digits":
         return ""
     flag = "--download" if config["download"] else "--no-download"
-    return f"--data-dir {shlex.quote(config['data_dir'])} {flag}"
+    # only when off: a default config's command is unchanged (nothing is prepared again)
+    own = "" if config["verify_checksums"] else " --no-verify-checksums"
+    return f"--data-dir {shlex.quote(config['data_dir'])} {flag}{own}"
 
 
 def data_file(wildcards):

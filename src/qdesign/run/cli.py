@@ -62,6 +62,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True)
     p.add_argument("--data-dir", default="data")
     p.add_argument("--download", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument(
+        "--verify-checksums",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="refuse files that are not the published ones (md5); --no-verify-checksums for your own files",
+    )
     p.add_argument("--split-seed", type=int, default=0)
     p.add_argument("--out", required=True, type=Path)
 
@@ -296,7 +302,7 @@ def _cmd_prepare(args) -> None:
     from ..nn.data import prepare_dataset, write_prepared  # noqa: PLC0415
 
     t0 = time.perf_counter()
-    payload = prepare_dataset(args.dataset, args.data_dir, args.download, args.split_seed)
+    payload = prepare_dataset(args.dataset, args.data_dir, args.download, args.split_seed, args.verify_checksums)
     write_prepared(payload, args.out)
     print(
         f"{args.dataset}: {payload['x_train'].shape[0]} train pool / {payload['x_test'].shape[0]} test, "
