@@ -636,3 +636,177 @@ def test_error_vs_memory_marks_chance_level_cells():
         plot_error_vs_memory(summary, synthetic_frontier(synthetic_ecr(summary)), ax)
         labels = [t.get_text() for t in ax.get_legend().get_texts()]
         assert ("chance level" in labels) == flagged
+
+
+# ------------------------------------------------------------------ methods are never pooled as seeds
+
+
+def test_aggregate_tables_are_per_method(two_method_study):
+    t = two_method_study
+    assert len(t.summary) == len(t.widths) * len(t.seeds) * (1 + len(t.bits) * len(t.methods))
+    q = t.ecr[t.ecr.bits < 32]
+    assert len(q) == len(t.widths) * len(t.bits) * len(t.methods) and set(q["n_seeds"]) == {len(t.seeds)}
+    for r in q.itertuples():
+        assert r.error == pytest.approx(t.mean(r.method, r.width, r.bits))
+    assert t.mean("learned", 16, 2) != pytest.approx(t.pooled(16, 2))  # the fixture can tell them apart
+    cells = t.frontier.dropna(subset=["bits"])
+    assert set(cells.loc[cells.bits < 32, "method"]) <= set(t.methods)
+    for r in cells[cells.bits < 32].itertuples():
+        assert r.error == pytest.approx(t.mean(r.method, r.width, r.bits))
+
+
+def _md_rows(text: str, after: str) -> list[list[str]]:
+    """The rows of the first markdown table after the line ``after``."""
+    lines = text[text.index(after) + len(after) :].strip().splitlines()
+    rows = [ln for ln in lines[2:] if ln.startswith("|")]
+    end = next((i for i, ln in enumerate(lines[2:]) if not ln.startswith("|")), len(lines) - 2)
+    return [[c.strip() for c in ln.strip("|").split("|")] for ln in rows[:end]]
+
+
+def test_findings_are_per_method(two_method_study, capsys):
+    from qdesign.analysis.findings import report  # noqa: PLC0415
+    from qdesign.run.cli import run  # noqa: PLC0415
+
+    t = two_method_study
+    text = report(t.study_dir)
+    assert "fixed: 4 widths x 2 seeds; learned: 4 widths x 2 seeds" in text
+    section_a = text[text.index("(a)") : text.index("(b)")]
+    for m in t.methods:
+        rows = _md_rows(section_a, f"Method **{m}**:")
+        assert [int(r[0]) for r in rows] == list(t.widths)
+        for r in rows:
+            assert float(r[2].rstrip("%")) == pytest.approx(100 * t.mean(m, int(r[0]), 2), abs=0.005)
+    section_b = text[text.index("(b)") : text.index("(c)")]
+    for m in t.methods:
+        rows = _md_rows(section_b, f"Method **{m}**:")
+        assert [r[4].split(" of ")[1] for r in rows] == [str(len(t.widths))] * len(t.bits)
+    section_d = text[text.index("(d)") :]
+    assert "| bits (method) |" in section_d and "Pareto-optimal cells by bits and method" in section_d
+    for r in _md_rows(section_d, "(d) best cell per weight-memory budget"):
+        if r[2] != "float":
+            bits, method = r[2].split("-bit (")
+            assert float(r[3].rstrip("%")) == pytest.approx(
+                100 * t.mean(method.rstrip(")"), int(r[1]), int(bits)), abs=0.005
+            )
+    assert run(["findings", str(t.study_dir)]) == 0
+    assert "Method **learned**:" in capsys.readouterr().out
+
+
+def test_report_tables_page_is_per_method(two_method_study):
+    from qdesign.figures.report import tables_html  # noqa: PLC0415
+
+    from .helpers import html_tables  # noqa: PLC0415
+
+    t = two_method_study
+    page = tables_html(t.summary, t.ecr, t.frontier, t.study)
+    cells, ecr = html_tables(page)[:2]
+    q = cells[cells["method"] != "float"]
+    assert len(q) == len(t.widths) * len(t.bits) * len(t.methods)
+    assert set(q["seeds"].astype(int)) == {len(t.seeds)}
+    for r in q.itertuples():
+        want = 100 * t.mean(r.method, int(r.width), int(r.bits))
+        assert float(r.test_error) == pytest.approx(want, rel=1e-3)
+    assert set(ecr["method"]) == {"float", *t.methods} and set(ecr["n_seeds"].astype(int)) == {len(t.seeds)}
+
+
+# ------------------------------------------------------------------ one line naming the file or key, no bad advice
+
+
+def _sensitivity_table(path: Path, **drop) -> Path:
+    table = pd.DataFrame(
+        {
+            "layer": [0, 0],
+            "n_weights": [10, 10],
+            "bits": [2, 4],
+            "d_val_loss": [0.5, 0.1],
+            "float_hash": ["abc", "abc"],
+        }
+    ).drop(columns=list(drop))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_parquet(path)
+    return path
+
+
+def test_sensitivity_table_without_float_hash_is_one_line(tmp_path):
+    from qdesign.nn.sensitivity import read_sensitivity  # noqa: PLC0415
+
+    path = _sensitivity_table(tmp_path / "results" / "s" / "sensitivity" / "w8-s0.parquet", float_hash=True)
+    with pytest.raises(CheckpointError) as err:
+        read_sensitivity(path, float_hash="abc")
+    msg = str(err.value)
+    assert msg.startswith(f"{path} is not a sensitivity table") and "float_hash" in msg and "\n" not in msg
+    assert "delete it and rerun" in msg  # under results/: the pipeline makes it again
+    assert read_sensitivity(_sensitivity_table(tmp_path / "ok.parquet"), float_hash="abc").shape[0] == 2
+
+
+@pytest.mark.parametrize("content", [b"not parquet", None])
+def test_sensitivity_reader_never_advises_deleting_a_users_file(tmp_path, content):
+    from qdesign.nn.sensitivity import read_sensitivity  # noqa: PLC0415
+
+    mine = tmp_path / "mine.parquet"
+    if content is None:
+        _sensitivity_table(mine, float_hash=True)
+    else:
+        mine.write_bytes(content)
+    with pytest.raises(CheckpointError) as err:
+        read_sensitivity(mine, float_hash="abc")
+    assert str(mine) in str(err.value) and "delete" not in str(err.value)
+
+
+def test_findings_on_a_folder_without_ecr_is_one_line(two_method_study, capsys):
+    from qdesign.run.cli import run  # noqa: PLC0415
+
+    t = two_method_study
+    t.table("ecr").unlink()
+    assert run(["findings", str(t.study_dir)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"qdesign: error: {t.table('ecr')} not found") and "\n" not in err
+    assert run(["findings", str(t.root / "nowhere")]) == 1
+    assert "is not a folder" in capsys.readouterr().err
+
+
+def test_output_into_a_closed_pipe_ends_quietly(two_method_study):
+    """``python -m qdesign findings ... | head -1``: the reader is gone before we write."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    import qdesign  # noqa: PLC0415
+
+    t = two_method_study
+    env = {**os.environ, "PYTHONPATH": str(Path(qdesign.__file__).parents[1])}  # the qdesign under test
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qdesign", "findings", *[str(t.study_dir)] * 40],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    proc.stdout.close()  # like head after its first line, before the command writes
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and err == "", err
+
+
+def test_yaml_11_exponent_without_a_dot_says_how_to_write_it(tmp_path):
+    from qdesign.core.config import load_config  # noqa: PLC0415
+
+    p = tmp_path / "c.yaml"
+    p.write_text("studies:\n  s:\n    dataset: digits\n    model: {type: fcdnn, widths: [8]}\n    training: {lr: 1e-3}")
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    msg = str(err.value)
+    assert msg == (
+        "config: studies.s.training.lr: '1e-3' is not of type number "
+        "(YAML reads 1e-3 as a string: write 1.0e-3 or 0.001)"
+    )
+    p.write_text(p.read_text().replace("1e-3", "1.0e-3"))
+    assert load_config(p)["studies"]["s"]["training"]["lr"] == 0.001
+
+
+@pytest.mark.parametrize("text", ["1e400", "1e400KiB", "1e308GiB"])
+def test_a_budget_beyond_floats_is_not_called_too_small(text):
+    from qdesign.analysis.recommend import parse_budget  # noqa: PLC0415
+
+    with pytest.raises(ConfigError) as err:
+        parse_budget(text)
+    assert "too large" in str(err.value) and "at least 1 bit" not in str(err.value)
+    with pytest.raises(ConfigError, match="at least 1 bit"):
+        parse_budget("0.5bits")

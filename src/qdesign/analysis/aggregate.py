@@ -20,6 +20,7 @@ import pandas as pd
 
 from ..core.constants import FLOAT_BITS
 from ..core.errors import TableError
+from ..core.io import produced_by_pipeline
 from ..core.registry import DEFAULT_METHOD
 from .ecr import best_under_budget, budget_grid, effective_compression_ratio, pareto_front
 
@@ -35,7 +36,8 @@ def read_parquets(paths: Iterable[str | Path], what: str = "cell metrics") -> pd
         try:
             frames.append(pd.read_parquet(p))
         except Exception as exc:
-            raise TableError(f"cannot read {what} {p} ({type(exc).__name__}); delete it and rerun") from None
+            advice = "delete it and rerun" if produced_by_pipeline(p) else "check that this is the right file"
+            raise TableError(f"cannot read {what} {p} ({type(exc).__name__}); {advice}") from None
     if not frames:
         raise TableError(f"no {what} to aggregate")
     return pd.concat(frames, ignore_index=True)

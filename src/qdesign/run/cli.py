@@ -434,17 +434,37 @@ _COMMANDS = {
 }
 
 
+EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a process ended by SIGPIPE
+
+
+def _stdout_closed() -> int:
+    """The reader of our output went away (``python -m qdesign findings ... | head``):
+    stop quietly, as a command killed by SIGPIPE would, without a traceback.
+    Later writes (and the interpreter's final flush) go to /dev/null."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    return EXIT_BROKEN_PIPE
+
+
 def run(argv: list[str]) -> int:
     """Run one command in this process; returns the exit status. User errors
-    become one line (unless QDESIGN_DEBUG is set); bugs raise."""
-    args = _parser().parse_args(argv)
+    become one line (unless QDESIGN_DEBUG is set); bugs raise. Output piped
+    into a reader that stops early (``| head``) ends the command quietly."""
     try:
+        args = _parser().parse_args(argv)
         _COMMANDS[args.command](args)
+        sys.stdout.flush()
     except UserError as exc:
         if os.environ.get("QDESIGN_DEBUG"):
             raise
         print(f"qdesign: error: {exc}", file=sys.stderr, flush=True)
         return 1
+    except BrokenPipeError:
+        return _stdout_closed()
     return 0
 
 
