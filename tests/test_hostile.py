@@ -531,9 +531,26 @@ def digits(tmp_path_factory):
     return path
 
 
-def float_cell(**training):
-    cfg = validate_config({"device": "cpu", "studies": {"s": tiny_study(training={"epochs": 2, **training})}})
+def _opt_out(fail_on_divergence: bool) -> dict:
+    return {} if fail_on_divergence else {"fail_on_divergence": False}  # the default as a config without the key
+
+
+def float_cell(fail_on_divergence=True, **training):
+    study = tiny_study(training={"epochs": 2, **training}, **_opt_out(fail_on_divergence))
+    cfg = validate_config({"device": "cpu", "studies": {"s": study}})
     return float_spec(cfg, "s", 8, 0)
+
+
+def quant_cell(method="learned", fail_on_divergence=True, **retraining):
+    from qdesign.core.specs import quant_spec  # noqa: PLC0415
+
+    study = tiny_study(
+        training={"epochs": 3, "lr": 0.01},
+        retraining={"epochs": 2, "methods": [method], **retraining},
+        **_opt_out(fail_on_divergence),
+    )
+    cfg = validate_config({"device": "cpu", "studies": {"s": study}})
+    return quant_spec(cfg, "s", 8, 2, 0, method)
 
 
 @pytest.mark.parametrize(
@@ -577,23 +594,121 @@ def test_chance_level_rule():
     assert qtrain.chance_level(0.40, skewed, 2) and not qtrain.chance_level(0.30, skewed, 2)
 
 
-def test_untrained_network_is_flagged_loudly(digits, tmp_path, capsys):
-    row = train_float(float_cell(lr=1e-12, epochs=1, schedule="constant"), digits, tmp_path / "cell")
+def _no_outputs(out: Path) -> bool:
+    return not out.exists() or list(out.iterdir()) == []
+
+
+def test_untrained_float_network_fails_the_cell(digits, tmp_path):
+    out = tmp_path / "cell"
+    with pytest.raises(DivergedError) as err:
+        train_float(float_cell(lr=1e-12, epochs=1, schedule="constant"), digits, out)
+    msg = str(err.value)
+    assert msg.startswith("float s width 8 seed 0: test error 0.9") and "is at chance level (10 classes)" in msg
+    assert "best epoch 1/1" in msg and "check studies.s.training.lr (now 1e-12)" in msg
+    assert "studies.s.fail_on_divergence: false" in msg and "\n" not in msg
+    assert _no_outputs(out)
+
+
+def test_untrained_network_of_a_study_that_means_it_is_kept_and_flagged_loudly(digits, tmp_path, capsys):
+    spec = float_cell(fail_on_divergence=False, lr=1e-12, epochs=1, schedule="constant")
+    row = train_float(spec, digits, tmp_path / "cell")
     log = capsys.readouterr().out
     assert row["test_error"] > 0.85  # measured, not assumed: a network trained with lr 1e-12 guesses
     assert row["chance_level"] and "WARNING: float s width 8 seed 0 test error" in log
     assert bool(pd.read_parquet(tmp_path / "cell" / "metrics.parquet")["chance_level"].iloc[0])
 
 
-def test_huge_but_finite_lr_is_flagged_when_it_does_not_diverge(digits, tmp_path, capsys):
-    # lr 1e6 on this tiny network ends with weights ~1e22, finite: not a divergence, but no result either
-    row = train_float(float_cell(lr=1e6, optimizer="sgd"), digits, tmp_path / "cell")
-    assert row["chance_level"] and "WARNING" in capsys.readouterr().out
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_huge_but_finite_lr_fails_the_float_cell(digits, tmp_path, optimizer):
+    # lr 1e6: finite weights (~1e22), a loss of ~1e14-1e19 from 2.3 at the start: divergence all the same
+    out = tmp_path / "cell"
+    with pytest.raises(DivergedError) as err:
+        train_float(float_cell(lr=1e6, optimizer=optimizer), digits, out)
+    msg = str(err.value)
+    assert msg.startswith("float s width 8 seed 0 diverged in epoch 1/2 (training loss ")
+    assert "more than 10x its start 2.3" in msg and "lower studies.s.training.lr (now 1e+06)" in msg
+    assert _no_outputs(out)
+
+
+def test_huge_lr_of_a_study_that_means_it_is_recorded_flagged(digits, tmp_path, capsys):
+    row = train_float(float_cell(fail_on_divergence=False, lr=1e6, optimizer="sgd"), digits, tmp_path / "cell")
+    log = capsys.readouterr().out
+    assert row["diverged"] and row["chance_level"]
+    assert "WARNING: float s width 8 seed 0 diverged in epoch 1/2" in log and "flagged (column diverged)" in log
+    assert bool(pd.read_parquet(tmp_path / "cell" / "metrics.parquet")["diverged"].iloc[0])
+
+
+@pytest.fixture(scope="module")
+def float_net(digits, tmp_path_factory):
+    """A healthy float network of quant_cell()'s study."""
+    import contextlib  # noqa: PLC0415
+    import io  # noqa: PLC0415
+
+    out = tmp_path_factory.mktemp("float")
+    with contextlib.redirect_stdout(io.StringIO()):
+        train_float(quant_cell().float, digits, out)
+    return out / "model.pt"
+
+
+@pytest.mark.parametrize("method", ["fixed", "epoch", "learned"])
+def test_retraining_at_a_huge_lr_fails_instead_of_falling_back_to_epoch_0(digits, float_net, tmp_path, method):
+    from qdesign.nn.cells import retrain  # noqa: PLC0415
+
+    out = tmp_path / "cell"
+    with pytest.raises(DivergedError) as err:
+        retrain(quant_cell(method, lr=1e6), digits, float_net, out)
+    msg = str(err.value)
+    assert msg.startswith(f"2-bit ({method}) s width 8 seed 0 diverged in epoch 1/2 (training loss ")
+    assert "lower studies.s.retraining.lr (now 1e+06)" in msg and "\n" not in msg
+    assert _no_outputs(out)
+
+
+def test_retraining_that_ends_above_its_start_fails(digits, float_net, tmp_path):
+    from qdesign.nn.cells import retrain  # noqa: PLC0415
+
+    # lr 1 (constant): no 10x blow-up, but the network ends at chance; epoch 0 (direct) would be kept silently
+    with pytest.raises(DivergedError) as err:
+        retrain(quant_cell("fixed", lr=1.0, schedule="constant"), digits, float_net, tmp_path / "cell")
+    msg = str(err.value)
+    assert msg.startswith("2-bit (fixed) s width 8 seed 0 diverged in epoch 2/2 (its loss ended at ")
+    assert "above its start" in msg and "studies.s.retraining.lr (now 1)" in msg
+
+
+def test_diverged_retraining_of_a_study_that_means_it_says_it_fell_back(digits, tmp_path, capsys):
+    import contextlib  # noqa: PLC0415
+    import io  # noqa: PLC0415
+
+    from qdesign.nn.cells import retrain  # noqa: PLC0415
+
+    spec = quant_cell("learned", fail_on_divergence=False, lr=1e6)
+    with contextlib.redirect_stdout(io.StringIO()):
+        train_float(spec.float, digits, tmp_path / "float")
+    row = retrain(spec, digits, tmp_path / "float" / "model.pt", tmp_path / "cell")
+    log = capsys.readouterr().out
+    assert row["diverged"] and row["best_epoch"] == 0 and row["test_error"] == row["direct_test_error"]
+    assert "WARNING: 2-bit (learned) s width 8 seed 0 diverged in epoch 1/2" in log
 
 
 def test_trained_network_is_not_flagged(digits, tmp_path):
     row = train_float(float_cell(lr=0.01, epochs=3), digits, tmp_path / "cell")
-    assert row["test_error"] < 0.5 and row["chance_level"] is False
+    assert row["test_error"] < 0.5 and row["chance_level"] is False and row["diverged"] is False
+
+
+def test_healthy_retraining_is_not_flagged(digits, float_net, tmp_path):
+    from qdesign.nn.cells import retrain  # noqa: PLC0415
+
+    for method in ("fixed", "learned"):
+        row = retrain(quant_cell(method, lr=0.001), digits, float_net, tmp_path / method)
+        assert row["diverged"] is False and row["chance_level"] is False
+
+
+def test_the_opt_out_is_in_the_spec_only_when_used():
+    on, off = float_cell(), float_cell(fail_on_divergence=False)
+    assert "fail_on_divergence" not in on.to_dict()  # the keys of existing cells are unchanged
+    assert off.to_dict()["fail_on_divergence"] is False and on.key != off.key
+    from qdesign.core.specs import FloatSpec  # noqa: PLC0415
+
+    assert FloatSpec.from_dict(off.to_dict()) == off and FloatSpec.from_dict(on.to_dict()) == on
 
 
 def _summary(flags):
@@ -605,7 +720,7 @@ def _summary(flags):
     return s
 
 
-def test_aggregate_keeps_working_on_tables_without_the_flag(tmp_path):
+def test_aggregate_keeps_flagged_cells_out_of_ecr_and_frontier(tmp_path):
     old = _summary(None)
     assert "chance_level" not in seed_means(old).columns and "chance_level" not in ecr_table(old).columns
     new = _summary(lambda s: (s["bits"] == 2) & (s["width"] == 32))
@@ -614,10 +729,76 @@ def test_aggregate_keeps_working_on_tables_without_the_flag(tmp_path):
     for i, df in enumerate((old.iloc[:2], new.iloc[2:])):  # an old and a new cell file mixed
         paths.append(tmp_path / f"{i}.parquet")
         df.to_parquet(paths[-1])
-    summary, ecr, _ = aggregate(paths)
-    assert summary["chance_level"].isna().sum() == 2 and ecr["chance_level"].dtype == bool
-    flagged = ecr.loc[ecr["chance_level"], ["width", "bits"]].to_dict("records")
-    assert flagged == [{"width": 32, "bits": 2}]
+    summary, ecr, frontier = aggregate(paths)
+    assert summary["chance_level"].isna().sum() == 2 and len(summary) == 4  # the summary holds every cell
+    cells = {(int(w), int(b)) for w, b in zip(ecr["width"], ecr["bits"])}
+    assert (32, 2) not in cells and cells == {(16, 2), (16, 32), (32, 32)}
+    assert (32, 2) not in set(zip(frontier["width"].dropna().astype(int), frontier["bits"].dropna().astype(int)))
+    from qdesign.analysis.aggregate import flagged_note  # noqa: PLC0415
+
+    note = flagged_note(summary)
+    assert (
+        note
+        == "s: 1 of 4 cells flagged (1 at chance level) and kept out of the ECR and the frontier: w32 2-bit fixed s0"
+    )
+
+
+def test_aggregate_names_diverged_cells_and_refuses_without_a_float_curve(tmp_path, capsys):
+    from qdesign.run.cli import run  # noqa: PLC0415
+
+    s = _summary(None)
+    s["diverged"] = s["bits"] == 32  # every float cell diverged: no float curve
+    paths = []
+    for i in range(len(s)):
+        paths.append(tmp_path / f"{i}.parquet")
+        s.iloc[[i]].to_parquet(paths[-1])
+    outs = [str(tmp_path / f"{t}.parquet") for t in ("summary", "ecr", "frontier")]
+    argv = ["aggregate", "--cells", *map(str, paths), "--summary", outs[0], "--ecr", outs[1], "--frontier", outs[2]]
+    assert run(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("qdesign: error: every float cell is flagged") and "2 diverged" in err
+    assert not any(Path(o).exists() for o in outs)
+    s["diverged"] = (s["bits"] == 2) & (s["width"] == 16)
+    for i, p in enumerate(paths):
+        s.iloc[[i]].to_parquet(p)
+    assert run(argv) == 0
+    assert "WARNING: s: 1 of 4 cells flagged (1 diverged)" in capsys.readouterr().out
+    assert len(pd.read_parquet(outs[1])) == 3
+
+
+def test_report_tables_page_names_flagged_cells():
+    from qdesign.figures.report import tables_html  # noqa: PLC0415
+
+    s = _summary(lambda s: (s["bits"] == 2) & (s["width"] == 32))
+    page = tables_html(s, ecr_table(s[~s["chance_level"]]), pd.DataFrame({"kind": []}), "s")
+    assert "Warning:</b> s: 1 of 4 cells flagged (1 at chance level)" in page
+
+
+def test_the_run_console_lists_this_runs_warnings_and_errors(tmp_path):
+    import io  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    from qdesign.run.console import report_run  # noqa: PLC0415
+
+    logs = tmp_path / "results" / "logs"
+    old = logs / "retrain" / "s" / "fixed" / "b2" / "w8-s0.log"
+    old.parent.mkdir(parents=True)
+    old.write_text("WARNING: from an earlier run\n")
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    start = time.time()
+    (logs / "retrain" / "s" / "fixed" / "b2" / "w16-s0.log").write_text(
+        "epoch 1/2 loss 0.5\nWARNING: 2-bit (fixed) s width 16 seed 0 test error 0.9 is at chance level\ndone\n"
+    )
+    (logs / "train_float" / "t").mkdir(parents=True)
+    (logs / "train_float" / "t" / "w8-s0.log").write_text("qdesign: error: float t width 8 seed 0 diverged\n")
+    out = io.StringIO()
+    lines = report_run(logs, start, stream=out)
+    assert len(lines) == 2 and "earlier run" not in out.getvalue()
+    text = out.getvalue().splitlines()
+    assert text[0] == "qdesign: 1 warning(s) and 1 failed job(s) in this run, from their logs:"
+    assert text[1].endswith("w16-s0.log: WARNING: 2-bit (fixed) s width 16 seed 0 test error 0.9 is at chance level")
+    assert text[2].endswith("t/w8-s0.log: qdesign: error: float t width 8 seed 0 diverged")
+    assert report_run(tmp_path / "nothing", start, stream=io.StringIO()) == []
 
 
 def test_error_vs_memory_marks_chance_level_cells():
@@ -810,3 +991,165 @@ def test_a_budget_beyond_floats_is_not_called_too_small(text):
     assert "too large" in str(err.value) and "at least 1 bit" not in str(err.value)
     with pytest.raises(ConfigError, match="at least 1 bit"):
         parse_budget("0.5bits")
+
+
+# ------------------------------------------------------------------ kill -9 of snakemake ends its local jobs
+
+# a stand-in for a local job's command: announces itself, works 3 s, then writes its output
+LOCAL_JOB = """
+import os, sys, time
+from qdesign.run import cli
+def slow(args):
+    open(sys.argv[1], "w").write(str(os.getpid()))
+    time.sleep(3.0)
+    open(sys.argv[2], "w").write("written after its Snakemake died")
+cli._COMMANDS["findings"] = slow
+raise SystemExit(cli.main(["findings", "x"]))
+"""
+# a stand-in for Snakemake: marks itself as the owner (as common.smk does) and starts a local job as
+# Snakemake does, `bash -c` in its own process group, then waits to be killed
+FAKE_SNAKEMAKE_LOCAL = """
+import subprocess, sys, time
+try:
+    from qdesign.run import lifeline
+    lifeline.mark_owner()
+except ImportError:  # a qdesign without it (checking that this test fails there)
+    pass
+subprocess.Popen(["bash", "-c", f"{sys.executable} -c '{sys.argv[1]}' {sys.argv[2]} {sys.argv[3]}; true"])
+time.sleep(600)
+"""
+
+
+def _env_for_jobs(extra: dict | None = None) -> dict:
+    import qdesign  # noqa: PLC0415
+
+    env = {**os.environ, "PYTHONPATH": str(Path(qdesign.__file__).parents[1])}
+    env.pop("QDESIGN_RUN_OWNER", None)
+    return {**env, **(extra or {})}
+
+
+def _wait_for_file(path: Path, seconds: float) -> bool:
+    import time  # noqa: PLC0415
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _ended_within(pid: int, seconds: float) -> bool:
+    import time  # noqa: PLC0415
+
+    from qdesign.run.worker import _alive  # noqa: PLC0415
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="Linux /proc")
+def test_kill_9_of_snakemake_ends_its_local_jobs(tmp_path):
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    started, result = tmp_path / "job.pid", tmp_path / "result.txt"
+    smk = subprocess.Popen(
+        [sys.executable, "-c", FAKE_SNAKEMAKE_LOCAL, LOCAL_JOB, str(started), str(result)], env=_env_for_jobs()
+    )
+    try:
+        assert _wait_for_file(started, 60), "the local job never started"
+        job = int(started.read_text())
+        smk.kill()  # kill -9: no handler of Snakemake's runs
+        smk.wait()
+        assert _ended_within(job, 2.0), "the local job survived its Snakemake"
+        time.sleep(3.5)  # past the job's own 3 s: it must never write its output
+        assert not result.exists()
+    finally:
+        smk.kill()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="Linux /proc")
+def test_jobs_of_a_dead_snakemake_end_at_once_and_others_are_left_alone(tmp_path):
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    from qdesign.run import lifeline  # noqa: PLC0415
+
+    dead = subprocess.Popen(
+        [sys.executable, "-c", "from qdesign.run import lifeline; print(lifeline.mark_owner())"],
+        env=_env_for_jobs(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    owner = dead.communicate()[0].strip()  # its identity; the process has exited
+    assert owner.count(":") == 3 and not lifeline.owner_alive(int(owner.split(":")[1]), owner.split(":")[2])
+    env = _env_for_jobs({lifeline.ENV: owner})
+    argv = [sys.executable, "-c", LOCAL_JOB, str(tmp_path / "a.pid"), str(tmp_path / "a.txt")]
+    # a job of that Snakemake (its process group, which is ours here) started after it died: ends before any work
+    assert subprocess.run(argv, env=env, timeout=60).returncode == -9
+    assert not (tmp_path / "a.pid").exists()
+    # a process of another group with the same environment (a cluster job: sbatch exports it) is left alone
+    argv = [sys.executable, "-c", LOCAL_JOB, str(tmp_path / "b.pid"), str(tmp_path / "b.txt")]
+    assert subprocess.run(argv, env=env, timeout=60, start_new_session=True).returncode == 0
+    assert (tmp_path / "b.txt").exists()
+
+
+@pytest.mark.slow
+def test_lr_1e6_studies_fail_the_run_and_leave_no_table(tmp_path):
+    """Snakemake on tiny digits studies: float at lr 1e6 and learned retraining at lr 1e6 exit non-zero and
+    leave no table; a study that opts out completes with its diverged cells flagged, out of ECR and
+    frontier, and the run's console names every one."""
+    import subprocess  # noqa: PLC0415
+
+    import yaml  # noqa: PLC0415
+
+    from qdesign.run.invocation import snakemake_command  # noqa: PLC0415
+
+    def study(training_lr, retraining_lr, methods, widths=(8,), **extra):
+        return {
+            "dataset": "digits",
+            "model": {"type": "fcdnn", "depth": 2, "widths": list(widths)},
+            "bits": [2],
+            "seeds": [0],
+            "training": {"epochs": 2, "lr": training_lr, "batch_size": 64},
+            "retraining": {"epochs": 2, "lr": retraining_lr, "batch_size": 64, "methods": methods},
+            **extra,
+        }
+
+    cfg = {
+        "device": "cpu",
+        "plots": {"formats": ["png"]},
+        "studies": {
+            "float-lr": study(1e6, 0.001, ["fixed"]),
+            "learned-lr": study(0.01, 1e6, ["learned"]),
+            "optout": study(0.01, 1e6, ["learned", "fixed"], widths=(8, 16), fail_on_divergence=False),
+        },
+    }
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    res = subprocess.run(
+        snakemake_command(tmp_path, "--cores", 2, "--configfile", tmp_path / "c.yaml"),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    console = res.stdout + res.stderr
+    assert res.returncode != 0, console[-3000:]
+    for name in ("float-lr", "learned-lr"):
+        left = [p.name for p in (tmp_path / "results" / name).glob("*.parquet")]
+        assert left == [] and not (tmp_path / "results" / name / "figures").exists(), left
+    assert "qdesign: error: float float-lr width 8 seed 0 diverged in epoch 1/2" in console
+    assert "qdesign: error: 2-bit (learned) learned-lr width 8 seed 0 diverged in epoch 1/2" in console
+    assert "studies.learned-lr.retraining.lr (now 1e+06)" in console
+    out = tmp_path / "results" / "optout"
+    summary, ecr = pd.read_parquet(out / "summary.parquet"), pd.read_parquet(out / "ecr.parquet")
+    frontier = pd.read_parquet(out / "frontier.parquet")
+    assert len(summary) == 6 and int(summary["diverged"].sum()) == 4
+    assert set(ecr["bits"]) == {32} and set(frontier["bits"].dropna()) == {32}
+    assert "WARNING: optout: 4 of 6 cells flagged (4 diverged) and kept out of the ECR and the frontier" in console
+    assert console.count("kept because studies.optout.fail_on_divergence is false") == 4

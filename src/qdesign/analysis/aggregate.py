@@ -130,9 +130,50 @@ def frontier_table(summary: pd.DataFrame, memory: str = "weights", n_budgets: in
     return out[["kind", "budget_bits", *cols, "memory"]]
 
 
+FLAG_COLUMNS = {"chance_level": "at chance level", "diverged": "diverged"}
+"""Columns of a cell's row that say it is no result (qdesign.nn.cells): such cells
+stay in the summary, flagged, and are kept out of the ECR and the frontier."""
+
+
+def flagged(table: pd.DataFrame) -> pd.Series:
+    """Per row: whether any flag of :data:`FLAG_COLUMNS` is set (a missing column
+    or value: not flagged, as in tables written before the flag existed)."""
+    out = pd.Series(False, index=table.index)
+    for col in FLAG_COLUMNS:
+        if col in table.columns:
+            out |= table[col].astype("boolean").fillna(False).astype(bool)
+    return out
+
+
+def flagged_note(table: pd.DataFrame, limit: int = 6) -> str | None:
+    """One line naming the flagged cells of a summary (None when there are none)."""
+    rows = with_method(table)[flagged(table)] if len(table) else table
+    if not len(rows):
+        return None
+    kinds = [
+        f"{int(rows[c].astype('boolean').fillna(False).sum())} {what}" for c, what in FLAG_COLUMNS.items() if c in rows
+    ]
+    names = [
+        f"w{int(r.width)} {'float' if r.bits >= FLOAT_BITS else f'{int(r.bits)}-bit {r.method}'} s{int(r.seed)}"
+        for r in rows.itertuples()
+    ]
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    study = f"{rows['study'].iloc[0]}: " if "study" in rows else ""
+    return (
+        f"{study}{len(rows)} of {len(table)} cells flagged ({', '.join(k for k in kinds if not k.startswith('0 '))}) "
+        f"and kept out of the ECR and the frontier: {', '.join(names[:limit])}{more}"
+    )
+
+
 def aggregate(
     paths: Iterable[str | Path], reference_bits: int = 32, memory: str = "weights", n_budgets: int = 25
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """(summary, ecr, frontier) tables of one study from its cell metrics files."""
+    """(summary, ecr, frontier) tables of one study from its cell metrics files.
+    The summary holds every cell; the ECR and the frontier only the cells that
+    are not flagged (:func:`flagged`: at chance level or diverged), never
+    silently: :func:`flagged_note` names them."""
     summary = read_cells(paths)
-    return (summary, ecr_table(summary, reference_bits, memory), frontier_table(summary, memory, n_budgets))
+    usable = summary[~flagged(summary)]
+    if not (usable["bits"] >= FLOAT_BITS).any():
+        raise TableError(f"every float cell is flagged, no float curve to build the ECR on: {flagged_note(summary)}")
+    return (summary, ecr_table(usable, reference_bits, memory), frontier_table(usable, memory, n_budgets))

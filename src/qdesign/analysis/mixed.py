@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.errors import TableError
-from .aggregate import FLOAT_METHOD, MEMORY_COLUMNS, read_parquets, seed_means, with_method
+from .aggregate import FLOAT_METHOD, MEMORY_COLUMNS, flagged, read_parquets, seed_means, with_method
 from .ecr import pareto_front
 
 MIXED_KEYS = ["study", "method", "width", "n_weights", "precision"]
@@ -69,9 +69,10 @@ def uniform_means(summary: pd.DataFrame, memory: str = "weights") -> pd.DataFram
 
 
 def comparison_table(summary: pd.DataFrame, mixed: pd.DataFrame, memory: str = "weights") -> pd.DataFrame:
-    """Best uniform vs best mixed design under each uniform cell's memory (see module doc)."""
-    uni = uniform_means(summary, memory)
-    mix = mixed_means(mixed, memory)
+    """Best uniform vs best mixed design under each uniform cell's memory (see
+    module doc); flagged cells (at chance level, diverged) are no candidates."""
+    uni = uniform_means(summary[~flagged(summary)], memory)
+    mix = mixed_means(mixed[~flagged(mixed)], memory)
     rows = []
     for method in sorted(mix["method"].unique()):
         u = uni[uni["method"].isin([method, FLOAT_METHOD])]
@@ -125,10 +126,11 @@ def comparison_table(summary: pd.DataFrame, mixed: pd.DataFrame, memory: str = "
 
 
 def combined_pareto(summary: pd.DataFrame, mixed: pd.DataFrame, memory: str = "weights") -> pd.DataFrame:
-    """Pareto set over uniform and mixed seed-averaged designs (``design`` column)."""
-    uni = uniform_means(summary, memory).assign(design="uniform")
+    """Pareto set over uniform and mixed seed-averaged designs (``design``
+    column), of the cells that are not flagged."""
+    uni = uniform_means(summary[~flagged(summary)], memory).assign(design="uniform")
     uni.loc[uni["method"] == FLOAT_METHOD, "design"] = "float"
-    mix = mixed_means(mixed, memory).assign(design="mixed")
+    mix = mixed_means(mixed[~flagged(mixed)], memory).assign(design="mixed")
     cols = ["design", "method", "width", "precision", "memory_bits", "error", "error_std"]
     both = pd.concat([uni[cols], mix[cols]], ignore_index=True)
     return pareto_front(both, memory_col="memory_bits", error_col="error")[cols]

@@ -388,10 +388,13 @@ def _cmd_mixed_figures(args) -> None:
 
 
 def _cmd_aggregate(args) -> None:
-    from ..analysis.aggregate import aggregate  # noqa: PLC0415
+    from ..analysis.aggregate import aggregate, flagged_note  # noqa: PLC0415
     from ..core.io import parquet_write_atomic  # noqa: PLC0415
 
     summary, ecr, frontier = aggregate(args.cells, args.reference_bits, args.frontier_memory, args.n_budgets)
+    note = flagged_note(summary)
+    if note:
+        print(f"WARNING: {note}", flush=True)
     parquet_write_atomic(summary, args.summary)
     parquet_write_atomic(ecr, args.ecr)
     parquet_write_atomic(frontier, args.frontier)
@@ -470,6 +473,9 @@ def run(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    from .lifeline import watch_owner  # noqa: PLC0415 - stdlib only
+
+    watch_owner()  # a local job of a Snakemake run ends when that Snakemake dies
     if argv and argv[0] in WORKER_COMMANDS:
         from .worker import submit  # noqa: PLC0415 - stdlib only
 
