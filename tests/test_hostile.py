@@ -1153,3 +1153,19 @@ def test_lr_1e6_studies_fail_the_run_and_leave_no_table(tmp_path):
     assert set(ecr["bits"]) == {32} and set(frontier["bits"].dropna()) == {32}
     assert "WARNING: optout: 4 of 6 cells flagged (4 diverged) and kept out of the ECR and the frontier" in console
     assert console.count("kept because studies.optout.fail_on_divergence is false") == 4
+
+
+def test_scaling_law_is_not_fitted_on_flagged_cells(two_method_study, tmp_path, capsys):
+    from qdesign.run.cli import run  # noqa: PLC0415
+
+    s = two_method_study.summary.copy()
+    s["diverged"] = (s["width"] == 16) & (s["bits"] == 2) & (s["seed"] == 0)
+    s.to_parquet(tmp_path / "flagged.parquet")
+    s[~s["diverged"]].drop(columns="diverged").to_parquet(tmp_path / "without.parquet")
+    for name in ("flagged", "without"):
+        argv = ["scaling", "--summary", str(tmp_path / f"{name}.parquet"), "--out", str(tmp_path / f"{name}.out")]
+        assert run([*argv, "--n-boot", "5"]) == 0
+    assert "WARNING: two-methods: 1 of 24 cells flagged (1 diverged) and kept out of the scaling law" in (
+        capsys.readouterr().out
+    )
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "flagged.out"), pd.read_parquet(tmp_path / "without.out"))

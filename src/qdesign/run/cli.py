@@ -260,7 +260,13 @@ def _cmd_scaling(args) -> None:
     from ..core.io import parquet_write_atomic  # noqa: PLC0415
     from ..figures.study import primary_method_rows, read_tables  # noqa: PLC0415
 
+    from ..analysis.aggregate import flagged, flagged_note  # noqa: PLC0415
+
     summary = primary_method_rows(read_tables(args.summary, args.summary, args.summary)[0])
+    note = flagged_note(summary)
+    if note:  # cells that are no result (diverged, chance level) fit no law either
+        print(f"WARNING: {note.replace('the ECR and the frontier', 'the scaling law')}", flush=True)
+        summary = summary[~flagged(summary)]
     n_widths = summary["width"].nunique()
     if n_widths < 4:
         # too few widths to fit and cross-validate a law: say so in the table
