@@ -256,11 +256,10 @@ def _cmd_report_provenance(args) -> None:
 def _cmd_scaling(args) -> None:
     import pandas as pd  # noqa: PLC0415
 
+    from ..analysis.aggregate import flagged, flagged_note  # noqa: PLC0415
     from ..analysis.scaling import scaling_table  # noqa: PLC0415
     from ..core.io import parquet_write_atomic  # noqa: PLC0415
     from ..figures.study import primary_method_rows, read_tables  # noqa: PLC0415
-
-    from ..analysis.aggregate import flagged, flagged_note  # noqa: PLC0415
 
     summary = primary_method_rows(read_tables(args.summary, args.summary, args.summary)[0])
     note = flagged_note(summary)
