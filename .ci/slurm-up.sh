@@ -92,7 +92,7 @@ mariadb --socket=$SOCK -e "CREATE DATABASE IF NOT EXISTS slurm_acct_db;
 cpus=$(nproc)
 mem=$(awk '/MemTotal/ {print int($2 / 1024) - 2048}' /proc/meminfo)
 conf=$(cat <<EOF
-# written by qdesign .ci/slurm-up.sh: single node, loopback, no cgroups
+# written by qdesign .ci/slurm-up.sh: single node, loopback, no cgroups; memory enforced by polling
 ClusterName=qdesign-ci
 SlurmctldHost=localhost(127.0.0.1)
 SlurmUser=slurm
@@ -119,6 +119,10 @@ AccountingStoreFlags=job_comment
 JobAcctGatherType=jobacct_gather/linux
 # sample every 2 s: jobs of seconds still get a MaxRSS (tests compare it with ReqMem)
 JobAcctGatherFrequency=task=2
+# enforce --mem without cgroups (no systemd here): at each sample, a step whose
+# processes hold more than its request is killed and the job ends OUT_OF_MEMORY,
+# as on a real cluster, so the rules' memory retry is tested (tests/test_slurm.py)
+JobAcctGatherParams=OverMemoryKill
 JobCompType=jobcomp/filetxt
 JobCompLoc=/var/log/slurm/jobcomp.log
 NodeName=localhost NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN

@@ -4,7 +4,10 @@
    afterwards no qdesign
    process of that run survives (the warm worker and its forked job end within
    seconds) and no file under ``results/`` changes for 20 s.
-2. Disk full (root only: a 1 MiB tmpfs mounted on the study's results dir): the
+2. ``kill -9`` of Snakemake while a local job runs (``scaling``, forced on a
+   finished tiny study): the job ends within a second (it watches its
+   Snakemake: ``qdesign.run.lifeline``) and rewrites no output afterwards.
+3. Disk full (root only: a 1 MiB tmpfs mounted on the study's results dir): the
    run fails, the job's log holds a one-line error, and no partial file is left.
 3. Exports to places they must not write (root only): ``python -m qdesign export
    --out`` on a real read-only mount, in /proc, and onto the real /dev/null with
@@ -44,7 +47,7 @@ def study(**overrides) -> dict:
     return s
 
 
-def snakemake(work: Path, cfg: dict, **kw) -> subprocess.Popen:
+def snakemake(work: Path, cfg: dict, extra: list[str] | None = None, **kw) -> subprocess.Popen:
     path = work / "config.yaml"
     path.write_text(yaml.safe_dump({"device": "cpu", **cfg}))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))}
@@ -61,6 +64,7 @@ def snakemake(work: Path, cfg: dict, **kw) -> subprocess.Popen:
             str(work),
             "--configfile",
             str(path),
+            *(extra or []),
         ],
         env=env,
         stdout=open(work / "snakemake.out", "wb"),
@@ -149,6 +153,45 @@ def kill_snakemake(base: Path) -> bool:
         f"cell outputs: {outputs or 'none'}"
     )
     return gone and not changed and not left
+
+
+def kill_snakemake_during_local_job(base: Path, rule: str = "scaling") -> bool:
+    work = base / "kill9local"
+    work.mkdir()
+    cfg = {"studies": {"tiny": study(model={"type": "fcdnn", "depth": 2, "widths": [8, 16]})}}
+    first = snakemake(work, cfg)
+    if first.wait(timeout=900) != 0:
+        print(f"kill -9 local: FAILED: the tiny study did not finish; {(work / 'snakemake.out').read_text()[-2000:]}")
+        return False
+    smk = snakemake(work, cfg, extra=["--forcerun", rule])
+    job = None
+    deadline = time.monotonic() + 300
+    while job is None and time.monotonic() < deadline and smk.poll() is None:
+        found = our_processes(work).items()
+        job = next((pid for pid, cmd in found if f"-m qdesign {rule}" in cmd and "bash" not in cmd), None)
+        time.sleep(0.01)
+    if job is None:
+        smk.kill()
+        print(f"kill -9 local: FAILED: the {rule} job was never seen running")
+        return False
+    t0 = time.monotonic()
+    smk.send_signal(signal.SIGKILL)
+    smk.wait()
+    before = snapshot(work / "results")  # Snakemake removed the forced job's old output before starting it
+    gone = wait_for(lambda: job not in our_processes(work), 5.0, 0.01)
+    took = time.monotonic() - t0
+    time.sleep(10)
+    after = snapshot(work / "results")
+    out = f"results/tiny/{rule}.parquet"
+    changed = (k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    rewritten = sorted(k for k in changed if not k.startswith("logs/"))  # the worker logs its own end
+    left = our_processes(work)
+    print(
+        f"kill -9 local: the {rule} job (pid {job}) ended {took:.2f}s after Snakemake was killed: {gone}; "
+        f"files written in the 10 s after: {rewritten or 'none'} ({out}: {'there' if out[8:] in after else 'absent'}); "
+        f"processes left: {left or 'none'}"
+    )
+    return gone and took < 2.0 and not rewritten and not left
 
 
 def disk_full(base: Path) -> bool | None:
@@ -241,12 +284,17 @@ def export_places(base: Path) -> bool | None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--keep", action="store_true", help="keep the temp dir")
-    ap.add_argument("--kill-only", action="store_true", help="only the kill -9 case")
+    ap.add_argument("--kill-only", action="store_true", help="only the kill -9 cases")
+    ap.add_argument("--local-only", action="store_true", help="only the kill -9 during a local job case")
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="qdesign-hostile-"))
     print(f"work dir: {base}")
-    results = {"kill -9 of snakemake": kill_snakemake(base), "disk full": None if args.kill_only else disk_full(base)}
-    results["export targets"] = None if args.kill_only else export_places(base)
+    results = {
+        "kill -9 of snakemake": None if args.local_only else kill_snakemake(base),
+        "kill -9 of snakemake during a local job": kill_snakemake_during_local_job(base),
+        "disk full": None if args.kill_only or args.local_only else disk_full(base),
+    }
+    results["export targets"] = None if args.kill_only or args.local_only else export_places(base)
     for name, ok in results.items():
         print(f"{name}: {'skipped' if ok is None else 'PASS' if ok else 'FAIL'}")
     if not args.keep:

@@ -474,11 +474,13 @@ def _py(args, env=None) -> float:
 
 def tiny_cell_spec() -> str:
     """The JSON spec of the per-job start-up measurement's cell: 1 epoch of a
-    width-8 FCDNN on the offline digits set (what the default study trains)."""
+    width-8 FCDNN on the offline digits set (what the default study trains),
+    at lr 0.01, so that it learns something (test error 0.67): at the default
+    lr 0.001 one epoch leaves it at chance level, which fails a float cell."""
     from qdesign.core.config import validate_config  # noqa: PLC0415
     from qdesign.core.specs import float_spec  # noqa: PLC0415
 
-    study = {"dataset": "digits", "model": {"type": "fcdnn", "widths": [8]}, "training": {"epochs": 1}}
+    study = {"dataset": "digits", "model": {"type": "fcdnn", "widths": [8]}, "training": {"epochs": 1, "lr": 0.01}}
     return float_spec(validate_config({"device": "cpu", "studies": {"s": study}}), "s", 8, 0).to_json()
 
 

@@ -38,3 +38,12 @@ def tiny_study(**overrides) -> dict:
     }
     study.update(overrides)
     return study
+
+
+@pytest.fixture()
+def two_method_study(tmp_path):
+    """A finished study with methods fixed and learned whose errors differ
+    (tests/helpers.py): every consumer must answer per method."""
+    from .helpers import write_two_method_study  # noqa: PLC0415
+
+    return write_two_method_study(tmp_path)

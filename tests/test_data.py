@@ -123,7 +123,7 @@ def test_split_rows_are_the_seeded_permutation_rows():
 @pytest.mark.parametrize("compress", [False, True])
 def test_idx_datasets_read_from_torchvision_layout(tmp_path, compress):
     fake_mnist(tmp_path, compress=compress, folder="FashionMNIST")
-    p = prepare_dataset("fashion-mnist", tmp_path, download=False)
+    p = prepare_dataset("fashion-mnist", tmp_path, download=False, verify=False)
     assert p["x_train"].shape == (50, 1, 28, 28) and p["x_test"].shape == (20, 1, 28, 28)
     assert p["y_train"].dtype == torch.int64
 
@@ -133,12 +133,12 @@ def test_truncated_idx_file_is_reported(tmp_path):
     f = tmp_path / "MNIST" / "raw" / "t10k-images-idx3-ubyte"
     f.write_bytes(f.read_bytes()[:100])
     with pytest.raises(DatasetError, match="truncated"):
-        prepare_dataset("mnist", tmp_path, download=False)
+        prepare_dataset("mnist", tmp_path, download=False, verify=False)
 
 
 def test_cifar10_loads_from_its_on_disk_format(tmp_path):
     expected = fake_cifar10(tmp_path)
-    p = prepare_dataset("cifar10", tmp_path, download=False)
+    p = prepare_dataset("cifar10", tmp_path, download=False, verify=False)
     assert p["x_train"].shape == (60, 3, 32, 32) and p["x_test"].shape == (8, 3, 32, 32)
     data, labels = expected["data_batch_2"]
     # row layout: 1024 red, 1024 green, 1024 blue values, row-major 32x32
@@ -151,7 +151,7 @@ def test_corrupt_cifar10_batch_is_reported(tmp_path):
     fake_cifar10(tmp_path)
     (tmp_path / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"not a pickle")
     with pytest.raises(DatasetError, match="data_batch_3 is not a CIFAR-10 batch"):
-        prepare_dataset("cifar10", tmp_path, download=False)
+        prepare_dataset("cifar10", tmp_path, download=False, verify=False)
 
 
 @pytest.mark.parametrize("name, folder", [("mnist", "MNIST/raw"), ("cifar10", "cifar-10-batches-py")])
@@ -173,6 +173,32 @@ def test_failed_download_gives_one_clear_line(tmp_path, monkeypatch):
     msg = str(err.value)
     assert "download failed" in msg and "name resolution" in msg and "FashionMNIST/raw" in msg
     assert "\n" not in msg
+
+
+def test_published_checksums_are_torchvisions():
+    """The registry's md5s of the archives and CIFAR-10 batches are the ones
+    torchvision publishes; the uncompressed IDX entries are their contents'."""
+    tvd = pytest.importorskip("torchvision.datasets")
+    from qdesign.core.registry import DATASETS  # noqa: PLC0415
+
+    for name, cls in (("mnist", tvd.MNIST), ("fashion-mnist", tvd.FashionMNIST)):
+        archives = {f: m for f, m in DATASETS[name].checksums.items() if f.endswith(".gz")}
+        assert archives == dict(cls.resources)
+        assert {f.removesuffix(".gz") for f in archives} | set(archives) == set(DATASETS[name].checksums)
+    assert DATASETS["cifar10"].checksums == dict(tvd.CIFAR10.train_list + tvd.CIFAR10.test_list)
+
+
+def test_uncompressed_checksums_are_the_archives_contents(shared_data):
+    import hashlib  # noqa: PLC0415
+
+    from qdesign.core.registry import DATASETS  # noqa: PLC0415
+
+    for name, folder in (("mnist", "MNIST"), ("fashion-mnist", "FashionMNIST")):
+        sums = DATASETS[name].checksums
+        for f in sums:
+            if f.endswith(".gz"):
+                content = gzip.decompress((shared_data / folder / "raw" / f).read_bytes())
+                assert hashlib.md5(content).hexdigest() == sums[f.removesuffix(".gz")]
 
 
 def test_unknown_dataset():

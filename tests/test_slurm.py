@@ -262,3 +262,157 @@ def test_grouped_cells_run_in_one_slurm_job(runs, tmp_path):
     # all 4 retrain cells in a single group job, nothing else on the cluster
     assert len(jobs) == 1 and next(iter(jobs.values())).startswith("group_"), jobs
     assert set(sacct(list(jobs))["State"]) == {"COMPLETED"}
+
+
+PROFILE_ARGS = [  # the profile as shipped (its status settings and retries), on this cluster
+    "--workflow-profile",
+    str(REPO / "profiles" / "slurm"),
+    "--default-resources",
+    f"slurm_account={ACCOUNT}",
+    f"slurm_partition={PARTITION}",
+    "mem_mb=1000",
+    "runtime=10",
+]
+
+
+def profile_setting(key: str):
+    return yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())[key]
+
+
+def test_a_job_over_its_memory_request_is_killed_and_retried_with_more(cluster, tmp_path):
+    """The CI cluster enforces --mem (.ci/slurm-up.sh: JobAcctGatherParams=OverMemoryKill): a float
+    job asking 800 MB (its srun step needs ~1.1 GB) is killed, and the profile's retry asks twice as much and
+    succeeds. The request is a set-resources expression of attempt, as docs/slurm.md says to write one."""
+    config = tiny_config(tmp_path / "mem.yaml", model={"type": "fcdnn", "depth": 2, "widths": [8]}, bits=[2])
+    work = tmp_path / "work"
+    target = "results/s/float/w8-s0/metrics.parquet"
+    res = snakemake(
+        work,
+        config,
+        *PROFILE_ARGS,
+        "--slurm-init-seconds-before-status-checks",
+        "2",
+        "--set-resources",
+        "train_float:mem_mb=attempt*800",
+        "--",
+        target,
+        timeout=600,
+    )
+    log = res.stdout + res.stderr
+    assert res.returncode == 0, log[-3000:]
+    assert profile_setting("retries") >= 1
+    jobs = [j for j, kind in submitted(log).items() if kind == "rule_train_float"]
+    assert len(jobs) == 2, log[-3000:]
+    acct = sacct(jobs)
+    first, second = acct.loc[jobs[0]], acct.loc[jobs[1]]
+    assert first["State"] in ("OUT_OF_MEMORY", "FAILED") and first["req_mb"] == 800
+    assert first["peak_mb"] > first["req_mb"], acct.to_string()
+    assert second["State"] == "COMPLETED" and second["req_mb"] == 1600
+    assert second["peak_mb"] <= second["req_mb"]
+    slurm_log = next((work / ".snakemake" / "slurm_logs").rglob(f"{jobs[0]}.log")).read_text()
+    assert "exceeded memory limit" in slurm_log
+    assert (work / target).is_file()
+
+
+def test_scancel_with_the_shipped_profile_is_noticed_in_seconds_then_retried_once(cluster, tmp_path):
+    """What docs/slurm.md says happens to a job a person cancels, with the profile as shipped
+    (status checks every slurm-init-seconds-before-status-checks while jobs finish, retries: 1):
+    the cancellation is noticed at the next status check, seconds later; Snakemake resubmits the
+    job once with twice the memory; cancelling that one too ends the run with a failure."""
+    init = profile_setting("slurm-init-seconds-before-status-checks")
+    assert init <= 10 and profile_setting("retries") == 1
+    config = tiny_config(
+        tmp_path / "long.yaml",
+        model={"type": "fcdnn", "depth": 2, "widths": [8]},
+        bits=[2],
+        training={"epochs": 100000, "lr": 0.01, "batch_size": 64},
+    )
+    out = tmp_path / "snakemake.log"
+    target = "results/s/float/w8-s0/metrics.parquet"
+    with out.open("w") as fh:
+        proc = subprocess.Popen(
+            snakemake_cmd(tmp_path / "work", config, *PROFILE_ARGS, "--", target, timeout=400),
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def running_job(skip=()):
+        for _ in range(480):
+            found = [j for j in SUBMITTED.findall(out.read_text()) if j[0] not in skip]
+            if found:
+                job = found[0][0]
+                state = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True)
+                if state.stdout.strip() == "RUNNING":
+                    return job
+            if proc.poll() is not None:
+                break
+            time.sleep(0.5)
+        raise AssertionError(out.read_text()[-3000:])
+
+    try:
+        first = running_job()
+        time.sleep(3)
+        t0 = time.monotonic()
+        subprocess.run(["scancel", first], check=True, timeout=30)
+        while f"SLURM-job '{first}' failed" not in out.read_text():
+            assert time.monotonic() - t0 < 120 and proc.poll() is None, out.read_text()[-3000:]
+            time.sleep(0.2)
+        noticed = time.monotonic() - t0
+        second = running_job(skip={first})  # the retry
+        subprocess.run(["scancel", second], check=True, timeout=30)
+        rc = proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    log = out.read_text()
+    assert rc != 0 and rc != 124, log[-3000:]
+    assert "CANCELLED" in log and f"SLURM-job '{second}' failed" in log
+    assert noticed < 3 * init + 20, f"noticed after {noticed:.0f} s"
+    acct = sacct([first, second])
+    # twice the estimate, rounded up to 100 MB (qdesign.run.resources.mem_mb)
+    assert 1.9 * acct.loc[first, "req_mb"] <= acct.loc[second, "req_mb"] <= 2 * acct.loc[first, "req_mb"]
+    print(f"scancel noticed after {noticed:.1f} s; retried as job {second} with {acct.loc[second, 'ReqMem']}")
+
+
+def test_ctrl_c_cancels_the_runs_jobs_and_resubmits_nothing(cluster, tmp_path):
+    """The way docs/slurm.md gives to stop a run: SIGINT (Ctrl-C) to Snakemake cancels its running
+    job and ends the run, with the profile's retries: 1 resubmitting nothing."""
+    import signal  # noqa: PLC0415
+
+    config = tiny_config(
+        tmp_path / "long.yaml",
+        model={"type": "fcdnn", "depth": 2, "widths": [8]},
+        bits=[2],
+        training={"epochs": 100000, "lr": 0.01, "batch_size": 64},
+    )
+    out = tmp_path / "snakemake.log"
+    target = "results/s/float/w8-s0/metrics.parquet"
+    with out.open("w") as fh:
+        proc = subprocess.Popen(  # Ctrl-C reaches a foreground process: SIGINT not ignored
+            snakemake_command(tmp_path / "work", "--configfile", config, *PROFILE_ARGS, "--", target),
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+    try:
+        job = None
+        for _ in range(480):
+            found = SUBMITTED.search(out.read_text())
+            if found:
+                job = found.group(1)
+                state = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True)
+                if state.stdout.strip() == "RUNNING":
+                    break
+            time.sleep(0.5)
+        time.sleep(3)
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    log = out.read_text()
+    assert rc != 0 and "Terminating processes on user request" in log, log[-3000:]
+    assert len(SUBMITTED.findall(log)) == 1  # nothing resubmitted
+    assert sacct([job]).loc[job, "State"].startswith("CANCELLED")
+    assert subprocess.run(["squeue", "-h", "-j", job], capture_output=True, text=True).stdout.strip() == ""

@@ -5,6 +5,7 @@ import os
 import re
 import shlex
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
@@ -15,7 +16,13 @@ from qdesign.core.precision import Precision
 from qdesign.core import registry
 from qdesign.run import resources as qres
 from qdesign.core import specs as qspecs
+from qdesign.run import console as qconsole
+from qdesign.run import lifeline as qlifeline
 from qdesign.run import worker as qworker
+
+_RUN_START = time.time()
+# local jobs end when this Snakemake process dies, even by kill -9 (qdesign.run.lifeline)
+qlifeline.mark_owner()
 
 # A --configfile replaces config/config.yaml instead of extending it (a paper
 # grid must not also run the default digits studies); --config key=value
@@ -72,7 +79,9 @@ def prepare_args(wildcards):
     if registry.DATASETS[wildcards.dataset].reader == "digits":
         return ""
     flag = "--download" if config["download"] else "--no-download"
-    return f"--data-dir {shlex.quote(config['data_dir'])} {flag}"
+    # only when off: a default config's command is unchanged (nothing is prepared again)
+    own = "" if config["verify_checksums"] else " --no-verify-checksums"
+    return f"--data-dir {shlex.quote(config['data_dir'])} {flag}{own}"
 
 
 def data_file(wildcards):
@@ -264,7 +273,10 @@ onstart:
 
 onsuccess:
     qworker.stop(_worker.pop("proc", None))
+    # cells flagged in this run (chance level, diverged): said here, not only in their logs
+    qconsole.report_run(f"{layout.RESULTS}/logs", _RUN_START)
 
 
 onerror:
     qworker.stop(_worker.pop("proc", None))
+    qconsole.report_run(f"{layout.RESULTS}/logs", _RUN_START)

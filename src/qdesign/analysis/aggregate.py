@@ -19,9 +19,10 @@ import numpy as np
 import pandas as pd
 
 from ..core.errors import TableError
+from ..core.io import produced_by_pipeline
 from ..core.precision import is_float_bits
 from .ecr import best_under_budget, budget_grid, effective_compression_ratio, pareto_front
-from .tables import FLOAT_METHOD, MEMORY_COLUMNS, with_method
+from .tables import FLOAT_METHOD, MEMORY_COLUMNS, flagged, flagged_note, with_method
 
 CELL_KEYS = ["study", "model", "depth", "method", "width", "n_weights", "bits"]
 
@@ -33,7 +34,8 @@ def read_parquets(paths: Iterable[str | Path], what: str = "cell metrics") -> pd
         try:
             frames.append(pd.read_parquet(p))
         except Exception as exc:
-            raise TableError(f"cannot read {what} {p} ({type(exc).__name__}); delete it and rerun") from None
+            advice = "delete it and rerun" if produced_by_pipeline(p) else "check that this is the right file"
+            raise TableError(f"cannot read {what} {p} ({type(exc).__name__}); {advice}") from None
     if not frames:
         raise TableError(f"no {what} to aggregate")
     return pd.concat(frames, ignore_index=True)
@@ -139,6 +141,12 @@ def frontier_table(summary: pd.DataFrame, memory: str = "weights", n_budgets: in
 def aggregate(
     paths: Iterable[str | Path], reference_bits: int = 32, memory: str = "weights", n_budgets: int = 25
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """(summary, ecr, frontier) tables of one study from its cell metrics files."""
+    """(summary, ecr, frontier) tables of one study from its cell metrics files.
+    The summary holds every cell; the ECR and the frontier only the cells that
+    are not flagged (:func:`flagged`: at chance level or diverged), never
+    silently: :func:`flagged_note` names them."""
     summary = read_cells(paths)
-    return (summary, ecr_table(summary, reference_bits, memory), frontier_table(summary, memory, n_budgets))
+    usable = summary[~flagged(summary)]
+    if not is_float_bits(usable["bits"]).any():
+        raise TableError(f"every float cell is flagged, no float curve to build the ECR on: {flagged_note(summary)}")
+    return (summary, ecr_table(usable, reference_bits, memory), frontier_table(usable, memory, n_budgets))

@@ -26,7 +26,7 @@ import pandas as pd
 
 from ..core.errors import TableError
 from .aggregate import read_parquets, seed_means
-from .tables import FLOAT_METHOD, MEMORY_COLUMNS, with_method
+from .tables import FLOAT_METHOD, MEMORY_COLUMNS, flagged, with_method
 
 MIXED_KEYS = ["study", "method", "width", "n_weights", "precision"]
 
@@ -69,9 +69,10 @@ def uniform_means(summary: pd.DataFrame, memory: str = "weights") -> pd.DataFram
 
 
 def comparison_table(summary: pd.DataFrame, mixed: pd.DataFrame, memory: str = "weights") -> pd.DataFrame:
-    """Best uniform vs best mixed design under each uniform cell's memory (see module doc)."""
-    uni = uniform_means(summary, memory)
-    mix = mixed_means(mixed, memory)
+    """Best uniform vs best mixed design under each uniform cell's memory (see
+    module doc); flagged cells (at chance level, diverged) are no candidates."""
+    uni = uniform_means(summary[~flagged(summary)], memory)
+    mix = mixed_means(mixed[~flagged(mixed)], memory)
     rows = []
     for method in sorted(mix["method"].unique()):
         u = uni[uni["method"].isin([method, FLOAT_METHOD])]

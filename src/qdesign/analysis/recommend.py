@@ -38,7 +38,7 @@ from ..core.errors import ConfigError, TableError, UserError
 from ..core.memory import format_bits, parse_budget
 from ..core.precision import is_float_bits
 from .scaling import cell_stats, design_pool, fitted_methods, law_from_table
-from .tables import MEMORY_COLUMNS, read_table, with_method
+from .tables import MEMORY_COLUMNS, flagged, read_table, with_method
 
 __all__ = [
     "Recommendation",
@@ -185,8 +185,7 @@ class Recommendation:
 def _trained(summary: pd.DataFrame, budget: float, memory: str) -> pd.DataFrame:
     mem_col = MEMORY_COLUMNS[memory]
     df = with_method(summary)
-    if "chance_level" in df.columns:
-        df = df[~df["chance_level"].astype("boolean").fillna(False).astype(bool)]
+    df = df[~flagged(df)]  # diverged or at chance level: no result, no advice
     g = (
         df.groupby(["method", "width", "bits"], sort=True)
         .agg(

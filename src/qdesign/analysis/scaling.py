@@ -43,7 +43,7 @@ from ..core.errors import TableError
 from ..core.precision import is_float_bits
 from .bootstrap import DEFAULT_LEVEL, boot_means, seed_table
 from .intervals import IntervalModel
-from .tables import FLOAT_METHOD, retraining_methods, with_method
+from .tables import FLOAT_METHOD, flagged, retraining_methods, with_method
 
 __all__ = [
     "FORMS",
@@ -469,12 +469,11 @@ def nested_cv(
 
 
 def _law_rows(summary: pd.DataFrame, method: str) -> pd.DataFrame:
-    """The float rows and ``method``'s rows of a summary, chance-level cells left out."""
+    """The float rows and ``method``'s rows of a summary, flagged cells (diverged,
+    chance level: no result) left out."""
     df = with_method(summary)
     df = df[df["method"].isin([FLOAT_METHOD, method])]
-    if "chance_level" in df.columns:
-        df = df[~df["chance_level"].astype("boolean").fillna(False).astype(bool)]
-    return df
+    return df[~flagged(df)]
 
 
 def fit_study(

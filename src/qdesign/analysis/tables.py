@@ -69,3 +69,38 @@ def primary_method_rows(table: pd.DataFrame) -> pd.DataFrame:
     df = with_method(table)
     keep = primary_method(df)
     return df[df["method"].isin([keep, FLOAT_METHOD])]
+
+
+FLAG_COLUMNS = {"chance_level": "at chance level", "diverged": "diverged"}
+"""Columns of a cell's row that say it is no result (qdesign.nn.cells): such cells
+stay in the summary, flagged, and are kept out of the ECR and the frontier."""
+
+
+def flagged(table: pd.DataFrame) -> pd.Series:
+    """Per row: whether any flag of :data:`FLAG_COLUMNS` is set (a missing column
+    or value: not flagged, as in tables written before the flag existed)."""
+    out = pd.Series(False, index=table.index)
+    for col in FLAG_COLUMNS:
+        if col in table.columns:
+            out |= table[col].astype("boolean").fillna(False).astype(bool)
+    return out
+
+
+def flagged_note(table: pd.DataFrame, limit: int = 6) -> str | None:
+    """One line naming the flagged cells of a summary (None when there are none)."""
+    rows = with_method(table)[flagged(table)] if len(table) else table
+    if not len(rows):
+        return None
+    kinds = [
+        f"{int(rows[c].astype('boolean').fillna(False).sum())} {what}" for c, what in FLAG_COLUMNS.items() if c in rows
+    ]
+    names = [
+        f"w{int(r.width)} {'float' if is_float_bits(r.bits) else f'{int(r.bits)}-bit {r.method}'} s{int(r.seed)}"
+        for r in rows.itertuples()
+    ]
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    study = f"{rows['study'].iloc[0]}: " if "study" in rows else ""
+    return (
+        f"{study}{len(rows)} of {len(table)} cells flagged ({', '.join(k for k in kinds if not k.startswith('0 '))}) "
+        f"and kept out of the ECR and the frontier: {', '.join(names[:limit])}{more}"
+    )

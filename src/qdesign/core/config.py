@@ -10,9 +10,11 @@ module when it parses the workflow.
 from __future__ import annotations
 
 import copy
+import decimal
 import difflib
 import math
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -99,7 +101,7 @@ def _one_line(error, schema: dict) -> str:
     if error.validator == "minItems" and error.validator_value == 1:
         return f"{where}: must not be empty"
     if error.validator == "type":
-        return f"{where}: {error.instance!r} is not of type {error.validator_value}"
+        return f"{where}: {error.instance!r} is not of type {error.validator_value}{_yaml_number_hint(error)}"
     if error.validator in ("oneOf", "anyOf"):
         return f"{where}: {error.instance!r} must be {' or '.join(_describe(s) for s in error.validator_value)}"
     return f"{where}: {error.message}"
@@ -111,6 +113,33 @@ def _describe(schema: dict) -> str:
         return " or ".join(repr(v) for v in schema["enum"])
     text = {"integer": "an integer", "number": "a number", "string": "a string"}.get(schema.get("type"), "a value")
     return f"{text} >= {schema['minimum']}" if "minimum" in schema else text
+
+
+_YAML11_STRING_NUMBER = re.compile(r"^([-+]?)([0-9][0-9_]*)(?:\.([0-9_]*))?[eE]([-+]?)([0-9]+)$")
+
+
+def _yaml_number_hint(error) -> str:
+    """Why a number reached the schema as a string, and how to write it: YAML
+    1.1 (PyYAML, Snakemake) reads ``1e-3`` as a string, since its floats need
+    a dot and a signed exponent (``1.0e-3``)."""
+    expected = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+    if not isinstance(error.instance, str) or not {"number", "integer"} & set(expected):
+        return ""
+    m = _YAML11_STRING_NUMBER.match(error.instance.strip())
+    if m is None:
+        return ""
+    sign, whole, frac, esign, exp = m.groups()
+    try:
+        value = decimal.Decimal(error.instance.strip().replace("_", ""))
+    except decimal.InvalidOperation:
+        return ""
+    if not value.is_finite() or abs(value.adjusted()) > 30:
+        return ""
+    plain = f"{value.normalize():f}"
+    if "number" not in expected:  # an integer key: only the plain spelling is an integer
+        return f" (YAML reads {error.instance} as a string: write {plain})" if value == value.to_integral() else ""
+    dotted = f"{sign}{whole}.{frac or '0'}e{esign or '+'}{exp}"
+    return f" (YAML reads {error.instance} as a string: write {dotted} or {plain})"
 
 
 def _check_finite(value: Any, path: tuple = ()) -> None:

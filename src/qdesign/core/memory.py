@@ -132,7 +132,9 @@ def parse_budget(text) -> int:
         value = float(f"{m.group(1)}e{m.group(2) or 0}")  # inf when huge: rejected below
         unit = m.group(3)
     bits = value * _UNITS[unit]
-    if not math.isfinite(bits) or bits < 1:
+    if not math.isfinite(bits):
+        raise ConfigError(f"budget {text!r} is too large to be a memory size (beyond a float's range)")
+    if bits < 1:
         raise ConfigError(f"budget {text!r} must be at least 1 bit")
     return math.floor(bits + 1e-9)
 

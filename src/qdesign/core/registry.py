@@ -23,13 +23,56 @@ class DatasetInfo:
     torchvision_class: str | None  # torchvision.datasets class that downloads it
     source: str
     license: str
+    md5: tuple[tuple[str, str], ...] = ()  # (file name, md5) of every published file; see _MD5 below
 
     @property
     def n_examples(self) -> int:
         return self.n_train + self.n_test
 
+    @property
+    def checksums(self) -> dict[str, str]:
+        """File name (as it lies in ``folder``) -> md5 of the published file."""
+        return dict(self.md5)
+
 
 _IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+# md5 of the published files, checked when a dataset is prepared (qdesign.nn.data). The .gz
+# archives and the CIFAR-10 batches: the checksums torchvision publishes with its dataset classes
+# (torchvision.datasets.MNIST.resources, FashionMNIST.resources, CIFAR10.train_list / test_list;
+# tests/test_data.py compares them whenever torchvision is installed). The uncompressed IDX files
+# (torchvision keeps both): md5 of `gzip -dc` of each verified archive, recorded once (torchvision
+# 0.29.1's archives, 2026-12).
+_MD5 = {
+    "mnist": (
+        ("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
+        ("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432"),
+        ("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
+        ("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"),
+        ("train-images-idx3-ubyte", "6bbc9ace898e44ae57da46a324031adb"),
+        ("train-labels-idx1-ubyte", "a25bea736e30d166cdddb491f175f624"),
+        ("t10k-images-idx3-ubyte", "2646ac647ad5339dbf082846283269ea"),
+        ("t10k-labels-idx1-ubyte", "27ae3e4e09519cfbb04c329615203637"),
+    ),
+    "fashion-mnist": (
+        ("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
+        ("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe"),
+        ("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79"),
+        ("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310"),
+        ("train-images-idx3-ubyte", "f4a8712d7a061bf5bd6d2ca38dc4d50a"),
+        ("train-labels-idx1-ubyte", "9018921c3c673c538a1fc5bad174d6f9"),
+        ("t10k-images-idx3-ubyte", "8181f5470baa50b63fa0f6fddb340f0a"),
+        ("t10k-labels-idx1-ubyte", "15d484375f8d13e6eb1aabb0c3f46965"),
+    ),
+    "cifar10": (
+        ("data_batch_1", "c99cafc152244af753f735de768cd75f"),
+        ("data_batch_2", "d4bba439e000b95fd0a9bffe97cbabec"),
+        ("data_batch_3", "54ebc095f3ab1f0389bbae665268c751"),
+        ("data_batch_4", "634d18415352ddfa80567beed471001a"),
+        ("data_batch_5", "482c414d41f54cd18b22e5b47cb7c3cb"),
+        ("test_batch", "40351d587109b95175f43aff81a1287e"),
+    ),
+}
 
 DATASETS: dict[str, DatasetInfo] = {
     d.name: d
@@ -59,6 +102,7 @@ DATASETS: dict[str, DatasetInfo] = {
             "MNIST",
             "LeCun, Cortes & Burges, MNIST handwritten digits",
             "CC BY-SA 3.0",
+            _MD5["mnist"],
         ),
         DatasetInfo(
             "fashion-mnist",
@@ -72,6 +116,7 @@ DATASETS: dict[str, DatasetInfo] = {
             "FashionMNIST",
             "Xiao, Rasul & Vollgraf, Fashion-MNIST (Zalando Research)",
             "MIT",
+            _MD5["fashion-mnist"],
         ),
         DatasetInfo(
             "cifar10",
@@ -85,9 +130,21 @@ DATASETS: dict[str, DatasetInfo] = {
             "CIFAR10",
             "Krizhevsky, Learning Multiple Layers of Features from Tiny Images (CIFAR-10)",
             "no explicit license; free for research use as distributed by the authors",
+            _MD5["cifar10"],
         ),
     )
 }
+
+
+def published_file(md5: str) -> tuple[str, str] | None:
+    """(dataset, file name) of the published file with this md5, or None: what a
+    file that is not the one expected looks like instead."""
+    for name, info in DATASETS.items():
+        for fname, digest in info.md5:
+            if digest == md5:
+                return name, fname
+    return None
+
 
 METHODS: tuple[str, ...] = ("fixed", "epoch", "learned")
 """Retraining methods (implementations: :mod:`qdesign.nn.methods`); ``fixed`` is

@@ -66,16 +66,21 @@ class FloatSpec:
     split_seed: int
     device: str
     training: Mapping[str, Any]
+    fail_on_divergence: bool = True  # the study's opt-out (False: diverged cells are recorded, flagged)
 
     def to_dict(self) -> dict:
-        return {k: copy.deepcopy(getattr(self, k)) for k in _FLOAT_FIELDS}
+        d = {k: copy.deepcopy(getattr(self, k)) for k in _FLOAT_FIELDS}
+        if not self.fail_on_divergence:  # in the dict (and key) only when off: keys predate it
+            d["fail_on_divergence"] = False
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping) -> FloatSpec:
         missing = [k for k in _FLOAT_FIELDS if k not in d]
         if missing:
             raise CheckpointError(f"float spec is missing {', '.join(missing)}")
-        return cls(**{k: copy.deepcopy(d[k]) for k in _FLOAT_FIELDS})
+        fields = {k: copy.deepcopy(d[k]) for k in _FLOAT_FIELDS}
+        return cls(**fields, fail_on_divergence=bool(d.get("fail_on_divergence", True)))
 
     def to_json(self) -> str:
         return spec_json(self.to_dict())
@@ -207,6 +212,7 @@ def float_spec(config: Mapping, study: str, width: int, seed: int) -> FloatSpec:
         split_seed=config["split_seed"],
         device=study_device(config, study),
         training=dict(s["training"]),
+        fail_on_divergence=bool(s.get("fail_on_divergence", True)),
     )
 
 

@@ -75,9 +75,13 @@ def tables_html(summary, ecr, frontier, study: str) -> str:
     fr = frontier.copy()
     if "budget_bits" in fr.columns:
         fr.insert(1, "budget_kib", fr["budget_bits"] / 8192)
+    from ..analysis.tables import flagged_note  # noqa: PLC0415
+
+    note = flagged_note(summary)
     body = [
         f"<p>Study <b>{html.escape(study)}</b>: {len(summary)} trained networks. Errors in percent "
         "(test set), means over seeds. Memory: weights only, KiB.</p>",
+        f"<p style='color:#b00'><b>Warning:</b> {html.escape(note)}.</p>" if note else "",
         _table(means, "Cells: seed-mean test error, before (direct) and after retraining"),
         _table(ecr[ecr_cols], "Effective compression ratio per width and bits (see docs/method.md §3)"),
         _table(fr, "Frontier: Pareto cells, and the best cell per memory budget"),

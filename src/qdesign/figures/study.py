@@ -153,8 +153,11 @@ def plot_error_vs_memory(
         )
 
     handles, _ = ax.get_legend_handles_labels()
-    if "chance_level" in summary.columns:  # cells no better than guessing: a red x over the marker
-        flags = summary["chance_level"].astype("boolean").fillna(False).astype(bool)
+    if {"chance_level", "diverged"} & set(summary.columns):  # cells that are no result: a red x over the marker
+        from ..analysis.tables import flagged  # noqa: PLC0415
+
+        flags = flagged(summary)
+        diverged = "diverged" in summary.columns and bool(flagged(summary[["diverged"]]).any())
         bad = summary[flags].groupby(["bits", "width"]).size().index
         sel = cells.set_index(["bits", "width"]).index.isin(bad)
         if sel.any():
@@ -167,7 +170,8 @@ def plot_error_vs_memory(
                 lw=1.5,
                 zorder=5,
             )
-            handles.append(Line2D([], [], ls="none", marker="x", color="red", ms=7, mew=1.5, label="chance level"))
+            label = "diverged or chance level (not on the frontier)" if diverged else "chance level"
+            handles.append(Line2D([], [], ls="none", marker="x", color="red", ms=7, mew=1.5, label=label))
     if not pareto.empty:
         x = pareto["memory_bits"].to_numpy(float)
         y = 100 * pareto["error"].to_numpy(float)

@@ -25,7 +25,7 @@ import torch
 
 from .. import __version__
 from ..core.constants import CHECKPOINT_VERSION
-from ..core.errors import CheckpointError
+from ..core.errors import CheckpointError, DivergedError
 from ..core.io import parquet_write_atomic
 from ..core.memory import network_memory_bits
 from ..core.precision import Precision, row_layer_bits
@@ -131,15 +131,16 @@ def _base_row(
     }
 
 
-def _flag_chance(row: dict, data, log: Callable[[str], None], what: str) -> None:
+def _flag_chance(row: dict, data, log: Callable[[str], None], what: str, fail: str | None = None) -> None:
     """Record (column ``chance_level``) and warn loudly when a trained network
-    is no better than guessing: such a cell is kept but must not pass unnoticed."""
+    is no better than guessing. ``fail`` (a float network of a study that fails
+    on divergence): the settings to check; the job then stops instead."""
     row["chance_level"] = chance_level(row["test_error"], data.y_test, data.n_classes)
     if row["chance_level"]:
-        log(
-            f"WARNING: {what} test error {row['test_error']:.4f} is at chance level "
-            f"({data.n_classes} classes): the network learned nothing; check the training settings"
-        )
+        at = f"test error {row['test_error']:.4f} is at chance level ({data.n_classes} classes)"
+        if fail is not None:
+            raise DivergedError(f"{what}: {at}: it learned nothing; {fail}")
+        log(f"WARNING: {what} {at}: the network learned nothing; check the training settings")
 
 
 def _write_cell(out_dir: str | Path, row: dict, res, clock: _Clock, data, checkpoint: dict) -> None:
@@ -196,7 +197,9 @@ def train_float(spec: FloatSpec, data_path: str | Path, out_dir: str | Path, thr
         f"{data.x_train.shape[0]} train / {data.x_val.shape[0]} val / {data.x_test.shape[0]} test"
     )
     what = f"float {spec.study} width {spec.width} seed {spec.seed}"
-    res = fit(model, data, spec.training, seed=spec.seed, log=log, label=what)
+    setting = f"studies.{spec.study}.training"
+    fail = spec.fail_on_divergence
+    res = fit(model, data, spec.training, seed=spec.seed, log=log, label=what, setting=setting, fail_on_divergence=fail)
     model.load_state_dict(res.best_state)
     val_err = res.best_val_error  # fit evaluated exactly this state
     test_err = clock.timed("evaluate", evaluate, model, data.x_test, data.y_test)
@@ -210,9 +213,15 @@ def train_float(spec: FloatSpec, data_path: str | Path, out_dir: str | Path, thr
             "direct_val_error": float("nan"),
             "steps": [],
             "quantized_layers": 0,
+            "diverged": res.diverged is not None,
         }
     )
-    _flag_chance(row, data, log, what)
+    check = (
+        f"best epoch {res.best_epoch}/{res.epochs_run}; check {setting}.lr (now {spec.training['lr']:g}) "
+        f"and the other {setting} settings, "
+        f"or set studies.{spec.study}.fail_on_divergence: false to record such cells"
+    )
+    _flag_chance(row, data, log, what, check if fail else None)
     _write_cell(
         out_dir,
         row,
@@ -312,6 +321,8 @@ def retrain(
         keep_start=True,
         start_val_error=direct_val,
         label=what,
+        setting=f"studies.{spec.study}.retraining",
+        fail_on_divergence=fspec.fail_on_divergence,
     )
     qmodel.load_state_dict(res.best_state)
     val_err = res.best_val_error
@@ -336,6 +347,7 @@ def retrain(
             "direct_val_error": direct_val,
             "steps": [codes[name].step for name, _ in quantized_layers(qmodel)],
             "quantized_layers": len(codes),
+            "diverged": res.diverged is not None,
         }
     )
     _flag_chance(row, data, log, what)

@@ -12,6 +12,8 @@ torchvision is imported only to download a dataset that is missing.
 from __future__ import annotations
 
 import gzip
+import hashlib
+import io
 import math
 import pickle
 import struct
@@ -23,7 +25,7 @@ import numpy as np
 import torch
 
 from ..core.errors import DatasetError
-from ..core.registry import DATASETS
+from ..core.registry import DATASETS, published_file
 from .torchio import torch_load_checked, torch_save_atomic
 
 FORMAT_VERSION = 1
@@ -36,13 +38,44 @@ SPLITS_FORMAT_VERSION = 1
 _IDX_MAGIC = {"images": 0x0803, "labels": 0x0801}  # unsigned bytes (0x08), 3 or 1 dimensions
 
 
-def _read_idx(path: Path, kind: str) -> np.ndarray:
-    """Read an IDX file of ``kind`` "images" or "labels" (uncompressed, or the
-    .gz beside it); anything else is a one-line DatasetError naming the file."""
-    opener = gzip.open if path.suffix == ".gz" else open
+def _read_file(path: Path) -> bytes:
     try:
-        with opener(path, "rb") as f:
-            raw = f.read()
+        return path.read_bytes()
+    except OSError as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        raise DatasetError(f"{path} cannot be read ({reason}); replace it with the original file") from None
+
+
+def check_published(path: Path, content: bytes, dataset: str) -> None:
+    """Refuse a file that is not the published one of ``dataset`` (its md5 in
+    :data:`qdesign.core.registry.DATASETS`), naming what it looks like instead:
+    another dataset's file (Fashion-MNIST in MNIST's folder), another file of
+    this dataset (a test file in the train slot), or no published file at all.
+    Costs one md5 of bytes already read, once, when the dataset is prepared."""
+    want = DATASETS[dataset].checksums.get(path.name)
+    got = hashlib.md5(content, usedforsecurity=False).hexdigest()
+    if want is None or got == want:
+        return
+    found = published_file(got)
+    if found is None:
+        looks = "no published file of a dataset qdesign knows (modified, truncated or another data set)"
+    else:
+        looks = f"{found[0]}'s {found[1]}"
+    raise DatasetError(
+        f"{path} is not {dataset}'s published {path.name} (md5 {got}): it looks like {looks}; put the original "
+        "file there, or set verify_checksums: false in the config to use your own files"
+    )
+
+
+def _read_idx(path: Path, kind: str, verify: str | None = None) -> np.ndarray:
+    """Read an IDX file of ``kind`` "images" or "labels" (uncompressed, or the
+    .gz beside it); anything else is a one-line DatasetError naming the file.
+    ``verify``: the dataset whose published checksum the file must have."""
+    content = _read_file(path)
+    if verify is not None:
+        check_published(path, content, verify)
+    try:
+        raw = gzip.decompress(content) if path.suffix == ".gz" else content
     except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
         reason = "truncated" if isinstance(exc, EOFError) else f"{type(exc).__name__}: {exc}"
         raise DatasetError(f"{path} cannot be read ({reason}); replace it with the original file") from None
@@ -117,15 +150,16 @@ def ensure_available(name: str, data_dir: str | Path, download: bool) -> Path:
     return folder
 
 
-def _load_idx_dataset(folder: Path, image_size: tuple[int, int] = (28, 28)):
-    """MNIST-layout IDX files, checked against each other: images and labels
-    of a split agree in count, images are ``image_size``, and the train split
-    is larger than the test split (60000 vs 10000 for MNIST and
-    Fashion-MNIST), so a t10k file in a train slot is refused."""
+def _load_idx_dataset(folder: Path, image_size: tuple[int, int] = (28, 28), verify: str | None = None):
+    """MNIST-layout IDX files, checked against their published checksums
+    (``verify``: the dataset's name; None for a user's own files) and against
+    each other: images and labels of a split agree in count, images are
+    ``image_size``, and the train split is larger than the test split (60000
+    vs 10000 for MNIST and Fashion-MNIST), so a t10k file in a train slot is refused."""
 
     def read(stem, kind):
         path = _find(folder, stem)
-        return path, _read_idx(path, kind)
+        return path, _read_idx(path, kind, verify)
 
     splits = {}
     for split, prefix in (("train", "train"), ("test", "t10k")):
@@ -166,10 +200,13 @@ class _CifarUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def _load_cifar10(folder: Path):
+def _load_cifar10(folder: Path, verify: str | None = None):
     def read(fname):
+        content = _read_file(folder / fname)
+        if verify is not None:
+            check_published(folder / fname, content, verify)
         try:
-            with open(folder / fname, "rb") as f:
+            with io.BytesIO(content) as f:
                 batch = _CifarUnpickler(f, encoding="bytes").load()
             data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
             labels = np.asarray(batch[b"labels"], dtype=np.int64)
@@ -199,22 +236,29 @@ def _load_digits(split_seed: int):
 # ------------------------------------------------------------------ prepare
 
 
-def prepare_dataset(name: str, data_dir: str | Path = "data", download: bool = True, split_seed: int = 0) -> dict:
+def prepare_dataset(
+    name: str, data_dir: str | Path = "data", download: bool = True, split_seed: int = 0, verify: bool = True
+) -> dict:
     """Read a dataset into a dict of uint8 images, labels and normalisation stats.
 
     digits has no official test set: a stratified 20% test split seeded by
-    ``split_seed`` is fixed here, once.
+    ``split_seed`` is fixed here, once. Files read from ``data_dir`` must be
+    the published ones (md5, :func:`check_published`) unless ``verify`` is
+    False (the config's ``verify_checksums: false``: a user's own files).
     """
     if name not in DATASETS:
         raise DatasetError(f"unknown dataset '{name}' (known: {', '.join(DATASETS)})")
     if DATASETS[name].reader == "digits":
         xtr, ytr, xte, yte = _load_digits(split_seed)
-        source = "sklearn.datasets.load_digits"
+        source, checked = "sklearn.datasets.load_digits", "bundled with scikit-learn"
     else:
         folder = ensure_available(name, data_dir, download)
-        loader = _load_cifar10 if DATASETS[name].reader == "cifar10" else _load_idx_dataset
-        xtr, ytr, xte, yte = loader(folder)
+        if DATASETS[name].reader == "cifar10":
+            xtr, ytr, xte, yte = _load_cifar10(folder, verify=name if verify else None)
+        else:
+            xtr, ytr, xte, yte = _load_idx_dataset(folder, verify=name if verify else None)
         source = str(folder)
+        checked = "md5 of every file: the published one" if verify else "not checked (verify_checksums: false)"
     n_classes = DATASETS[name].n_classes
     for split, labels in (("train", ytr), ("test", yte)):
         if labels.min() < 0 or labels.max() >= n_classes:
@@ -226,6 +270,7 @@ def prepare_dataset(name: str, data_dir: str | Path = "data", download: bool = T
         "format_version": FORMAT_VERSION,
         "name": name,
         "source": source,
+        "checksums": checked,
         "n_classes": n_classes,
         "x_train": torch.from_numpy(np.array(xtr, order="C")),  # a writable copy
         "y_train": torch.from_numpy(ytr.astype(np.int64)),

@@ -115,14 +115,26 @@ def costs_from_table(table: pd.DataFrame, candidate_bits: Sequence[int]) -> tupl
 
 
 def read_sensitivity(path: str | Path, float_hash: str | None = None) -> pd.DataFrame:
-    """A sensitivity file; if ``float_hash`` is given it must be of that network."""
+    """A sensitivity file; if ``float_hash`` is given it must be of that network.
+    An unreadable file, or one without the columns the allocation reads, is one
+    line naming it; only a file under ``results/`` is met with "delete it and rerun"."""
     from ..core.errors import CheckpointError  # noqa: PLC0415
+    from ..core.io import produced_by_pipeline  # noqa: PLC0415
 
+    advice = (
+        "delete it and rerun its sensitivity job" if produced_by_pipeline(path) else "check that this is the right file"
+    )
     try:
         table = pd.read_parquet(path)
     except Exception as exc:
         what = type(exc).__name__
-        raise CheckpointError(f"cannot read sensitivity table {path} ({what}); delete it and rerun") from None
+        raise CheckpointError(f"cannot read sensitivity table {path} ({what}); {advice}") from None
+    need = ("layer", "n_weights", "bits", "d_val_loss") + (("float_hash",) if float_hash is not None else ())
+    missing = [c for c in need if c not in table.columns]
+    if missing:
+        raise CheckpointError(
+            f"{path} is not a sensitivity table of this version (no column {', '.join(missing)}); {advice}"
+        )
     if float_hash is not None and set(table["float_hash"]) != {float_hash}:
         raise CheckpointError(
             f"{path} was computed for another float network (stale sensitivity table: rerun its sensitivity job)"

@@ -171,6 +171,26 @@ class FitResult:
     epochs_run: int
     seconds: float
     history: list[dict] = field(default_factory=list)
+    diverged: str | None = None  # why training counts as diverged (only with fail_on_divergence off), else None
+
+
+LOSS_GROWTH = 10.0
+"""A training loss above this many times its start (or than ln(classes), the
+loss of guessing, when the start is lower) is divergence, finite or not."""
+LOSS_PROBE = 4096
+"""Training examples (the first of the shuffled split) on which the loss of the
+starting and the final weights is compared, in eval mode: one forward pass each."""
+LOSS_END_MARGIN, LOSS_END_FLOOR = 0.05, 0.01
+"""The final weights' probe loss may exceed the start's by this fraction plus
+this many nats (noise of the last steps, and of a start that is already
+nearly 0) before training counts as having ended above its start."""
+
+
+@torch.inference_mode()
+def probe_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Mean cross-entropy of ``model`` in eval mode on the first :data:`LOSS_PROBE`
+    examples of (x, y); touches no random state, so training is unchanged."""
+    return float(F.cross_entropy(logits(model, x[:LOSS_PROBE]).float(), y[:LOSS_PROBE]))
 
 
 def _weights_finite(model: nn.Module) -> bool:
@@ -203,6 +223,8 @@ def fit(
     keep_start: bool = False,
     start_val_error: float | None = None,
     label: str = "training",
+    setting: str = "training",
+    fail_on_divergence: bool = True,
 ) -> FitResult:
     """Train ``model`` on ``data.x_train`` for ``cfg['epochs']`` epochs.
 
@@ -212,15 +234,36 @@ def fit(
     than direct quantization on validation data); ``start_val_error`` is the
     caller's evaluation of those starting weights, if it has one.
 
-    A non-finite loss or non-finite weights after an epoch raise
-    :class:`DivergedError` naming ``label`` (the cell) and the epoch: a
-    diverged network is never recorded as a result.
+    Divergence raises :class:`DivergedError` naming ``label`` (the cell), the
+    epoch and ``setting`` (the config section of ``cfg``, e.g.
+    ``studies.S.retraining``): a non-finite loss or non-finite weights after an
+    epoch; an epoch's training loss above :data:`LOSS_GROWTH` times its start;
+    or final weights whose loss on a fixed probe of training examples ends
+    above the starting weights' (:func:`probe_loss`). A diverged network is
+    never recorded as a result, and a retrained one never silently falls back
+    to its epoch 0. With ``fail_on_divergence`` False (a study that means it)
+    a finite divergence is logged as a WARNING and returned in
+    ``FitResult.diverged`` instead; non-finite training always raises.
     """
     epochs, bs = int(cfg["epochs"]), int(cfg["batch_size"])
     opt = make_optimizer(model.parameters(), cfg)
     base_lrs = [g["lr"] for g in opt.param_groups]
     gen = torch.Generator().manual_seed(int(seed))
     x, y = data.x_train, data.y_train
+    opt_out = f"{setting.rsplit('.', 1)[0]}.fail_on_divergence" if "." in setting else "fail_on_divergence"
+    advice = f"lower {setting}.lr (now {cfg['lr']:g}), momentum or weight_decay"
+    diverged = None
+
+    def divergence(epoch: int, what: str) -> None:
+        nonlocal diverged
+        msg = f"{label} diverged in epoch {epoch}/{epochs} ({what})"
+        if fail_on_divergence:
+            raise DivergedError(f"{msg}; {advice}, or set {opt_out}: false to record such cells")
+        diverged = diverged or msg
+        log(f"WARNING: {msg}; kept because {opt_out} is false, flagged (column diverged)")
+
+    start_loss = probe_loss(model, x, y) if epochs > 0 else math.nan
+    loss_limit = LOSS_GROWTH * max(start_loss, math.log(max(2, data.n_classes)))
 
     best_state, best_epoch, best_val = None, 0, math.inf
     if keep_start or epochs == 0:
@@ -240,9 +283,9 @@ def fit(
         val_err = evaluate(model, data.x_val, data.y_val)
         if not math.isfinite(train_loss) or not _weights_finite(model):
             what = f"loss is {train_loss}" if not math.isfinite(train_loss) else "weights are not finite"
-            raise DivergedError(
-                f"{label} diverged in epoch {epoch}/{epochs} ({what}); lower lr, momentum or weight_decay in the config"
-            )
+            raise DivergedError(f"{label} diverged in epoch {epoch}/{epochs} ({what}); {advice}")
+        if train_loss > loss_limit and diverged is None:
+            divergence(epoch, f"training loss {train_loss:.4g}, more than {LOSS_GROWTH:g}x its start {start_loss:.4g}")
         if val_err < best_val:
             best_val, best_epoch, best_state = val_err, epoch, _snapshot(model)
         history.append(
@@ -252,7 +295,11 @@ def fit(
             f"epoch {epoch}/{epochs} loss {train_loss:.4f} train_err {train_err:.4f} "
             f"val_err {val_err:.4f} lr {base_lrs[0] * factor:.3g} {time.perf_counter() - te:.2f}s"
         )
+    if epochs > 0 and diverged is None:
+        end_loss = probe_loss(model, x, y)
+        if not end_loss <= start_loss * (1 + LOSS_END_MARGIN) + LOSS_END_FLOOR:
+            divergence(epochs, f"its loss ended at {end_loss:.4g}, above its start {start_loss:.4g}")
     if best_state is None:  # no epoch beat an infinite error (validation error is finite): not reached
         best_state, best_epoch = _snapshot(model), len(history)
         best_val = evaluate(model, data.x_val, data.y_val)
-    return FitResult(best_state, best_epoch, best_val, len(history), time.perf_counter() - t0, history)
+    return FitResult(best_state, best_epoch, best_val, len(history), time.perf_counter() - t0, history, diverged)

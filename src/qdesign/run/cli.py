@@ -62,6 +62,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True)
     p.add_argument("--data-dir", default="data")
     p.add_argument("--download", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument(
+        "--verify-checksums",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="refuse files that are not the published ones (md5); --no-verify-checksums for your own files",
+    )
     p.add_argument("--split-seed", type=int, default=0)
     p.add_argument("--out", required=True, type=Path)
 
@@ -287,10 +293,13 @@ def _cmd_report_provenance(args) -> None:
 
 def _cmd_scaling(args) -> None:
     from ..analysis.scaling import scaling_table  # noqa: PLC0415
-    from ..analysis.tables import read_tables  # noqa: PLC0415
+    from ..analysis.tables import flagged_note, read_tables  # noqa: PLC0415
     from ..core.io import parquet_write_atomic  # noqa: PLC0415
 
     (summary,) = read_tables(args.summary)
+    note = flagged_note(summary)
+    if note:  # cells that are no result (diverged, chance level) fit no law either
+        print(f"WARNING: {note.replace('the ECR and the frontier', 'the scaling law')}", flush=True)
     table = scaling_table(summary, n_boot=args.n_boot)
     parquet_write_atomic(table, args.out)
     for note in table.loc[table["kind"] == "status", ["method", "note"]].itertuples():
@@ -352,7 +361,7 @@ def _cmd_prepare(args) -> None:
     from ..nn.data import prepare_dataset, write_prepared  # noqa: PLC0415
 
     t0 = time.perf_counter()
-    payload = prepare_dataset(args.dataset, args.data_dir, args.download, args.split_seed)
+    payload = prepare_dataset(args.dataset, args.data_dir, args.download, args.split_seed, args.verify_checksums)
     write_prepared(payload, args.out)
     print(
         f"{args.dataset}: {payload['x_train'].shape[0]} train pool / {payload['x_test'].shape[0]} test, "
@@ -441,9 +450,13 @@ def _cmd_mixed_figures(args) -> None:
 
 def _cmd_aggregate(args) -> None:
     from ..analysis.aggregate import aggregate  # noqa: PLC0415
+    from ..analysis.tables import flagged_note  # noqa: PLC0415
     from ..core.io import parquet_write_atomic  # noqa: PLC0415
 
     summary, ecr, frontier = aggregate(args.cells, args.reference_bits, args.frontier_memory, args.n_budgets)
+    note = flagged_note(summary)
+    if note:
+        print(f"WARNING: {note}", flush=True)
     parquet_write_atomic(summary, args.summary)
     parquet_write_atomic(ecr, args.ecr)
     parquet_write_atomic(frontier, args.frontier)
@@ -490,22 +503,45 @@ _COMMANDS = {
 }
 
 
+EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a process ended by SIGPIPE
+
+
+def _stdout_closed() -> int:
+    """The reader of our output went away (``python -m qdesign findings ... | head``):
+    stop quietly, as a command killed by SIGPIPE would, without a traceback.
+    Later writes (and the interpreter's final flush) go to /dev/null."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    return EXIT_BROKEN_PIPE
+
+
 def run(argv: list[str]) -> int:
     """Run one command in this process; returns the exit status. User errors
-    become one line (unless QDESIGN_DEBUG is set); bugs raise."""
-    args = _parser().parse_args(argv)
+    become one line (unless QDESIGN_DEBUG is set); bugs raise. Output piped
+    into a reader that stops early (``| head``) ends the command quietly."""
     try:
+        args = _parser().parse_args(argv)
         _COMMANDS[args.command](args)
+        sys.stdout.flush()
     except UserError as exc:
         if os.environ.get("QDESIGN_DEBUG"):
             raise
         print(f"qdesign: error: {exc}", file=sys.stderr, flush=True)
         return 1
+    except BrokenPipeError:
+        return _stdout_closed()
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    from .lifeline import watch_owner  # noqa: PLC0415 - stdlib only
+
+    watch_owner()  # a local job of a Snakemake run ends when that Snakemake dies
     if argv and argv[0] in WORKER_COMMANDS:
         from .worker import submit  # noqa: PLC0415 - stdlib only
 
