@@ -1401,3 +1401,35 @@ def test_scaling_law_is_not_fitted_on_flagged_cells(two_method_study, tmp_path, 
         capsys.readouterr().out
     )
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "flagged.out"), pd.read_parquet(tmp_path / "without.out"))
+
+
+def test_the_law_recommend_and_figures_answer_per_method(two_method_study, tmp_path):
+    """The design model and the figures on a study whose two methods differ:
+    one law per method, recommend's seed counts and means per method (never
+    pooled), the method named with every design, and the methods figure draws
+    both while the one-method figures say which they show."""
+    from matplotlib.figure import Figure  # noqa: PLC0415
+
+    from qdesign.analysis import scaling as S  # noqa: PLC0415
+    from qdesign.analysis.recommend import advise  # noqa: PLC0415
+    from qdesign.figures.catalog import draw_figure  # noqa: PLC0415
+
+    t = two_method_study
+    table = S.scaling_table(t.summary, n_boot=5, nested=False)
+    assert S.fitted_methods(table) == ["fixed", "learned"]
+    fixed, _ = S.law_from_table(table, "fixed")
+    learned, _ = S.law_from_table(table, "learned")
+    assert fixed.predict(64 * 794, 2) > learned.predict(64 * 794, 2)  # learned is much better at 2 bits
+    rec = advise(t.summary, table, 10**9)
+    trained = rec.trained
+    assert (trained["n"] == len(t.seeds)).all()  # never twice the seeds
+    for r in trained[trained["method"] != "float"].itertuples():
+        assert r.test == pytest.approx(t.mean(r.method, r.width, r.bits))
+    assert set(rec.designs["method"]) == {"fixed", "learned", "float"}
+    tables = {"summary": t.summary, "ecr": t.ecr, "frontier": t.frontier, "scaling": table}
+    fig = draw_figure("scaling_fit", tables)
+    assert "fixed" in fig.get_axes()[0].get_title()
+    fig = draw_figure("method_comparison", tables)
+    labels = [x.get_text() for x in fig.get_axes()[0].get_legend().get_texts()]
+    assert "method: fixed" in labels and "method: learned" in labels
+    assert isinstance(fig, Figure)
