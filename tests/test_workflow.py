@@ -14,6 +14,7 @@ import yaml
 from qdesign.run.invocation import snakemake_command
 
 from .conftest import REPO, tiny_study
+from .report_checks import check_in_chromium, check_page_in_chromium, docutils_messages
 
 pytestmark = pytest.mark.slow
 
@@ -48,6 +49,7 @@ def test_default_config_dry_run_job_counts(tmp_path):
         "aggregate": 2,
         "figures": 2,
         "scaling": 2,
+        "report_answer": 2,
         "report_tables": 2,
         "report_provenance": 1,
         "all": 1,
@@ -138,6 +140,27 @@ def test_tiny_run_figures(tiny_run):
             assert width > 500 and height > 300
 
 
+def test_report_builds_without_docutils_messages_and_renders(tiny_run, tmp_path):
+    """`snakemake --report` of a finished run: no docutils warning or system
+    message in its output or the file, every study's answer and tables page in
+    it, and it renders in headless Chromium (its menu lists every study)."""
+    work, cfg, _ = tiny_run
+    report = tmp_path / "report.html"
+    res = smk(work, "--report", str(report), "--configfile", str(cfg))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert not docutils_messages(res.stdout + res.stderr, report)
+    html = report.read_text()
+    for study in ("fc", "conv"):
+        for page in ("answer", "tables"):
+            assert f"results/{study}/report/{page}.html" in html
+    answer = work / "results" / "fc" / "report" / "answer.html"
+    text = answer.read_text()
+    # two widths: no law, but the trained answer per budget, chosen on validation and reported on test
+    assert "Trained: the best measured design within each budget" in text and "no law" in text
+    check_in_chromium(report, tmp_path, ["fc", "conv", "provenance"])
+    check_page_in_chromium(answer, tmp_path, ["The best design per memory budget", "validation"])
+
+
 def test_warm_worker_served_the_training_jobs(tiny_run):
     work, _, _ = tiny_run
     log = (work / "results" / "logs" / "worker.log").read_text()
@@ -161,6 +184,7 @@ def test_adding_bits_trains_no_float_model(tiny_run):
         "aggregate": 1,
         "scaling": 1,
         "figures": 1,
+        "report_answer": 1,
         "report_tables": 1,
         "report_provenance": 1,
         "all": 1,

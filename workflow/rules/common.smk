@@ -122,7 +122,7 @@ def study_outputs(study):
         for name in FIGURES
         for ext in config["plots"]["formats"]
     ]
-    out.append(layout.report_page(study, "tables"))
+    out += [layout.report_page(study, page) for page in ("answer", "tables")]
     if qspecs.has_mixed(config, study):
         out += [layout.table_file(study, t) for t in registry.MIXED_TABLES]
         out.append(layout.report_page(study, "mixed"))
@@ -166,19 +166,33 @@ def mixed_figure_outputs(pattern, category):
     return figure_outputs(pattern, category, registry.MIXED_FIGURES)
 
 
-def reference_targets():
-    """Figures of the shipped reference tables, reference/<profile>/<study>/."""
+def reference_studies():
+    """(profile, study) of every shipped reference study, reference/<profile>/<study>/."""
     found = glob_wildcards(layout.reference_table("summary"))
+    return list(zip(found.profile, found.ref_study))
+
+
+def reference_summaries(profile):
+    return [layout.reference_table("summary", p, s) for p, s in reference_studies() if p == profile]
+
+
+def reference_targets():
+    """Figures and report pages of the shipped reference tables, reference/<profile>/<study>/."""
     out = []
-    for profile, study in zip(found.profile, found.ref_study):
-        names = list(FIGURES)
+    for profile, study in reference_studies():
+        names, pages = list(FIGURES), ["answer", "tables"]
         if os.path.isfile(layout.reference_table("mixed", profile, study)):
             names += registry.MIXED_FIGURES
+            pages.append("mixed")
         out += [
             layout.reference_figure(profile, study, name, ext)
             for name in names
             for ext in config["plots"]["formats"]
         ]
+        out += [layout.reference_report_page(profile, study, page) for page in pages]
+    out += [
+        layout.reference_provenance_page(p) for p in sorted({p for p, _ in reference_studies()})
+    ]
     return out
 
 

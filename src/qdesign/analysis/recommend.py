@@ -453,6 +453,12 @@ def recommend(study_dir, budget_bits: int, memory: str = "weights", bits_values=
     return _format(rec, level)
 
 
+def _tied_names(df: pd.DataFrame) -> str:
+    """The designs tied with the named one (not it), "; "-separated."""
+    others = df[df["tied"] & ~df["named"]]
+    return "; ".join(_design_name(r.method, r.width, r.bits) for r in others.itertuples())
+
+
 def recommendation_table(
     summary: pd.DataFrame, scaling: pd.DataFrame | None, budgets, memory: str = "weights"
 ) -> pd.DataFrame:
@@ -476,6 +482,7 @@ def recommendation_table(
                 trained_test_se=float(c["test_se"]),
                 trained_n_seeds=int(c["n"]),
                 trained_n_tied=int(rec.trained["tied"].sum()),
+                trained_tied=_tied_names(rec.trained),
             )
         if len(rec.designs):
             c = rec.designs[rec.designs["named"]].iloc[0]
@@ -488,6 +495,7 @@ def recommendation_table(
                 predicted_lo=float(c["lo"]),
                 predicted_hi=float(c["hi"]),
                 design_n_tied=int(rec.designs["tied"].sum()),
+                design_tied=_tied_names(rec.designs),
             )
         row["notes"] = "; ".join(rec.notes)
         rows.append(row)

@@ -146,10 +146,11 @@ def plot_ecr_bands(ecr_df: pd.DataFrame, scaling_df: pd.DataFrame, fig, styles: 
             err = np.vstack([r["ecr"] - r["ecr_lo"], r["ecr_hi"] - r["ecr"]]).clip(min=0)[:, exact]
             ax.errorbar(r["width"][exact], r["ecr"][exact], yerr=err, fmt="none", ecolor=st["color"], lw=0.8)
         ax.plot(r["width"][exact], r["ecr"][exact], ls="none", marker=st["marker"], color=st["color"], ms=4.5)
-        for kind, mk in (("upper", "v"), ("lower", "^")):
-            sel = (bound == kind) & inf
+        for kind, mk in (("upper", "v"), ("lower", "^")):  # a bound is never informative, but it is a bound
+            sel = bound == kind
             ax.plot(r["width"][sel], r["ecr"][sel], ls="none", marker=mk, mfc="white", mec=st["color"], ms=6)
-        ax.plot(r["width"][~inf], r["ecr"][~inf], ls="none", marker="x", color="0.55", ms=5)
+        wide = ~inf & (bound == "")
+        ax.plot(r["width"][wide], r["ecr"][wide], ls="none", marker="x", color="0.55", ms=5)
         ax.axhline(1.0, color="black", lw=0.8, ls=":")
         ax.set_title(st["label"], fontsize=8.5)
         ax.set_xscale("log", base=2)

@@ -234,6 +234,32 @@ def log_ticks(axis, values) -> None:
     axis.set_minor_formatter(NullFormatter())
 
 
+KIB = 8 * 1024
+"""Bits per KiB: every memory axis and table of the project is in KiB."""
+
+
+def memory_axis(ax, kib, label: str = "Weight memory") -> None:
+    """Log x axis of memory in KiB, ticks labelled where the data are."""
+    ax.set_xscale("log")
+    log_ticks(ax.xaxis, kib)
+    ax.set_xlabel(f"{label} (KiB, log scale)")
+
+
+def note(ax, text: str) -> None:
+    """A figure that has nothing to draw says why, in the middle of its axes."""
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="0.35", wrap=True)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+
+
+def se(std, n):
+    """Standard error of a mean over ``n`` seeds from their std (0 for one seed)."""
+    n = np.asarray(n, float)
+    out = np.asarray(std, float) / np.sqrt(np.where(n > 0, n, np.nan))
+    return np.where(np.isfinite(out), out, 0.0)
+
+
 def save_figure(fig: Figure, stem: str | Path, formats: Sequence[str], dpi: int) -> list[Path]:
     """Write ``fig`` as ``stem.<format>`` for every format, each atomically
     (temporary name, then rename: an interrupted run leaves no truncated
