@@ -56,8 +56,42 @@ def test_default_config_dry_run_job_counts(tmp_path):
     }
 
 
+def readme_study_files(readme: str) -> set[str]:
+    """The per-study files the README's "What you get" table names (one backticked
+    path per row, {png,pdf} expanded; cell folders and export/ are not files)."""
+    table = readme.split("## What you get")[1].split("\n\n")[2]
+    files = set()
+    for m in re.finditer(r"^\| `([^`]+)` \|", table, re.M):
+        name = m[1]
+        if name.endswith("/"):
+            continue
+        brace = re.search(r"\{([a-z,]+)\}", name)
+        exts = brace[1].split(",") if brace else [None]
+        files |= {name.replace(brace[0], e) if brace else name for e in exts}
+    return files
+
+
+def test_readme_job_count_and_files_match_a_dry_run(tmp_path):
+    """The README's quick start names the default study's job count and its
+    "What you get" table every file a study gets: both as a dry run sees them."""
+    readme = (REPO / "README.md").read_text()
+    claimed = int(re.search(r"3 seeds; (\d+)\s+jobs", readme)[1])
+    res = smk(tmp_path, "-n", "--quiet", "host", "--configfile", str(REPO / "config" / "config.yaml"))
+    assert res.returncode == 0, res.stderr
+    assert claimed == sum(job_counts(res.stdout).values()), "README's job count"
+    assert f"N of {claimed} steps" in readme
+    outputs = {f for line in re.findall(r"^\s+output: (.*)$", res.stdout, re.M) for f in line.split(", ")}
+    for study in ("digits-fcdnn", "digits-cnn"):
+        prefix = f"results/{study}/"
+        cell_dirs = ("float/", *(f"{m}/" for m in ("fixed", "epoch", "learned")))
+        made = {f[len(prefix) :] for f in outputs if f.startswith(prefix)}
+        made = {f for f in made if not f.startswith(cell_dirs)}
+        assert made == readme_study_files(readme), study
+
+
 def test_studies_with_the_same_split_share_one_splits_file(tmp_path):
-    res = smk(tmp_path, "-n", "--configfile", str(REPO / "config" / "paper.yaml"))
+    # --quiet host: the job blocks (with their outputs) that the default profile's quiet: [rules] hides
+    res = smk(tmp_path, "-n", "--quiet", "host", "--configfile", str(REPO / "config" / "paper.yaml"))
     assert res.returncode == 0, res.stderr
     # the three MNIST depths share one split, CIFAR-10 has its own
     assert job_counts(res.stdout)["split_data"] == 2

@@ -253,6 +253,16 @@ onstart:
 
 onsuccess:
     qworker.stop(_worker.pop("proc", None))
+    # a run of the default target ends with what it found, per study
+    if workflow.is_main_process and "all" in {j.rule.name for j in workflow.dag.targetjobs}:
+        from qdesign.analysis import answer as qanswer
+
+        try:
+            print(qanswer.closing_summary(STUDIES), flush=True)
+        except (
+            Exception
+        ) as exc:  # the run succeeded; a summary that cannot be made must not fail it
+            print(f"qdesign: no summary ({type(exc).__name__}: {exc})", flush=True)
 
 
 onerror:

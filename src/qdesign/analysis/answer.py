@@ -13,15 +13,17 @@ trained cell and the law's design. Torch-free.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..core.errors import TableError
+from ..core.precision import is_float_bits
 from .recommend import recommendation_table
 from .tables import MEMORY_COLUMNS
 
-__all__ = ["MAX_BUDGETS", "answer_budgets", "frontier_memory", "study_answer"]
+__all__ = ["MAX_BUDGETS", "answer_budgets", "closing_summary", "frontier_memory", "study_answer"]
 
 MAX_BUDGETS = 6
 """At most this many budgets on the answer page and in the end-of-run summary."""
@@ -65,3 +67,44 @@ def study_answer(summary: pd.DataFrame, frontier: pd.DataFrame, scaling: pd.Data
     counted in the memory the study's frontier uses."""
     memory = frontier_memory(frontier)
     return recommendation_table(summary, scaling, answer_budgets(summary, memory), memory)
+
+
+def _short(method, width, bits) -> str:
+    return f"width {int(width)}, " + ("float" if is_float_bits(bits) else f"{int(bits)} bits")
+
+
+def closing_summary(studies) -> str:
+    """What a finished run prints last, a few lines per study: how many networks
+    its tables hold, the best trained design per budget (chosen on validation,
+    test error ± SE) and where its answer page is. Studies whose tables are
+    not there (a run that stopped early, another target) are skipped."""
+    from ..core import layout  # noqa: PLC0415
+    from .tables import read_table  # noqa: PLC0415
+
+    lines = []
+    for study in studies:
+        paths = {t: Path(layout.table_file(study, t)) for t in ("summary", "frontier")}
+        if not all(p.is_file() for p in paths.values()):
+            continue
+        summary, frontier = (read_table(p) for p in paths.values())
+        answer = study_answer(summary, frontier, None)  # the trained answer: the law's is on the page
+        first = summary.iloc[0]
+        widths = sorted(int(w) for w in summary["width"].unique())
+        lines.append(
+            f"qdesign: {study}: {len(summary)} trained networks ({str(first.get('model', '')).upper()} on "
+            f"{first.get('dataset', '')}, widths {widths[0]}-{widths[-1]}); best design per "
+            f"{'weight' if frontier_memory(frontier) == 'weights' else 'total'}-memory budget, chosen on validation, "
+            "test error ± SE over seeds:"
+        )
+        picks = [
+            f"{r.budget_bits / KIB:g} KiB: {_short(r.trained_method, r.trained_width, r.trained_bits)}, "
+            f"{100 * r.trained_test_error:.2f} ± {100 * r.trained_test_se:.2f}%"
+            for r in answer.itertuples()
+            if "trained_width" in answer.columns and pd.notna(r.trained_width)
+        ]
+        for i in range(0, len(picks), 3):
+            lines.append("    " + "; ".join(picks[i : i + 3]))
+        lines.append(f"    the answer and the law: {layout.report_page(study, 'answer')}")
+    if lines:
+        lines.append("qdesign: every figure and page in one file: snakemake --report report.html")
+    return "\n".join(lines)

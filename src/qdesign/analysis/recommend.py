@@ -320,7 +320,7 @@ def advise(
     need = ["width", "bits", "seed", "n_weights", "val_error", "test_error", MEMORY_COLUMNS[memory]]
     missing = [c for c in need if c not in summary.columns]
     if missing:
-        raise TableError(f"the study's summary lacks column(s) {', '.join(missing)}")
+        raise TableError(f"the study's summary lacks column{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
     if summary.empty:
         raise TableError("the study's summary is empty: no trained cell to advise from")
     cell_stats(summary, "val_error")  # one line for non-finite or out-of-range errors, or no float rows

@@ -150,7 +150,7 @@ def draw_figure(name: str, tables: Tables, styles: dict | None = None, title: st
     info = FIGURE_INFO[name]
     missing = [t for t in info.tables if t not in tables]
     if missing:
-        raise TableError(f"figure {name} needs the table(s) {', '.join(missing)}")
+        raise TableError(f"figure {name} needs the table{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
     base = title if title is not None else (study_name(*(tables[t] for t in info.tables)) or "qdesign")
     fig = Figure(figsize=FIGSIZE, layout="constrained")
     DRAWERS[name](fig, tables, _styles(tables) if styles is None else styles)

@@ -505,12 +505,23 @@ def mixed_html(comparison, mixed, study: str) -> str:
     return _page(f"{study}: mixed precision", "".join(body))
 
 
-def _spec_count(summary) -> str:
-    """What the cells' spec hashes (config_hash) say: one distinct spec per cell, or not."""
-    n = summary["config_hash"].nunique()
-    if n == len(summary):
-        return "each from its own cell spec, config_hash"
-    return f"{n} distinct cell specs (config_hash) for {len(summary)} networks"
+def _study_line(summary) -> str:
+    """What a study's summary says about how it was made: networks, their cell
+    specs (config_hash: one per cell, or not), devices, job-seconds; only the
+    columns the table has."""
+    parts = [f"{len(summary)} trained networks"]
+    if "config_hash" in summary.columns:
+        n = summary["config_hash"].nunique()
+        parts[0] += (
+            " (each from its own cell spec, config_hash)"
+            if n == len(summary)
+            else f" ({n} distinct cell specs, config_hash)"
+        )
+    if "device" in summary.columns:
+        parts.append(f"devices {', '.join(sorted(map(str, summary['device'].unique())))}")
+    if "job_seconds" in summary.columns:
+        parts.append(f"{summary['job_seconds'].sum():.0f} job-seconds in all")
+    return "; ".join(parts)
 
 
 def provenance_html(config: Mapping, repo: Path, summaries: Mapping[str, object]) -> str:
@@ -527,9 +538,7 @@ def provenance_html(config: Mapping, repo: Path, summaries: Mapping[str, object]
             versions[mod] = "not importable"
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in versions.items())
     studies = "".join(
-        f"<tr><th>{html.escape(name)}</th><td>{len(s)} trained networks ({_spec_count(s)}); "
-        f"devices {', '.join(sorted(map(str, s['device'].unique())))}; "
-        f"{s['job_seconds'].sum():.0f} job-seconds in all</td></tr>"
+        f"<tr><th>{html.escape(name)}</th><td class='text'>{html.escape(_study_line(s))}</td></tr>"
         for name, s in summaries.items()
     )
     body = (
@@ -563,9 +572,7 @@ def recorded_provenance_html(config_bytes: bytes, record: Mapping, summaries: Ma
         )
         rows += f"<tr><th>derived tables</th><td class='text'>{html.escape(text)}</td></tr>"
     studies = "".join(
-        f"<tr><th>{html.escape(name)}</th><td class='text'>{len(s)} trained networks ({_spec_count(s)}); "
-        f"devices {', '.join(sorted(map(str, s['device'].unique())))}; "
-        f"{s['job_seconds'].sum():.0f} job-seconds in all</td></tr>"
+        f"<tr><th>{html.escape(name)}</th><td class='text'>{html.escape(_study_line(s))}</td></tr>"
         for name, s in summaries.items()
     )
     body = (
