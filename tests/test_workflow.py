@@ -141,7 +141,23 @@ def tiny_run(tmp_path_factory):
     cfg = write_config(work / "tiny.yaml", studies, plots={"formats": ["png"]})
     res = smk(work, "--cores", "2", "--configfile", str(cfg))
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    (work / "console.txt").write_text(res.stdout + res.stderr)
     return work, cfg, studies
+
+
+def test_console_progress_without_kilobyte_lines_and_a_summary(tiny_run):
+    """The default profile keeps Snakemake's progress but not the job blocks
+    (the default target's lists every file), and the run ends with what it
+    found per study."""
+    work, _, _ = tiny_run
+    text = (work / "console.txt").read_text()
+    lines = text.splitlines()
+    assert max(map(len, lines)) < 500, max(lines, key=len)[:200]
+    assert re.search(r"^\d+ of \d+ steps \(100%\) done$", text, re.M)
+    for study, n in (("fc", 6), ("conv", 4)):
+        assert re.search(rf"^qdesign: {study}: {n} trained networks .* chosen on validation", text, re.M), study
+        assert f"results/{study}/report/answer.html" in text
+    assert "qdesign: every figure and page in one file: snakemake --report report.html" in text
 
 
 def test_tiny_run_tables(tiny_run):
