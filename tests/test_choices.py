@@ -74,3 +74,16 @@ def test_mixed_comparison_choices(study):
     a = comparison_table(fixed, mixed)
     b = comparison_table(_permuted(fixed), _permuted(mixed, 1))
     pd.testing.assert_frame_equal(a[cols], b[cols])
+
+
+def test_answer_page_choices(study):
+    """The report's answer per budget (and the end-of-run summary's) chooses on validation."""
+    from qdesign.analysis.answer import study_answer  # noqa: PLC0415
+
+    table = S.scaling_table(study, n_boot=8, nested=False)
+    a = study_answer(study, frontier_table(study), table)
+    b = study_answer(_permuted(study), frontier_table(_permuted(study)), table)
+    cols = [c for c in a.columns if c.startswith(("trained_", "design_", "predicted")) and "test" not in c]
+    cols.append("budget_bits")
+    pd.testing.assert_frame_equal(a[cols], b[cols])
+    assert not np.allclose(a["trained_test_error"], b["trained_test_error"])

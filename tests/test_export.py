@@ -682,7 +682,8 @@ def test_export_rule_passes_the_seed_setting(tmp_path):
 
     cfg = tmp_path / "config.yaml"
     cfg.write_text(json.dumps({"device": "cpu", "export_seed": 1, "studies": {"s": tiny_study(seeds=[0, 1])}}))
-    cmd = snakemake_command(tmp_path, "-n", "-p", "export", "--configfile", str(cfg))
+    # --quiet host: the job blocks and shell commands the default profile's quiet: [rules] hides
+    cmd = snakemake_command(tmp_path, "-n", "-p", "export", "--configfile", str(cfg), "--quiet", "host")
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     line = next(ln for ln in res.stdout.splitlines() if "export-frontier" in ln)

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import torch
 
-from qdesign.analysis.aggregate import aggregate, ecr_table, seed_means
+from qdesign.analysis.aggregate import aggregate, ecr_table, frontier_table, seed_means
 from qdesign.core import io as qio
 from qdesign.core.architecture import n_params, study_layer_specs
 from qdesign.core.config import validate_config
@@ -775,7 +775,8 @@ def test_report_tables_page_names_flagged_cells():
     from qdesign.figures.report import tables_html  # noqa: PLC0415
 
     s = _summary(lambda s: (s["bits"] == 2) & (s["width"] == 32))
-    page = tables_html(s, ecr_table(s[~s["chance_level"]]), pd.DataFrame({"kind": []}), "s")
+    usable = s[~s["chance_level"]]
+    page = tables_html(s, ecr_table(usable), frontier_table(usable), "s")
     assert "Warning:</b> s: 1 of 4 cells flagged (1 at chance level)" in page
 
 
@@ -1115,10 +1116,10 @@ def test_report_tables_page_is_per_method(two_method_study):
     q = cells[cells["method"] != "float"]
     assert len(q) == len(t.widths) * len(t.bits) * len(t.methods)
     assert set(q["seeds"].astype(int)) == {len(t.seeds)}
-    for r in q.itertuples():
-        want = 100 * t.mean(r.method, int(r.width), int(r.bits))
-        assert float(r.test_error) == pytest.approx(want, rel=1e-3)
-    assert set(ecr["method"]) == {"float", *t.methods} and set(ecr["n_seeds"].astype(int)) == {len(t.seeds)}
+    for _, r in q.iterrows():
+        want = 100 * t.mean(r["method"], int(r["width"]), int(r["bits"]))
+        assert float(r["test error (%)"]) == pytest.approx(want, rel=1e-3)
+    assert set(ecr["method"]) == set(t.methods) and set(ecr["seeds"].astype(int)) == {len(t.seeds)}
 
 
 # ------------------------------------------------------------------ one line naming the file or key, no bad advice

@@ -240,15 +240,18 @@ def test_error_vs_memory_axes(tables):
     s, _, f = tables
     ax = plot_error_vs_memory(s, f, _ax())
     assert ax.get_xscale() == "log"
-    assert "memory" in ax.get_xlabel().lower() and "bits" in ax.get_xlabel()
+    assert "memory" in ax.get_xlabel().lower() and "KiB" in ax.get_xlabel()
     assert "%" in ax.get_ylabel()
     texts = _legend_texts(ax)
-    assert "Pareto frontier" in texts and "float (32 bits)" in texts
-    step = [l for l in ax.lines if l.get_label() == "Pareto frontier"][0]
+    assert any(t.startswith("Pareto frontier") and "± 1 SE" in t for t in texts) and "float (32 bits)" in texts
+    step = [line for line in ax.lines if line.get_gid() == "frontier"][0]
     pareto = f[f["kind"] == "pareto"].sort_values("memory_bits")
-    np.testing.assert_allclose(np.unique(step.get_xdata()), np.unique(pareto["memory_bits"]))
+    np.testing.assert_allclose(np.unique(step.get_xdata()), np.unique(pareto["memory_bits"] / 8192))
     assert len(ax.texts) >= 1  # annotated frontier points
-    assert ax.child_axes  # the KiB axis on top
+    # the frontier's uncertainty: one SE over seeds per point (error_std / sqrt(2 seeds))
+    bars = [c for c in ax.collections if c.get_gid() == "frontier-se"][0]
+    half = [abs(seg[1][1] - seg[0][1]) / 2 for seg in bars.get_segments()]
+    np.testing.assert_allclose(sorted(half), sorted(100 * pareto["error_std"] / np.sqrt(2)))
 
 
 def test_error_vs_memory_uses_total_when_frontier_does(tables):

@@ -16,6 +16,7 @@ from qdesign.run.invocation import snakemake_command
 from qdesign.run.reference import export_reference
 
 from .conftest import REPO
+from .report_checks import check_in_chromium, check_page_in_chromium, docutils_messages
 from .test_aggregate import cell, write
 
 pytestmark = pytest.mark.slow
@@ -36,7 +37,9 @@ def study_tables(tmp_path):
     for name, df in (("summary", summary), ("ecr", ecr), ("frontier", frontier)):
         df.to_parquet(results / f"{name}.parquet")
     # three widths: the scaling rule records that no law was fitted
-    pd.DataFrame([{"kind": "status", "name": "not fitted", "note": "3 widths"}]).to_parquet(results / "scaling.parquet")
+    pd.DataFrame([{"method": "fixed", "kind": "status", "name": "not fitted", "note": "3 widths"}]).to_parquet(
+        results / "scaling.parquet"
+    )
     config = tmp_path / "cfg.yaml"
     config.write_text(
         yaml.safe_dump({"studies": {"s": {"dataset": "digits", "model": {"type": "fcdnn", "widths": [8, 16, 32]}}}})
@@ -97,6 +100,25 @@ def test_shipped_reference_is_complete():
         assert json.loads((profile / "provenance.json").read_text())["config_sha256"]
 
 
+def test_shipped_reference_tables_are_current():
+    """The shipped derived tables carry every column the current code writes
+    from their summary (a table of an older analysis would be drawn wrong or
+    not at all: recompute it from the shipped summary, see provenance.json)."""
+    from qdesign.analysis.aggregate import ecr_table, frontier_table  # noqa: PLC0415
+    from qdesign.analysis.scaling import COLUMNS  # noqa: PLC0415
+
+    for path in sorted((REPO / "reference").glob("*/*/summary.parquet")):
+        summary = pd.read_parquet(path)
+        want = {
+            "frontier": set(frontier_table(summary).columns),
+            "ecr": set(ecr_table(summary, n_boot=0).columns),
+            "scaling": set(COLUMNS),
+        }
+        for table, columns in want.items():
+            have = set(pd.read_parquet(path.parent / f"{table}.parquet").columns)
+            assert columns <= have, f"{path.parent.name}/{table}.parquet lacks {sorted(columns - have)}"
+
+
 def test_findings_report(study_tables):
     tmp, _ = study_tables
     text = report(tmp / "results" / "s")
@@ -127,3 +149,35 @@ def test_a_reference_cell_reproduces(shared_data, tmp_path):
     assert row["config_hash"] == ref["config_hash"]
     assert abs(row["test_error"] - ref["test_error"]) <= 0.002
     assert abs(row["val_error"] - ref["val_error"]) <= 0.002
+
+
+def test_shipped_reference_report(tmp_path):
+    """`snakemake reference` on a copy of the shipped tables (no dataset, no
+    training) draws every figure and page, and `snakemake --report ... reference`
+    builds with no docutils message (category names without a colon) and
+    renders in headless Chromium: a shipped table the current code cannot draw
+    fails here."""
+    import shutil  # noqa: PLC0415
+
+    shutil.copytree(REPO / "reference", tmp_path / "reference")
+    res = subprocess.run(
+        snakemake_command(tmp_path, "--cores", 2, "reference"), capture_output=True, text=True, timeout=900
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    report = tmp_path / "reference.html"
+    res = subprocess.run(
+        snakemake_command(tmp_path, "--report", str(report), "reference"), capture_output=True, text=True, timeout=600
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert not docutils_messages(res.stdout + res.stderr, report)
+    studies = [(p.parent.name, p.name) for p in sorted((REPO / "reference").glob("*/*")) if p.is_dir()]
+    html = report.read_text()
+    for profile, study in studies:
+        for page in ("answer", "tables"):
+            assert f"results/reference/{profile}/{study}/report/{page}.html" in html
+    for profile in {p for p, _ in studies}:
+        assert f"results/reference/{profile}/report/provenance.html" in html
+    check_in_chromium(report, tmp_path, [f"{s} (reference {p})" for p, s in studies])
+    profile, study = studies[0]
+    answer = tmp_path / "results" / "reference" / profile / study / "report" / "answer.html"
+    check_page_in_chromium(answer, tmp_path, ["The best design per memory budget", "The scaling law"])

@@ -14,6 +14,7 @@ import yaml
 from qdesign.run.invocation import snakemake_command
 
 from .conftest import REPO, tiny_study
+from .report_checks import check_in_chromium, check_page_in_chromium, docutils_messages
 
 pytestmark = pytest.mark.slow
 
@@ -48,14 +49,49 @@ def test_default_config_dry_run_job_counts(tmp_path):
         "aggregate": 2,
         "figures": 2,
         "scaling": 2,
+        "report_answer": 2,
         "report_tables": 2,
         "report_provenance": 1,
         "all": 1,
     }
 
 
+def readme_study_files(readme: str) -> set[str]:
+    """The per-study files the README's "What you get" table names (one backticked
+    path per row, {png,pdf} expanded; cell folders and export/ are not files)."""
+    table = readme.split("## What you get")[1].split("\n\n")[2]
+    files = set()
+    for m in re.finditer(r"^\| `([^`]+)` \|", table, re.M):
+        name = m[1]
+        if name.endswith("/"):
+            continue
+        brace = re.search(r"\{([a-z,]+)\}", name)
+        exts = brace[1].split(",") if brace else [None]
+        files |= {name.replace(brace[0], e) if brace else name for e in exts}
+    return files
+
+
+def test_readme_job_count_and_files_match_a_dry_run(tmp_path):
+    """The README's quick start names the default study's job count and its
+    "What you get" table every file a study gets: both as a dry run sees them."""
+    readme = (REPO / "README.md").read_text()
+    claimed = int(re.search(r"3 seeds; (\d+)\s+jobs", readme)[1])
+    res = smk(tmp_path, "-n", "--quiet", "host", "--configfile", str(REPO / "config" / "config.yaml"))
+    assert res.returncode == 0, res.stderr
+    assert claimed == sum(job_counts(res.stdout).values()), "README's job count"
+    assert f"N of {claimed} steps" in readme
+    outputs = {f for line in re.findall(r"^\s+output: (.*)$", res.stdout, re.M) for f in line.split(", ")}
+    for study in ("digits-fcdnn", "digits-cnn"):
+        prefix = f"results/{study}/"
+        cell_dirs = ("float/", *(f"{m}/" for m in ("fixed", "epoch", "learned")))
+        made = {f[len(prefix) :] for f in outputs if f.startswith(prefix)}
+        made = {f for f in made if not f.startswith(cell_dirs)}
+        assert made == readme_study_files(readme), study
+
+
 def test_studies_with_the_same_split_share_one_splits_file(tmp_path):
-    res = smk(tmp_path, "-n", "--configfile", str(REPO / "config" / "paper.yaml"))
+    # --quiet host: the job blocks (with their outputs) that the default profile's quiet: [rules] hides
+    res = smk(tmp_path, "-n", "--quiet", "host", "--configfile", str(REPO / "config" / "paper.yaml"))
     assert res.returncode == 0, res.stderr
     # the three MNIST depths share one split, CIFAR-10 has its own
     assert job_counts(res.stdout)["split_data"] == 2
@@ -105,7 +141,23 @@ def tiny_run(tmp_path_factory):
     cfg = write_config(work / "tiny.yaml", studies, plots={"formats": ["png"]})
     res = smk(work, "--cores", "2", "--configfile", str(cfg))
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    (work / "console.txt").write_text(res.stdout + res.stderr)
     return work, cfg, studies
+
+
+def test_console_progress_without_kilobyte_lines_and_a_summary(tiny_run):
+    """The default profile keeps Snakemake's progress but not the job blocks
+    (the default target's lists every file), and the run ends with what it
+    found per study."""
+    work, _, _ = tiny_run
+    text = (work / "console.txt").read_text()
+    lines = text.splitlines()
+    assert max(map(len, lines)) < 500, max(lines, key=len)[:200]
+    assert re.search(r"^\d+ of \d+ steps \(100%\) done$", text, re.M)
+    for study, n in (("fc", 6), ("conv", 4)):
+        assert re.search(rf"^qdesign: {study}: {n} trained networks .* chosen on validation", text, re.M), study
+        assert f"results/{study}/report/answer.html" in text
+    assert "qdesign: every figure and page in one file: snakemake --report report.html" in text
 
 
 def test_tiny_run_tables(tiny_run):
@@ -138,6 +190,27 @@ def test_tiny_run_figures(tiny_run):
             assert width > 500 and height > 300
 
 
+def test_report_builds_without_docutils_messages_and_renders(tiny_run, tmp_path):
+    """`snakemake --report` of a finished run: no docutils warning or system
+    message in its output or the file, every study's answer and tables page in
+    it, and it renders in headless Chromium (its menu lists every study)."""
+    work, cfg, _ = tiny_run
+    report = tmp_path / "report.html"
+    res = smk(work, "--report", str(report), "--configfile", str(cfg))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert not docutils_messages(res.stdout + res.stderr, report)
+    html = report.read_text()
+    for study in ("fc", "conv"):
+        for page in ("answer", "tables"):
+            assert f"results/{study}/report/{page}.html" in html
+    answer = work / "results" / "fc" / "report" / "answer.html"
+    text = answer.read_text()
+    # two widths: no law, but the trained answer per budget, chosen on validation and reported on test
+    assert "Trained: the best measured design within each budget" in text and "no law" in text
+    check_in_chromium(report, tmp_path, ["fc", "conv", "provenance"])
+    check_page_in_chromium(answer, tmp_path, ["The best design per memory budget", "validation"])
+
+
 def test_warm_worker_served_the_training_jobs(tiny_run):
     work, _, _ = tiny_run
     log = (work / "results" / "logs" / "worker.log").read_text()
@@ -161,6 +234,7 @@ def test_adding_bits_trains_no_float_model(tiny_run):
         "aggregate": 1,
         "scaling": 1,
         "figures": 1,
+        "report_answer": 1,
         "report_tables": 1,
         "report_provenance": 1,
         "all": 1,

@@ -131,7 +131,7 @@ def study_outputs(study):
         for name in FIGURES
         for ext in config["plots"]["formats"]
     ]
-    out.append(layout.report_page(study, "tables"))
+    out += [layout.report_page(study, page) for page in ("answer", "tables")]
     if qspecs.has_mixed(config, study):
         out += [layout.table_file(study, t) for t in registry.MIXED_TABLES]
         out.append(layout.report_page(study, "mixed"))
@@ -200,19 +200,33 @@ def mixed_figure_outputs(pattern, category):
     return figure_outputs(pattern, category, registry.MIXED_FIGURES)
 
 
-def reference_targets():
-    """Figures of the shipped reference tables, reference/<profile>/<study>/."""
+def reference_studies():
+    """(profile, study) of every shipped reference study, reference/<profile>/<study>/."""
     found = glob_wildcards(layout.reference_table("summary"))
+    return list(zip(found.profile, found.ref_study))
+
+
+def reference_summaries(profile):
+    return [layout.reference_table("summary", p, s) for p, s in reference_studies() if p == profile]
+
+
+def reference_targets():
+    """Figures and report pages of the shipped reference tables, reference/<profile>/<study>/."""
     out = []
-    for profile, study in zip(found.profile, found.ref_study):
-        names = list(FIGURES)
+    for profile, study in reference_studies():
+        names, pages = list(FIGURES), ["answer", "tables"]
         if os.path.isfile(layout.reference_table("mixed", profile, study)):
             names += registry.MIXED_FIGURES
+            pages.append("mixed")
         out += [
             layout.reference_figure(profile, study, name, ext)
             for name in names
             for ext in config["plots"]["formats"]
         ]
+        out += [layout.reference_report_page(profile, study, page) for page in pages]
+    out += [
+        layout.reference_provenance_page(p) for p in sorted({p for p, _ in reference_studies()})
+    ]
     return out
 
 
@@ -275,6 +289,16 @@ onsuccess:
     qworker.stop(_worker.pop("proc", None))
     # cells flagged in this run (chance level, diverged): said here, not only in their logs
     qconsole.report_run(f"{layout.RESULTS}/logs", _RUN_START)
+    # a run of the default target ends with what it found, per study
+    if workflow.is_main_process and "all" in {j.rule.name for j in workflow.dag.targetjobs}:
+        from qdesign.analysis import answer as qanswer
+
+        try:
+            print(qanswer.closing_summary(STUDIES), flush=True)
+        except (
+            Exception
+        ) as exc:  # the run succeeded; a summary that cannot be made must not fail it
+            print(f"qdesign: no summary ({type(exc).__name__}: {exc})", flush=True)
 
 
 onerror:

@@ -45,10 +45,7 @@ use rule figures as reference_figures with:
         frontier=layout.reference_table("frontier"),
         scaling=layout.reference_table("scaling"),
     output:
-        figure_outputs(
-            layout.REFERENCE_FIGURE,
-            "reference {profile}: {ref_study}",
-        ),
+        figure_outputs(layout.REFERENCE_FIGURE, layout.REFERENCE_CATEGORY),
     log:
         layout.log_file("reference_figures", "{profile}/{ref_study}"),
 

@@ -65,6 +65,7 @@ localrules:
     aggregate_mixed,
     mixed_figures,
     reference_mixed_figures,
+    reference_report_mixed,
     report_mixed,
 
 
@@ -147,9 +148,22 @@ use rule mixed_figures as reference_mixed_figures with:
         mixed=layout.reference_table("mixed"),
         comparison=layout.reference_table("mixed_vs_uniform"),
     output:
-        mixed_figure_outputs(
-            layout.REFERENCE_FIGURE,
-            "reference {profile}: {ref_study}",
-        ),
+        mixed_figure_outputs(layout.REFERENCE_FIGURE, layout.REFERENCE_CATEGORY),
     log:
         layout.log_file("reference_mixed_figures", "{profile}/{ref_study}"),
+
+
+use rule report_mixed as reference_report_mixed with:
+    input:
+        comparison=layout.reference_table("mixed_vs_uniform"),
+        mixed=layout.reference_table("mixed"),
+    output:
+        report(
+            layout.reference_report_page("{profile}", "{ref_study}", "mixed"),
+            caption="../report/mixed_tables.rst",
+            category=layout.REFERENCE_CATEGORY,
+            subcategory="tables",
+            labels={"table": "mixed precision"},
+        ),
+    log:
+        layout.log_file("reference_report_mixed", "{profile}/{ref_study}"),

@@ -112,7 +112,7 @@ def _float_equivalent(errors: np.ndarray, log_n: np.ndarray, fitted: np.ndarray)
 def _check_cells(cells: pd.DataFrame) -> None:
     missing = [c for c in ("n_weights", "bits", "error") if c not in cells.columns]
     if missing:
-        raise ValueError(f"cells is missing required column(s): {', '.join(missing)}")
+        raise ValueError(f"cells is missing required column{'s' if len(missing) > 1 else ''}: {', '.join(missing)}")
     n = cells["n_weights"].to_numpy(dtype=float, na_value=np.nan)
     bits = cells["bits"].to_numpy(dtype=float, na_value=np.nan)
     err = cells["error"].to_numpy(dtype=float, na_value=np.nan)

@@ -120,7 +120,7 @@ def finding_c(summary: pd.DataFrame) -> str:
         ]
         for b, g in q.groupby("bits"):
             rec = g["recovered"].dropna()
-            rtxt = f"{_pct(rec.median())} ({len(rec)} widths)" if len(rec) else "no loss to recover"
+            rtxt = _recovered(rec)
             lines.append(
                 f"| {int(b)} | {100 * (g['direct'] - g['float_error']).median():+.2f} | "
                 f"{100 * g['gap'].median():+.2f} | {rtxt} |"
@@ -128,6 +128,16 @@ def finding_c(summary: pd.DataFrame) -> str:
         return "\n".join(lines)
 
     return _per_method(summary, render)
+
+
+def _recovered(shares: pd.Series) -> str:
+    """The median share of the loss recovered, over how many widths, and what a share above 100% means."""
+    n = len(shares)
+    if not n:
+        return "no loss to recover"
+    med = shares.median()
+    beyond = "; above 100%: retrained beats float" if med > 1 else ""
+    return f"{_pct(med)} ({n} width{'s' if n != 1 else ''}{beyond})"
 
 
 def finding_d(frontier: pd.DataFrame) -> str:

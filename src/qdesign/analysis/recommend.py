@@ -263,7 +263,7 @@ def advise(
     need = ["width", "bits", "seed", "n_weights", "val_error", "test_error", MEMORY_COLUMNS[memory]]
     missing = [c for c in need if c not in summary.columns]
     if missing:
-        raise TableError(f"the study's summary lacks column(s) {', '.join(missing)}")
+        raise TableError(f"the study's summary lacks column{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
     if summary.empty:
         raise TableError("the study's summary is empty: no trained cell to advise from")
     cell_stats(summary, "val_error")  # one line for non-finite or out-of-range errors, or no float rows
@@ -396,6 +396,12 @@ def recommend(study_dir, budget_bits: int, memory: str = "weights", bits_values=
     return _format(rec, level)
 
 
+def _tied_names(df: pd.DataFrame) -> str:
+    """The designs tied with the named one (not it), "; "-separated."""
+    others = df[df["tied"] & ~df["named"]]
+    return "; ".join(_design_name(r.method, r.width, r.bits) for r in others.itertuples())
+
+
 def recommendation_table(
     summary: pd.DataFrame, scaling: pd.DataFrame | None, budgets, memory: str = "weights"
 ) -> pd.DataFrame:
@@ -419,6 +425,7 @@ def recommendation_table(
                 trained_test_se=float(c["test_se"]),
                 trained_n_seeds=int(c["n"]),
                 trained_n_tied=int(rec.trained["tied"].sum()),
+                trained_tied=_tied_names(rec.trained),
             )
         if len(rec.designs):
             c = rec.designs[rec.designs["named"]].iloc[0]
@@ -431,6 +438,7 @@ def recommendation_table(
                 predicted_lo=float(c["lo"]),
                 predicted_hi=float(c["hi"]),
                 design_n_tied=int(rec.designs["tied"].sum()),
+                design_tied=_tied_names(rec.designs),
             )
         row["notes"] = "; ".join(rec.notes)
         rows.append(row)

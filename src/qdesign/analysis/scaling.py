@@ -179,10 +179,11 @@ def cell_stats(cells: pd.DataFrame, target: str = TARGET) -> pd.DataFrame:
         raise TableError("cells must be a pandas DataFrame")
     missing = [c for c in ("n_weights", "bits", target) if c not in cells.columns]
     if missing:
-        raise TableError(f"the study table lacks column(s) {', '.join(missing)}")
+        raise TableError(f"the study table lacks column{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
     err = cells[target].to_numpy(float)
     if not np.all(np.isfinite(err)):
-        raise TableError(f"{target} has {int((~np.isfinite(err)).sum())} non-finite value(s): rerun those cells")
+        n_bad = int((~np.isfinite(err)).sum())
+        raise TableError(f"{target} has {n_bad} non-finite value{'s' if n_bad != 1 else ''}: rerun those cells")
     if np.any((err < 0) | (err > 1)):
         raise TableError(f"{target} must be a fraction in [0, 1]; found {err.min():.4g}..{err.max():.4g}")
     if not np.all(cells["n_weights"].to_numpy(float) > 0):

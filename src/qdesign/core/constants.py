@@ -31,3 +31,9 @@ so no recorded error changed with the batch (256 before 2026-12-02). Used by
 :func:`qdesign.nn.train.evaluate` and :func:`qdesign.nn.train.logits` (export
 verification), the sensitivity pass and the memory estimate of
 :mod:`qdesign.run.resources`."""
+
+
+HISTORY_COLUMNS = {"loss": "history_loss", "train_error": "history_train_error", "val_error": "history_val_error"}
+"""Per-epoch curves a cell records in its metrics row (list columns, one value
+per epoch; the full history stays in model.pt): training loss and error, and
+validation error. The curves figure reads them, so figures need no torch."""

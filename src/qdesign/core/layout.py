@@ -14,6 +14,7 @@
     results/logs/{rule}/{job}.log  results/benchmarks/{rule}/{job}.tsv
     reference/{profile}/{ref_study}/{table}.parquet        shipped reference tables (tracked in git)
     results/reference/{profile}/{ref_study}/figures/{figure}.{ext}
+    results/reference/{profile}/{ref_study}/report/{page}.html  results/reference/{profile}/report/provenance.html
 
 A function called with a wildcard for an argument (``table_file("{study}",
 "summary")``) gives the rule pattern, with values it gives one file.
@@ -45,6 +46,13 @@ PROVENANCE_PAGE = RESULTS + "/report/provenance.html"
 EXPORT_MANIFEST = RESULTS + "/{study}/export/manifest.parquet"
 REFERENCE_TABLE = "reference/{profile}/{ref_study}/{table}.parquet"
 REFERENCE_FIGURE = RESULTS + "/reference/{profile}/{ref_study}/figures/{figure}.{ext}"
+REFERENCE_REPORT_PAGE = RESULTS + "/reference/{profile}/{ref_study}/report/{page}.html"
+REFERENCE_PROVENANCE_PAGE = RESULTS + "/reference/{profile}/report/provenance.html"
+REFERENCE_CONFIG = "reference/{profile}/config.yaml"
+REFERENCE_PROVENANCE = "reference/{profile}/provenance.json"
+REFERENCE_CATEGORY = "{ref_study} (reference {profile})"
+"""A reference study's category in the Snakemake report (no colon: docutils reads
+"name: text" as a link target, and two such names collide)."""
 WORKER_LOG = RESULTS + "/logs/worker.log"
 # job names of the per-cell rules' logs and benchmarks
 FLOAT_JOB = "{study}/w{width}-s{seed}"
@@ -110,6 +118,14 @@ def reference_table(table: str, profile: str = "{profile}", ref_study: str = "{r
 
 def reference_figure(profile: str, ref_study: str, figure: str, ext: str) -> str:
     return REFERENCE_FIGURE.format(profile=profile, ref_study=ref_study, figure=figure, ext=ext)
+
+
+def reference_report_page(profile: str, ref_study: str, page: str) -> str:
+    return REFERENCE_REPORT_PAGE.format(profile=profile, ref_study=ref_study, page=page)
+
+
+def reference_provenance_page(profile: str) -> str:
+    return REFERENCE_PROVENANCE_PAGE.format(profile=profile)
 
 
 def log_file(rule: str, job: str | None = None) -> str:

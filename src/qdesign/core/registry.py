@@ -184,11 +184,12 @@ FIGURE_INFO: dict[str, FigureInfo] = {
     for f in (
         FigureInfo("error_vs_weights", "test error vs network size", ("summary",)),
         FigureInfo("error_vs_memory", "test error vs weight memory", ("summary", "frontier")),
-        FigureInfo("ecr_vs_width", "effective compression ratio", ("ecr",)),
+        FigureInfo("ecr_vs_width", "effective compression ratio", ("summary", "ecr")),
         FigureInfo("retrain_gap", "quantization loss before/after retraining", ("summary",)),
         FigureInfo("method_comparison", "retraining methods", ("summary",)),
         FigureInfo("scaling_fit", "scaling law err(N, b)", ("summary", "scaling")),
         FigureInfo("ecr_bands", "ECR read off and from the law", ("ecr", "scaling")),
+        FigureInfo("training_curves", "training and retraining curves per width", ("summary",)),
         FigureInfo(
             "sensitivity", "layer sensitivity (one layer quantized, the others float)", ("sensitivity",), mixed=True
         ),

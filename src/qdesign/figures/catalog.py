@@ -19,9 +19,10 @@ import matplotlib
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ..analysis.tables import primary_method_rows
+from ..analysis.tables import primary_method_rows, retraining_methods
 from ..core.errors import TableError
 from ..core.registry import FIGURE_INFO
+from .curves import plot_training_curves
 from .mixed import plot_mixed_frontier, plot_sensitivity
 from .scaling import is_fitted, not_fitted_note, plot_ecr_bands, plot_scaling_fit
 from .study import (
@@ -31,7 +32,7 @@ from .study import (
     plot_method_comparison,
     plot_retrain_gap,
 )
-from .style import FIGSIZE, RC, bits_styles, normalize_formats, save_figure, study_name
+from .style import FIGSIZE, RC, bits_styles, normalize_formats, note, save_figure, study_name
 
 __all__ = ["DRAWERS", "draw_figure", "write_figures"]
 
@@ -65,6 +66,33 @@ def _scaling(plot: Callable) -> Callable:
     return draw
 
 
+def _n_test(tables: Tables) -> int | None:
+    """The study's test-set size (what one misclassified image weighs), when its summary says."""
+    s = tables.get("summary")
+    if s is None or "n_test" not in s.columns or s["n_test"].isna().all():
+        return None
+    return int(s["n_test"].median())
+
+
+def _method_comparison(ax, tables: Tables, styles: dict) -> None:
+    """Several methods side by side; a study of one method says so instead of repeating its errors."""
+    methods = retraining_methods(tables["summary"])
+    if len(methods) > 1:
+        plot_method_comparison(tables["summary"], ax, styles)
+    else:
+        only = methods[0] if methods else "none"
+        ax.figure.set_size_inches(FIGSIZE[0], 1.8)
+        note(
+            ax,
+            f"one retraining method in this study ({only}): nothing to compare.\n"
+            "List several in the config's retraining.methods\n(fixed, epoch, learned) to compare them here.",
+        )
+
+
+def _training_curves(fig: Figure, tables: Tables, styles: dict) -> None:
+    plot_training_curves(_primary(tables, "summary"), fig, styles)
+
+
 def _ecr_bands(fig: Figure, tables: Tables, styles: dict) -> None:
     if is_fitted(tables["scaling"]):
         plot_ecr_bands(_primary(tables, "ecr"), tables["scaling"], fig, styles)
@@ -84,15 +112,16 @@ def _mixed_frontier(fig: Figure, tables: Tables, styles: dict) -> None:
     for i, method in enumerate(methods):
         ax = fig.add_subplot(len(methods), 1, i + 1)
         plot_mixed_frontier(tables["summary"], tables["mixed"], ax, method)
-        ax.set_title(f"{method} retraining")
+        ax.set_title(f"retraining method: {method}", fontsize=8.5)
 
 
 DRAWERS: dict[str, Drawer] = {
     "error_vs_weights": _on_axes(lambda ax, t, s: plot_error_vs_weights(_primary(t, "summary"), ax, s)),
     "error_vs_memory": _on_axes(lambda ax, t, s: plot_error_vs_memory(_primary(t, "summary"), t["frontier"], ax, s)),
-    "ecr_vs_width": _on_axes(lambda ax, t, s: plot_ecr_vs_width(_primary(t, "ecr"), ax, s)),
+    "ecr_vs_width": _on_axes(lambda ax, t, s: plot_ecr_vs_width(_primary(t, "ecr"), ax, s, _n_test(t))),
     "retrain_gap": _on_axes(lambda ax, t, s: plot_retrain_gap(_primary(t, "summary"), ax, s)),
-    "method_comparison": _on_axes(lambda ax, t, s: plot_method_comparison(t["summary"], ax, s)),
+    "method_comparison": _on_axes(_method_comparison),
+    "training_curves": _training_curves,
     "scaling_fit": _on_axes(_scaling(lambda ax, t, s: plot_scaling_fit(_primary(t, "summary"), t["scaling"], ax, s))),
     "ecr_bands": _ecr_bands,
     "sensitivity": _sensitivity,
@@ -121,7 +150,7 @@ def draw_figure(name: str, tables: Tables, styles: dict | None = None, title: st
     info = FIGURE_INFO[name]
     missing = [t for t in info.tables if t not in tables]
     if missing:
-        raise TableError(f"figure {name} needs the table(s) {', '.join(missing)}")
+        raise TableError(f"figure {name} needs the table{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
     base = title if title is not None else (study_name(*(tables[t] for t in info.tables)) or "qdesign")
     fig = Figure(figsize=FIGSIZE, layout="constrained")
     DRAWERS[name](fig, tables, _styles(tables) if styles is None else styles)

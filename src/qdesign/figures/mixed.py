@@ -5,8 +5,9 @@
   quantized; the numbers are printed in the cells.
 * ``mixed_frontier``: test error against weight memory for every uniform
   (circles, coloured by bits), explicit-pattern (diamonds) and budget (stars)
-  design, seed means with seed std bars, and the Pareto fronts of uniform
-  designs alone (solid) and of all designs (dashed), one panel per method.
+  design, seed means with bars of one standard error over seeds, and the
+  Pareto fronts of uniform designs alone (solid) and of all designs (dashed),
+  chosen on validation error and drawn at their test error, one panel per method.
 """
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ import pandas as pd
 from matplotlib.colors import SymLogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter
 
 from ..analysis.ecr import pareto_front
 from ..analysis.mixed import mixed_means, uniform_means
 from ..analysis.tables import FLOAT_METHOD
-from .style import bits_styles, legend, log_x, maybe_log_y
+from .style import KIB, bits_order, bits_styles, fmt_g, legend, log_ticks, maybe_log_y, memory_axis, se
 
 __all__ = ["plot_mixed_frontier", "plot_sensitivity"]
-_KIB = 8 * 1024  # bits per KiB
 
 
 def plot_sensitivity(sens: pd.DataFrame, fig: Figure) -> None:
@@ -40,12 +41,14 @@ def plot_sensitivity(sens: pd.DataFrame, fig: Figure) -> None:
         ax.set_yticks(range(t.shape[0]), [f"{i + 1}" for i in t.index])
         ax.grid(False)
         ax.set_title(f"width {w}")
-        ax.set_xlabel("bits of that layer")
+        ax.set_xlabel("Bits of that layer")
         for (i, j), v in np.ndenumerate(t.to_numpy()):
-            ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=6, color="white" if abs(v) > 3 else "black")
-    axes[0].set_ylabel("weight layer (first to last)")
+            text = f"{v:.1f}" if round(v, 1) != 0 else "0.0"  # no "-0.0": a change below 0.05 points is none
+            ax.text(j, i, text, ha="center", va="center", fontsize=6, color="white" if abs(v) > 3 else "black")
+    axes[0].set_ylabel("Weight layer (first to last)")
     cbar = fig.colorbar(image, ax=list(axes), shrink=0.9)
-    cbar.set_label("validation error increase (points)")
+    cbar.ax.yaxis.set_major_formatter(FuncFormatter(fmt_g))
+    cbar.set_label("Validation error increase\n(percentage points, symlog)")
 
 
 def plot_mixed_frontier(summary: pd.DataFrame, mixed: pd.DataFrame, ax, method: str) -> None:
@@ -54,31 +57,36 @@ def plot_mixed_frontier(summary: pd.DataFrame, mixed: pd.DataFrame, ax, method: 
     mix = mixed_means(mixed)
     mix = mix[mix["method"] == method]
     styles = bits_styles(uni["bits"])
-    for b, g in uni.groupby("bits"):
+    for b in bits_order(uni["bits"]):
+        g = uni[uni["bits"] == b]
         st = styles[int(b)]
         ax.errorbar(
-            g["memory_bits"] / _KIB, 100 * g["error"], yerr=100 * g["error_std"].fillna(0), fmt=st["marker"],
+            g["memory_bits"] / KIB, 100 * g["error"], yerr=100 * se(g["error_std"], g["n_seeds"]), fmt=st["marker"],
             color=st["color"], ms=4, lw=0.8, alpha=0.8, label=st["label"],
         )  # fmt: skip
     for kind, marker, label in (("explicit", "D", "mixed: pattern"), (None, "*", "mixed: budget")):
         g = mix[mix["allocation"] == "explicit"] if kind else mix[mix["allocation"] != "explicit"]
         if len(g):
             ax.errorbar(
-                g["memory_bits"] / _KIB, 100 * g["error"], yerr=100 * g["error_std"].fillna(0), fmt=marker,
+                g["memory_bits"] / KIB, 100 * g["error"], yerr=100 * se(g["error_std"], g["n_seeds"]), fmt=marker,
                 color="tab:red", mfc="none" if kind else "tab:red", ms=7 if marker == "*" else 5, lw=0.8, label=label,
             )  # fmt: skip
-    cols = ["memory_bits", "error"]
-    front_u = pareto_front(uni[cols]).sort_values("memory_bits")
-    front_all = pareto_front(pd.concat([uni[cols], mix[cols]])).sort_values("memory_bits")
-    ax.step(front_u["memory_bits"] / _KIB, 100 * front_u["error"], where="post", color="0.3", lw=1.2)
-    ax.step(front_all["memory_bits"] / _KIB, 100 * front_all["error"], where="post", color="tab:red", lw=1, ls="--")
-    log_x(ax, pd.concat([uni["memory_bits"], mix["memory_bits"]]) / _KIB)
-    ax.set_xlabel("weight memory (KiB, log scale)")
-    ax.set_ylabel("test error (%)")
-    maybe_log_y(ax, 100 * pd.concat([uni["error"], mix["error"]]), ratio=3.0)
+    # the fronts are chosen on validation error, like every choice, and drawn at their test error
+    cols = ["memory_bits", "val_error", "error"]
+    front_u = pareto_front(uni[cols], error_col="val_error").sort_values("memory_bits")
+    front_all = pareto_front(pd.concat([uni[cols], mix[cols]]), error_col="val_error").sort_values("memory_bits")
+    ax.step(front_u["memory_bits"] / KIB, 100 * front_u["error"], where="post", color="0.3", lw=1.2)
+    ax.step(front_all["memory_bits"] / KIB, 100 * front_all["error"], where="post", color="tab:red", lw=1, ls="--")
+    memory_axis(ax, pd.concat([uni["memory_bits"], mix["memory_bits"]]) / KIB)
+    ax.set_ylabel("Test error (%)")
+    errors = 100 * pd.concat([uni["error"], mix["error"]])
+    if maybe_log_y(ax, errors, ratio=3.0):
+        log_ticks(ax.yaxis, errors)
     handles, labels = ax.get_legend_handles_labels()
     handles += [
         Line2D([], [], color="0.3", lw=1.2, label="Pareto front: uniform"),
         Line2D([], [], color="tab:red", lw=1, ls="--", label="Pareto front: all designs"),
+        Line2D([], [], ls="none", label="fronts chosen on\nvalidation error"),
+        Line2D([], [], ls="none", label="markers: seed means;\nbars: ± 1 SE over seeds"),
     ]
     legend(ax, handles=handles)

@@ -17,14 +17,14 @@ import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from matplotlib.ticker import NullFormatter
 
 from ..analysis.aggregate import readoff_informative
 from ..analysis.scaling import law_from_table
 from ..analysis.tables import primary_method
 from ..core.constants import FLOAT_BITS
 from ..core.precision import is_float_bits
-from .style import bits_order, fmt_si, legend, log_ticks, require, styles_for, width_label
+from .style import bits_order, legend, log_ticks, log_x, require, styles_for, width_label
 
 __all__ = ["is_fitted", "not_fitted_note", "plot_ecr_bands", "plot_scaling_fit"]
 
@@ -87,11 +87,7 @@ def plot_scaling_fit(summary: pd.DataFrame, scaling_df: pd.DataFrame, ax, styles
         ax.plot(inside, 100 * law.predict(inside, b), color=st["color"], lw=1.0, zorder=1)
         for part in (below, above):
             ax.plot(part, 100 * law.predict(part, b), color=st["color"], lw=0.8, ls="--", zorder=1)
-    ax.set_xscale("log")
-    if hi / lo < 100:  # short span: matplotlib would label colliding minor ticks
-        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-        ax.xaxis.set_major_formatter(FuncFormatter(fmt_si))
-        ax.xaxis.set_minor_formatter(NullFormatter())
+    log_x(ax, [lo / 1.5, hi * 1.5])
     ax.set_yscale("log")
     log_ticks(ax.yaxis, 100 * stats["m"])
     ax.set_xlabel("Number of weights (log scale)")
@@ -146,10 +142,11 @@ def plot_ecr_bands(ecr_df: pd.DataFrame, scaling_df: pd.DataFrame, fig, styles: 
             err = np.vstack([r["ecr"] - r["ecr_lo"], r["ecr_hi"] - r["ecr"]]).clip(min=0)[:, exact]
             ax.errorbar(r["width"][exact], r["ecr"][exact], yerr=err, fmt="none", ecolor=st["color"], lw=0.8)
         ax.plot(r["width"][exact], r["ecr"][exact], ls="none", marker=st["marker"], color=st["color"], ms=4.5)
-        for kind, mk in (("upper", "v"), ("lower", "^")):
-            sel = (bound == kind) & inf
+        for kind, mk in (("upper", "v"), ("lower", "^")):  # a bound is never informative, but it is a bound
+            sel = bound == kind
             ax.plot(r["width"][sel], r["ecr"][sel], ls="none", marker=mk, mfc="white", mec=st["color"], ms=6)
-        ax.plot(r["width"][~inf], r["ecr"][~inf], ls="none", marker="x", color="0.55", ms=5)
+        wide = ~inf & (bound == "")
+        ax.plot(r["width"][wide], r["ecr"][wide], ls="none", marker="x", color="0.55", ms=5)
         ax.axhline(1.0, color="black", lw=0.8, ls=":")
         ax.set_title(st["label"], fontsize=8.5)
         ax.set_xscale("log", base=2)

@@ -17,14 +17,20 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
+from ..analysis.aggregate import INFORMATIVE_RATIO, readoff_informative
+from ..analysis.tables import with_method
 from ..core.precision import is_float_bits
 from .style import (
+    KIB,
     bits_order,
     fmt_g,
     legend,
+    log_ticks,
     log_x,
     maybe_log_y,
+    memory_axis,
     require,
+    se,
     seed_stats,
     styles_for,
     width_axis,
@@ -117,11 +123,12 @@ def _memory_column(cells: pd.DataFrame, pareto: pd.DataFrame) -> str:
 def plot_error_vs_memory(
     summary: pd.DataFrame, frontier: pd.DataFrame, ax, styles: Mapping | None = None, n_annotate: int = 6
 ):
-    """Test error (%) vs memory, every seed-averaged cell, with the Pareto frontier.
+    """Test error (%) vs memory (KiB), every seed-averaged cell, with the Pareto frontier.
 
     This is the paper's question in one picture: for any memory budget, the
-    frontier step line gives the best error reachable and the labels say which
-    (width, bits) reaches it.  The top axis repeats the memory in KiB.
+    frontier step line gives the best design within it and the labels say
+    which (width, bits) it is. The frontier is chosen on validation error and
+    drawn at its test error, with one standard error over seeds as bars.
     """
     require(summary, _REQUIRED["error_vs_memory"], "summary")
     require(frontier, _REQUIRED["frontier"], "frontier")
@@ -141,7 +148,7 @@ def plot_error_vs_memory(
         s = cells[cells["bits"] == b]
         st = styles[b]
         ax.scatter(
-            s[mem_col],
+            s[mem_col] / KIB,
             100 * s["test_error"],
             color=st["color"],
             marker=st["marker"],
@@ -162,7 +169,7 @@ def plot_error_vs_memory(
         sel = cells.set_index(["bits", "width"]).index.isin(bad)
         if sel.any():
             ax.scatter(
-                cells.loc[sel, mem_col],
+                cells.loc[sel, mem_col] / KIB,
                 100 * cells.loc[sel, "test_error"],
                 marker="x",
                 color="red",
@@ -173,27 +180,51 @@ def plot_error_vs_memory(
             label = "diverged or chance level (not on the frontier)" if diverged else "chance level"
             handles.append(Line2D([], [], ls="none", marker="x", color="red", ms=7, mew=1.5, label=label))
     if not pareto.empty:
-        x = pareto["memory_bits"].to_numpy(float)
+        x = pareto["memory_bits"].to_numpy(float) / KIB
         y = 100 * pareto["error"].to_numpy(float)
+        err = 100 * _frontier_se(summary, pareto)
         # Best error with memory <= m is constant until the next frontier point.
-        (line,) = ax.step(x, y, where="post", color="crimson", lw=1.6, zorder=3, label="Pareto frontier")
+        ax.step(x, y, where="post", color="crimson", lw=1.6, zorder=3, gid="frontier")
+        bars = ax.errorbar(x, y, yerr=err, fmt="none", ecolor="crimson", elinewidth=1.0, capsize=2, zorder=4)
+        bars.lines[2][0].set_gid("frontier-se")
         ax.scatter(x, y, s=60, facecolors="none", edgecolors="crimson", lw=1.2, zorder=4)
-        handles.append(Line2D([], [], color="crimson", lw=1.6, marker="o", mfc="none", ms=7, label="Pareto frontier"))
+        chosen = "validation" if "val_error" in pareto.columns else "test"
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color="crimson",
+                lw=1.6,
+                marker="o",
+                mfc="none",
+                ms=7,
+                label=f"Pareto frontier\n(chosen on {chosen} error;\nbars: ± 1 SE over seeds)",
+            )
+        )
         _annotate_frontier(ax, pareto, n_annotate)
         if n_annotate > 0:
             handles.append(Line2D([], [], ls="none", label="labels: width, bits"))
+    handles.append(Line2D([], [], ls="none", label="markers: seed means"))
 
-    ax.set_xscale("log")
-    ax.set_ymargin(0.08)  # room for the label under the lowest frontier point
-    maybe_log_y(ax, 100 * cells["test_error"])
     what = "Total memory" if mem_col == "memory_bits_total" else "Weight memory"
-    ax.set_xlabel(f"{what} (bits, log scale)")
+    memory_axis(ax, cells[mem_col] / KIB, what)
+    ax.set_ymargin(0.08)  # room for the label under the lowest frontier point
+    if maybe_log_y(ax, 100 * cells["test_error"]):
+        log_ticks(ax.yaxis, 100 * cells["test_error"])
     ax.set_ylabel("Test error (%)")
-    top = ax.secondary_xaxis("top", functions=(lambda b: b / 8192.0, lambda k: k * 8192.0))
-    top.set_xlabel(f"{what} (KiB)")
-    top.xaxis.set_major_formatter(FuncFormatter(fmt_g))
     legend(ax, handles)
     return ax
+
+
+def _frontier_se(summary: pd.DataFrame, pareto: pd.DataFrame) -> np.ndarray:
+    """One standard error over seeds of each frontier cell's mean test error."""
+    if "error_std" not in pareto.columns:
+        return np.zeros(len(pareto))
+    rows = with_method(summary)
+    keys = ["width", "bits", "method"] if "method" in pareto.columns else ["width", "bits"]
+    counts = rows.groupby(keys)["seed"].count().rename("n_seeds").reset_index()
+    n = pareto.merge(counts, on=keys, how="left")["n_seeds"].to_numpy(float)
+    return se(pareto["error_std"].to_numpy(float), n)
 
 
 def _annotate_frontier(ax, pareto: pd.DataFrame, n: int) -> None:
@@ -211,7 +242,7 @@ def _annotate_frontier(ax, pareto: pd.DataFrame, n: int) -> None:
         # smaller and better, and the step line leaves the point up and right.
         ax.annotate(
             f"{int(r['width'])}, {tag}",
-            (r["memory_bits"], 100 * r["error"]),
+            (r["memory_bits"] / KIB, 100 * r["error"]),
             xytext=(-5, -5),
             textcoords="offset points",
             ha="right",
@@ -222,13 +253,18 @@ def _annotate_frontier(ax, pareto: pd.DataFrame, n: int) -> None:
         )
 
 
-def plot_ecr_vs_width(ecr: pd.DataFrame, ax, styles: Mapping | None = None):
+def plot_ecr_vs_width(ecr: pd.DataFrame, ax, styles: Mapping | None = None, n_test: int | None = None):
     """Effective compression ratio vs width, one curve per bits.
 
     ECR > 1 means quantizing saves memory even after paying back its accuracy
-    loss with a larger network; the paper finds it rises with width.  Points
-    where the quantized error lies outside the float curve are only bounds
-    and are drawn as open triangles (▽ upper, △ lower).
+    loss with a larger network; the paper finds it rises with width. What the
+    read-off can say is drawn apart from what it cannot: filled markers joined
+    by lines are informative read-offs, with their bootstrap interval over
+    seeds as bars; open circles are read-offs whose interval spans more than
+    :data:`qdesign.analysis.aggregate.INFORMATIVE_RATIO` (the float curve is
+    too flat there for the seeds to pin the ratio); open triangles are only
+    bounds (▽ upper, △ lower: the quantized error lies outside the float
+    curve), never joined by a line.
     """
     require(ecr, _REQUIRED["ecr"], "ecr")
     q = ecr[~is_float_bits(ecr["bits"])].copy()
@@ -237,26 +273,53 @@ def plot_ecr_vs_width(ecr: pd.DataFrame, ax, styles: Mapping | None = None):
     q = q[q["ecr"] > 0]
     bound = q["ecr_bound"].astype(object).where(q["ecr_bound"].notna(), None)
     q["bound"] = bound.map(lambda v: v if v in ("upper", "lower") else "")
+    q["informative"] = readoff_informative(q).to_numpy(bool)
+    has_band = {"ecr_lo", "ecr_hi"} <= set(q.columns) and q[["ecr_lo", "ecr_hi"]].notna().any().any()
 
     order = bits_order(q["bits"])
     styles = styles_for(styles, order)
-    any_bound = {"upper": False, "lower": False}
+    seen = {"upper": False, "lower": False, "wide": False}
+    # a small sideways offset per bits value, so that bars at one width do not hide each other
+    shift = dict(zip(order, 2.0 ** (0.06 * (np.arange(len(order)) - (len(order) - 1) / 2))))
     for b in order:
         s = q[q["bits"] == b].sort_values("width")
         st = styles[b]
-        x, y = s["width"].to_numpy(float), s["ecr"].to_numpy(float)
-        ax.plot(x, y, color=st["color"], lw=1.4, zorder=2)
-        exact = (s["bound"] == "").to_numpy()
-        ax.plot(x[exact], y[exact], ls="none", color=st["color"], marker=st["marker"], ms=4.5, zorder=3)
+        x, y = s["width"].to_numpy(float) * shift[b], s["ecr"].to_numpy(float)
+        good = s["informative"].to_numpy(bool) & (s["bound"] == "").to_numpy()
+        wide = ~s["informative"].to_numpy(bool) & (s["bound"] == "").to_numpy()
+        ax.plot(x, np.where(good, y, np.nan), color=st["color"], lw=1.4, zorder=2)
+        ax.plot(x[good], y[good], ls="none", color=st["color"], marker=st["marker"], ms=4.5, zorder=3)
+        if has_band:
+            lo, hi = s["ecr_lo"].to_numpy(float), s["ecr_hi"].to_numpy(float)
+            ok = np.isfinite(lo) & np.isfinite(hi)
+            for sel, lw, alpha in ((good & ok, 1.0, 1.0), (~good & ok, 0.7, 0.45)):
+                err = np.vstack([y - lo, hi - y]).clip(min=0)[:, sel]
+                ax.errorbar(
+                    x[sel],
+                    y[sel],
+                    yerr=err,
+                    fmt="none",
+                    ecolor=st["color"],
+                    elinewidth=lw,
+                    alpha=alpha,
+                    capsize=1.5,
+                    zorder=2,
+                )
+        if wide.any():
+            seen["wide"] = True
+            ax.plot(x[wide], y[wide], ls="none", marker="o", ms=5, mfc="white", mec=st["color"], mew=1.1, zorder=4)
         for kind, mk in (("upper", "v"), ("lower", "^")):
             sel = (s["bound"] == kind).to_numpy()
             if sel.any():
-                any_bound[kind] = True
+                seen[kind] = True
                 ax.plot(x[sel], y[sel], ls="none", marker=mk, ms=7, mfc="white", mec=st["color"], mew=1.3, zorder=4)
 
     ax.axhline(1.0, color="black", ls="--", lw=1.0, zorder=1)
     width_axis(ax, ecr["width"].dropna())
-    if not maybe_log_y(ax, np.r_[q["ecr"].to_numpy(float), 1.0]):
+    values = np.r_[q["ecr"].to_numpy(float), 1.0]
+    if maybe_log_y(ax, values):
+        log_ticks(ax.yaxis, values)
+    else:
         ax.yaxis.set_major_formatter(FuncFormatter(fmt_g))
     ax.set_xlabel(width_label(ecr))
     ax.set_ylabel("Effective compression ratio (×)")
@@ -266,7 +329,22 @@ def plot_ecr_vs_width(ecr: pd.DataFrame, ax, styles: Mapping | None = None):
         for b in order
     ]
     handles.append(Line2D([], [], color="black", ls="--", lw=1.0, label="float (ECR = 1)"))
-    if any_bound["upper"]:
+    if has_band:
+        handles.append(Line2D([], [], color="0.3", lw=1.0, marker="|", ms=6, label="bars: 90% bootstrap\nover seeds"))
+    if seen["wide"]:
+        handles.append(
+            Line2D(
+                [],
+                [],
+                ls="none",
+                marker="o",
+                ms=5,
+                mfc="white",
+                mec="0.3",
+                label=f"uninformative: interval\nwider than {INFORMATIVE_RATIO:g}x (float\ncurve too flat)",
+            )
+        )
+    if seen["upper"]:
         handles.append(
             Line2D(
                 [],
@@ -276,10 +354,10 @@ def plot_ecr_vs_width(ecr: pd.DataFrame, ax, styles: Mapping | None = None):
                 ms=7,
                 mfc="white",
                 mec="0.3",
-                label="upper bound\n(worse than\nsmallest float)",
+                label="upper bound (worse\nthan smallest float)",
             )
         )
-    if any_bound["lower"]:
+    if seen["lower"]:
         handles.append(
             Line2D(
                 [],
@@ -289,8 +367,12 @@ def plot_ecr_vs_width(ecr: pd.DataFrame, ax, styles: Mapping | None = None):
                 ms=7,
                 mfc="white",
                 mec="0.3",
-                label="lower bound\n(better than\nlargest float)",
+                label="lower bound (better\nthan largest float)",
             )
+        )
+    if n_test:
+        handles.append(
+            Line2D([], [], ls="none", label=f"test set: {n_test:,} images\n(1 image = {100 / n_test:.2g} points)")
         )
     legend(ax, handles)
     return ax

@@ -63,7 +63,7 @@ def require(df: pd.DataFrame, columns: Iterable[str], name: str) -> None:
         raise TableError(f"{name} must be a pandas DataFrame, got {type(df).__name__}")
     missing = [c for c in columns if c not in df.columns]
     if missing:
-        raise TableError(f"{name} is missing required column(s): {', '.join(missing)}")
+        raise TableError(f"{name} is missing required column{'s' if len(missing) > 1 else ''}: {', '.join(missing)}")
 
 
 def bits_label(bits: int) -> str:
@@ -138,13 +138,13 @@ def fmt_si(value, _pos=None) -> str:
 
 
 def log_x(ax, values) -> None:
-    """Log x axis. When the data span less than two decades, matplotlib labels
-    minor ticks in scientific notation and they collide; use 1-2-5 major ticks
-    with short labels (2k, 5k, 10k) instead."""
+    """Log x axis labelled where the data are: over less than three decades,
+    1-2-5 major ticks with short labels (2k, 5k, 10k) instead of matplotlib's
+    decades (which leave two or three labels, or colliding minor ones)."""
     ax.set_xscale("log")
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v) & (v > 0)]
-    if v.size and v.max() / v.min() < 100:
+    if v.size and v.max() / v.min() < 1000:
         ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         ax.xaxis.set_major_formatter(FuncFormatter(fmt_si))
         ax.xaxis.set_minor_formatter(NullFormatter())
@@ -232,6 +232,32 @@ def log_ticks(axis, values) -> None:
     axis.set_major_formatter(FuncFormatter(fmt_g))
     axis.set_minor_locator(LogLocator(base=10, subs=np.arange(1.0, 10.0)))
     axis.set_minor_formatter(NullFormatter())
+
+
+KIB = 8 * 1024
+"""Bits per KiB: every memory axis and table of the project is in KiB."""
+
+
+def memory_axis(ax, kib, label: str = "Weight memory") -> None:
+    """Log x axis of memory in KiB, ticks labelled where the data are."""
+    ax.set_xscale("log")
+    log_ticks(ax.xaxis, kib)
+    ax.set_xlabel(f"{label} (KiB, log scale)")
+
+
+def note(ax, text: str) -> None:
+    """A figure that has nothing to draw says why, in the middle of its axes."""
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="0.35", wrap=True)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+
+
+def se(std, n):
+    """Standard error of a mean over ``n`` seeds from their std (0 for one seed)."""
+    n = np.asarray(n, float)
+    out = np.asarray(std, float) / np.sqrt(np.where(n > 0, n, np.nan))
+    return np.where(np.isfinite(out), out, 0.0)
 
 
 def save_figure(fig: Figure, stem: str | Path, formats: Sequence[str], dpi: int) -> list[Path]:

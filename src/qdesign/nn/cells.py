@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from .. import __version__
-from ..core.constants import CHECKPOINT_VERSION
+from ..core.constants import CHECKPOINT_VERSION, HISTORY_COLUMNS
 from ..core.errors import CheckpointError, DivergedError
 from ..core.io import parquet_write_atomic
 from ..core.memory import network_memory_bits
@@ -169,6 +169,7 @@ def _write_cell(out_dir: str | Path, row: dict, res, clock: _Clock, data, checkp
             "write_seconds": clock.seconds["write"],  # model.pt; the one-row parquet is negligible
             "job_seconds": time.perf_counter() - clock.start,
             "max_rss_mb": peak_rss_mb(),
+            **{col: [float(h[key]) for h in res.history] for key, col in HISTORY_COLUMNS.items()},
         }
     )
     parquet_write_atomic(pd.DataFrame([row]), out_dir / "metrics.parquet")

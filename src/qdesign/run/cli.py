@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -41,116 +42,278 @@ WORKER_PRELOAD = (
 )
 
 
-def _positive_int(text: str) -> int:
+# --------------------------------------------------------------------------
+# Values: each bad one is one line naming the option (argparse adds its name)
+# --------------------------------------------------------------------------
+
+
+def _int_at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+_positive_int = _int_at_least(1)
+_nonnegative_int = _int_at_least(0)
+
+
+def _positive_float(text: str) -> float:
     try:
-        value = int(text)
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
 
 
-def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m qdesign", description=__doc__.splitlines()[0])
-    sub = ap.add_subparsers(dest="command", required=True)
+def _word_length(text: str) -> int:
+    from ..core.constants import MAX_BITS, MIN_BITS  # noqa: PLC0415
 
-    p = sub.add_parser("validate-config", help="validate a config file and print the studies' grid sizes")
-    p.add_argument("config", type=Path)
+    value = _int_at_least(MIN_BITS)(text)
+    if value > MAX_BITS:
+        raise argparse.ArgumentTypeError(f"word lengths are {MIN_BITS} to {MAX_BITS} bits, got {value}")
+    return value
 
-    p = sub.add_parser("prepare-data", help="read a dataset into the cached tensor file")
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--data-dir", default="data")
-    p.add_argument("--download", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument(
-        "--verify-checksums",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="refuse files that are not the published ones (md5); --no-verify-checksums for your own files",
+
+def _budget(text: str) -> int:
+    from ..core.memory import parse_budget  # noqa: PLC0415
+
+    if text.strip().startswith("-"):
+        raise argparse.ArgumentTypeError(f"a budget is a positive memory size, got {text!r}")
+    try:
+        return parse_budget(text)
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _export_seed(text: str):
+    if text == "best_val":
+        return text
+    try:
+        return _nonnegative_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither best_val nor a seed number (0, 1, ...)") from None
+
+
+def _figure_format(text: str) -> str:
+    fmt = text.lower().lstrip(".")
+    if fmt not in FIGURE_FORMATS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a figure format: use {', '.join(FIGURE_FORMATS)}")
+    return fmt
+
+
+FIGURE_FORMATS = ("png", "pdf", "svg", "eps", "ps", "jpg", "tif", "webp")
+"""Formats matplotlib writes on every backend-free install (a subset of its list,
+so that the parser needs no matplotlib)."""
+
+
+# --------------------------------------------------------------------------
+# The parser
+# --------------------------------------------------------------------------
+
+USER_COMMANDS = (
+    "validate-config",
+    "recommend",
+    "findings",
+    "export",
+    "export-frontier",
+    "prepare-data",
+    "export-reference",
+)
+"""What a user runs by hand; listed first in ``--help``."""
+
+PIPELINE_COMMANDS = (
+    "split-data",
+    "train-float",
+    "retrain",
+    "sensitivity",
+    "aggregate",
+    "aggregate-mixed",
+    "scaling",
+    "figures",
+    "mixed-figures",
+    "recommend-designs",
+    "recommendations",
+    "report-answer",
+    "report-tables",
+    "report-mixed",
+    "report-provenance",
+)
+"""The Snakemake rules' entry points (one per rule; names and options are the
+rules' interface and stay stable); they run by hand too, but rarely need to."""
+
+_EXAMPLES = """\
+examples:
+  python -m qdesign validate-config config/cpu.yaml
+  python -m qdesign recommend results/digits-fcdnn --budget 2KiB
+  python -m qdesign findings results/digits-fcdnn results/digits-cnn
+  python -m qdesign export results/digits-fcdnn/fixed/b2/w64-s0 --format onnx --out w64-2bit.onnx \\
+      --verify results/data/digits.pt
+  python -m qdesign <command> --help     options of one command
+
+A value a command cannot use ends with one 'qdesign: error: ...' line and exit status 2 (a bad
+option or value) or 1 (a file, table or config the command refuses)."""
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Epilogs as written; every option with a default says it (flags and
+    required options have none to say)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if (
+            "%(default)" in text
+            or not action.option_strings
+            or action.required
+            or default is None
+            or default is False
+            or default == argparse.SUPPRESS
+            or action.nargs == 0
+        ):
+            return text
+        shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else "%(default)s"
+        return f"{text} (default: {shown})"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``qdesign: error: <command>: <what>``.
+
+    A value that starts with "-" (``--budget -5KiB``) is read as the option's
+    value, so that it is refused for what it is, not as an unknown option."""
+
+    def __init__(self, *args, **kw):
+        kw.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kw)
+        self._negative_number_matcher = re.compile(r"^-[0-9.]")  # -5KiB, -.5: values, not options
+
+    def error(self, message: str):
+        where = self.prog.removeprefix(PROG).strip()
+        unknown = re.match(r"argument COMMAND: invalid choice: ('[^']*')", message)
+        if unknown:
+            message = f"unknown command {unknown.group(1)}"
+        hint = f"python -m qdesign {where} --help" if where else "python -m qdesign --help"
+        self.exit(2, f"qdesign: error: {where + ': ' if where else ''}{message} (see {hint})\n")
+
+
+PROG = "python -m qdesign"
+
+
+def _command_list(sub) -> str:
+    helps = {a.dest: a.help for a in sub._choices_actions}  # noqa: SLF001 - argparse keeps no public list
+    width = max(map(len, helps)) + 2
+
+    def block(title, names):
+        return title + ":\n" + "\n".join(f"  {n:<{width}}{helps[n]}" for n in names)
+
+    return (
+        block("commands", USER_COMMANDS)
+        + "\n\n"
+        + block("pipeline steps (the Snakemake rules run these; rarely needed by hand)", PIPELINE_COMMANDS)
     )
-    p.add_argument("--split-seed", type=int, default=0)
-    p.add_argument("--out", required=True, type=Path)
 
-    p = sub.add_parser("split-data", help="normalise and split a prepared dataset once for a study's cells")
-    p.add_argument("--data", required=True, type=Path, help="the prepared dataset (results/data/<dataset>.pt)")
-    p.add_argument("--split", required=True, help="the split as JSON: dataset, val_fraction, split_seed, train_subset")
-    p.add_argument("--out", required=True, type=Path)
 
-    def cell_args(p, float_checkpoint: bool) -> None:
-        p.add_argument("--spec", required=True, help="cell spec as JSON (from the rule's params)")
-        p.add_argument("--data", required=True, type=Path)
-        if float_checkpoint:
-            p.add_argument("--float-checkpoint", required=True, type=Path)
-        p.add_argument("--out-dir", required=True, type=Path)
-        p.add_argument("--threads", type=_positive_int, default=1)
+def _parser() -> argparse.ArgumentParser:
+    from .. import __version__  # noqa: PLC0415
 
-    def table_args(p) -> None:
-        for name in ("summary", "ecr", "frontier"):
-            p.add_argument(f"--{name}", required=True, type=Path)
+    ap = _Parser(
+        prog=PROG,
+        description="qdesign: quantized neural network design under a weight-memory budget. "
+        "Run the study with Snakemake (snakemake --cores all); these commands read, advise on and export "
+        "its results, and are the rules' steps.",
+        usage=f"{PROG} [-h] [--version] COMMAND [options]",
+    )
+    ap.add_argument("--version", action="version", version=f"qdesign {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
-    cell_args(sub.add_parser("train-float", help="train one float network (one cell)"), float_checkpoint=False)
-    p = sub.add_parser("retrain", help="quantize one float network to b bits and retrain it (one cell)")
-    cell_args(p, float_checkpoint=True)
-    p.add_argument("--sensitivity", type=Path, default=None, help="budget cells: the float network's sensitivity")
+    def command(name: str, help: str, description: str | None = None, examples: str = ""):
+        return sub.add_parser(
+            name,
+            prog=f"{PROG} {name}",
+            help=help,
+            description=description or help[0].upper() + help[1:] + ".",
+            epilog=("examples:\n" + examples) if examples else None,
+        )
 
-    p = sub.add_parser("sensitivity", help="layer-wise sensitivity of one float network (each layer alone quantized)")
-    p.add_argument("--spec", required=True, help="the float network's spec as JSON")
-    p.add_argument("--data", required=True, type=Path)
-    p.add_argument("--float-checkpoint", required=True, type=Path)
-    p.add_argument("--bits", required=True, type=int, nargs="+")
-    p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--threads", type=_positive_int, default=1)
+    # ---------------------------------------------------------------- for users
+    p = command(
+        "validate-config",
+        "check a config file and print each study's number of cells",
+        examples="  python -m qdesign validate-config config/config.yaml",
+    )
+    p.add_argument("config", type=Path, help="the config file (YAML), as given to snakemake --configfile")
 
-    p = sub.add_parser("aggregate-mixed", help="sensitivity, mixed-cell and mixed-vs-uniform tables of one study")
-    p.add_argument("--summary", required=True, type=Path, help="the study's summary.parquet (uniform cells)")
-    p.add_argument("--cells", nargs="+", required=True, type=Path, help="the mixed cells' metrics.parquet files")
-    p.add_argument("--sensitivity", nargs="+", required=True, type=Path, help="per float network sensitivity files")
-    p.add_argument("--frontier-memory", choices=["weights", "total"], default="weights")
-    for name in ("sensitivity-table", "mixed", "comparison"):
-        p.add_argument(f"--out-{name}", required=True, type=Path)
+    p = command(
+        "recommend",
+        "the best design for a weight-memory budget, from the trained cells and the scaling law",
+        "The best design for a weight-memory budget: the best trained cell (chosen on validation error, "
+        "reported with its test error) and the scaling law's design with a prediction interval.",
+        "  python -m qdesign recommend results/digits-fcdnn --budget 2KiB\n"
+        "  python -m qdesign recommend results/mnist-fcdnn --budget 0.5MiB --memory total",
+    )
+    p.add_argument(
+        "study_dir",
+        type=Path,
+        help="a study's results folder, results/<study> (its summary.parquet; scaling.parquet if present)",
+    )
+    p.add_argument(
+        "--budget",
+        required=True,
+        type=_budget,
+        metavar="SIZE",
+        help="the memory budget: a number and a unit, bits (b), bytes (B), kB/MB (powers of 1000 bytes) or "
+        "KiB/MiB (powers of 1024 bytes), e.g. 64KiB, 0.5MiB, 12kB, 100000bits; no unit: bits",
+    )
+    p.add_argument(
+        "--memory",
+        choices=["weights", "total"],
+        default="weights",
+        help="what the budget holds: weights only, or total (weights, float biases and the quantization steps)",
+    )
 
-    p = sub.add_parser("mixed-figures", help="sensitivity heat map and the uniform + mixed frontier of one study")
-    p.add_argument("--summary", required=True, type=Path)
-    p.add_argument("--sensitivity", required=True, type=Path)
-    p.add_argument("--mixed", required=True, type=Path)
-    p.add_argument("--comparison", required=True, type=Path)
-    p.add_argument("--out-dir", required=True, type=Path)
-    p.add_argument("--formats", nargs="+", default=["png", "pdf"])
-    p.add_argument("--dpi", type=int, default=150)
+    p = command(
+        "findings",
+        "the paper's four findings measured on a study's tables, as markdown",
+        examples="  python -m qdesign findings results/digits-fcdnn results/digits-cnn",
+    )
+    p.add_argument(
+        "study_dirs",
+        nargs="+",
+        type=Path,
+        metavar="STUDY_DIR",
+        help="one or more results/<study> folders (summary, ecr and frontier.parquet)",
+    )
 
-    p = sub.add_parser("aggregate", help="summary, ECR and frontier tables of one study")
-    p.add_argument("--cells", nargs="+", required=True, type=Path, help="per-cell metrics.parquet files")
-    table_args(p)
-    p.add_argument("--reference-bits", type=int, default=32)
-    p.add_argument("--frontier-memory", choices=["weights", "total"], default="weights")
-    p.add_argument("--n-budgets", type=int, default=25)
-
-    p = sub.add_parser("figures", help="figures of one study from its tables")
-    table_args(p)
-    p.add_argument("--scaling", required=True, type=Path, help="the study's scaling.parquet")
-    p.add_argument("--out-dir", required=True, type=Path)
-    p.add_argument("--formats", nargs="+", default=["png", "pdf"])
-    p.add_argument("--dpi", type=int, default=150)
-
-    p = sub.add_parser("export-reference", help="ship a finished study's tables (no checkpoints) as reference results")
-    p.add_argument("--config", required=True, type=Path, help="the config the study ran with")
-    p.add_argument("--results", default=Path("results"), type=Path)
-    p.add_argument("--out", required=True, type=Path, help="e.g. reference/cpu")
-    p.add_argument("--wall-seconds", type=float, default=None, help="measured wall time of the run, for the record")
-    p.add_argument("--note", default=None, help="free text for the provenance record (machine, command)")
-    p = sub.add_parser("export", help="write a finished cell as packed integer weights or ONNX, verified")
-    p.add_argument("cell_dir", type=Path, help="a cell folder (model.pt + metrics.parquet)")
+    p = command(
+        "export",
+        "write a finished cell as packed integer weights or ONNX, verified on the test set",
+        examples="  python -m qdesign export results/digits-fcdnn/fixed/b2/w64-s0 --format packed "
+        "--out w64-2bit.qdpk \\\n      --verify results/data/digits.pt",
+    )
+    p.add_argument(
+        "cell_dir", type=Path, help="a cell folder (model.pt + metrics.parquet), e.g. results/<study>/fixed/b2/w64-s0"
+    )
     p.add_argument(
         "--format",
         required=True,
         choices=["packed", "onnx"],
         help="packed: bit-packed codes for the NumPy reader (qdesign.export.packed); onnx: for ONNX Runtime",
     )
-    p.add_argument("--out", required=True, help="the file to write (new, unless --force)")
+    p.add_argument("--out", required=True, metavar="FILE", help="the file to write (new, unless --force)")
     p.add_argument(
         "--data",
         type=Path,
         default=None,
+        metavar="DATA",
         help="the prepared dataset the cell was trained on, whose input normalisation the file carries "
         "(default: the --verify dataset, else results/data/<dataset>.pt of the results folder holding the cell)",
     )
@@ -167,7 +330,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace an existing file at --out (never an input of the export, never a directory, link or device)",
     )
-    p = sub.add_parser("export-frontier", help="export the Pareto-frontier cells of a study (packed and ONNX)")
+
+    p = command(
+        "export-frontier",
+        "export every Pareto-frontier cell of a study (packed and ONNX), verified",
+        examples="  python -m qdesign export-frontier results/digits-fcdnn --data results/data/digits.pt "
+        "--out-dir frontier-digits",
+    )
     p.add_argument("study_dir", type=Path, help="results/<study>, holding frontier.parquet and the cells")
     p.add_argument(
         "--data", required=True, type=Path, help="the study's prepared dataset: input normalisation and verification"
@@ -176,41 +345,254 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--seed",
         default="best_val",
-        help="which seed of each Pareto cell: best_val (lowest validation error; default) or a seed number",
+        type=_export_seed,
+        metavar="{best_val,N}",
+        help="which seed of each Pareto cell: best_val (the lowest validation error) or a seed number",
     )
     p.add_argument("--force", action="store_true", help="replace files of an earlier export in --out-dir")
-    p = sub.add_parser("report-tables", help="a study's tables as an HTML page for the Snakemake report")
+
+    from ..core.registry import DATASETS  # noqa: PLC0415 - plain data, no torch
+
+    p = command(
+        "prepare-data",
+        "read a dataset into the cached tensor file (the data rule; by hand to check a download)",
+        examples="  python -m qdesign prepare-data --dataset mnist --data-dir data --no-download "
+        "--out results/data/mnist.pt",
+    )
+    p.add_argument("--dataset", required=True, choices=list(DATASETS), help="which dataset")
+    p.add_argument(
+        "--data-dir",
+        default="data",
+        metavar="DIR",
+        help="folder holding (or receiving) the torchvision files; unused for digits",
+    )
+    p.add_argument(
+        "--download",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="download a missing dataset through torchvision (--no-download: fail with the files to place "
+        "instead) (default: --download)",
+    )
+    p.add_argument(
+        "--verify-checksums",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="refuse files that are not the published ones (md5); --no-verify-checksums for your own files "
+        "(default: --verify-checksums)",
+    )
+    p.add_argument(
+        "--split-seed",
+        type=_nonnegative_int,
+        default=0,
+        metavar="N",
+        help="seed of digits' stratified test split (other datasets have an official one)",
+    )
+    p.add_argument(
+        "--out", required=True, type=Path, metavar="FILE", help="where to write it, results/data/<dataset>.pt"
+    )
+
+    p = command(
+        "export-reference",
+        "ship a finished study's tables (no checkpoints) as reference results",
+        examples="  python -m qdesign export-reference --config config/cpu.yaml --out reference/cpu",
+    )
+    p.add_argument("--config", required=True, type=Path, help="the config the study ran with")
+    p.add_argument("--results", default=Path("results"), type=Path, metavar="DIR", help="the run's results folder")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="e.g. reference/cpu")
+    p.add_argument(
+        "--wall-seconds",
+        type=_positive_float,
+        default=None,
+        metavar="S",
+        help="measured wall time of the run in seconds, for the record",
+    )
+    p.add_argument("--note", default=None, help="free text for the provenance record (machine, command)")
+
+    # ---------------------------------------------------------------- pipeline steps
+    def threads(p) -> None:
+        p.add_argument("--threads", type=_positive_int, default=1, metavar="N", help="torch threads")
+
+    def formats(p) -> None:
+        p.add_argument(
+            "--formats",
+            nargs="+",
+            type=_figure_format,
+            default=["png", "pdf"],
+            metavar="FMT",
+            help=f"file formats, one file each ({', '.join(FIGURE_FORMATS)})",
+        )
+        p.add_argument("--dpi", type=_positive_int, default=150, help="resolution of raster formats (dots per inch)")
+
+    def table_args(p) -> None:
+        for name, what in (("summary", "one row per network"), ("ecr", "ECR per width and bits"),
+                           ("frontier", "Pareto cells and best cell per budget")):  # fmt: skip
+            p.add_argument(
+                f"--{name}", required=True, type=Path, metavar="FILE", help=f"the study's {name}.parquet ({what})"
+            )
+
+    p = command("split-data", "normalise and split a prepared dataset once for a study's cells")
+    p.add_argument(
+        "--data", required=True, type=Path, metavar="FILE", help="the prepared dataset (results/data/<dataset>.pt)"
+    )
+    p.add_argument(
+        "--split",
+        required=True,
+        metavar="JSON",
+        help="the split as JSON: dataset, val_fraction, split_seed, train_subset",
+    )
+    p.add_argument("--out", required=True, type=Path, metavar="FILE", help="the splits file to write")
+
+    def cell_args(p, float_checkpoint: bool) -> None:
+        p.add_argument("--spec", required=True, metavar="JSON", help="the cell's spec as JSON (the rule's params)")
+        p.add_argument(
+            "--data",
+            required=True,
+            type=Path,
+            metavar="FILE",
+            help="the study's splits file (results/data/splits/<split>.pt) or a prepared dataset",
+        )
+        if float_checkpoint:
+            p.add_argument(
+                "--float-checkpoint", required=True, type=Path, metavar="FILE", help="the float network's model.pt"
+            )
+        p.add_argument(
+            "--out-dir", required=True, type=Path, metavar="DIR", help="the cell folder (model.pt, metrics.parquet)"
+        )
+        threads(p)
+
+    cell_args(command("train-float", "train one float network (one cell)"), float_checkpoint=False)
+    p = command("retrain", "quantize one float network to b bits and retrain it (one cell)")
+    cell_args(p, float_checkpoint=True)
+    p.add_argument(
+        "--sensitivity",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="budget cells: the float network's sensitivity table",
+    )
+
+    p = command("sensitivity", "layer-wise sensitivity of one float network (each layer alone quantized)")
+    p.add_argument("--spec", required=True, metavar="JSON", help="the float network's spec as JSON")
+    p.add_argument("--data", required=True, type=Path, metavar="FILE", help="the study's splits file")
+    p.add_argument("--float-checkpoint", required=True, type=Path, metavar="FILE", help="the float network's model.pt")
+    p.add_argument(
+        "--bits",
+        required=True,
+        type=_word_length,
+        nargs="+",
+        metavar="B",
+        help="the word lengths to try per layer (1 to 16)",
+    )
+    p.add_argument("--out", required=True, type=Path, metavar="FILE", help="the sensitivity table to write (parquet)")
+    threads(p)
+
+    p = command("aggregate", "summary, ECR and frontier tables of one study")
+    p.add_argument(
+        "--cells", nargs="+", required=True, type=Path, metavar="FILE", help="per-cell metrics.parquet files"
+    )
     table_args(p)
-    p.add_argument("--out", required=True, type=Path)
-    p = sub.add_parser("report-mixed", help="a study's mixed-precision tables as an HTML page for the report")
-    p.add_argument("--comparison", required=True, type=Path)
-    p.add_argument("--mixed", required=True, type=Path)
-    p.add_argument("--out", required=True, type=Path)
-    p = sub.add_parser("report-provenance", help="the run's config, versions and commit as an HTML page")
-    p.add_argument("--config-json", required=True)
-    p.add_argument("--summaries", nargs="+", required=True, type=Path)
-    p.add_argument("--out", required=True, type=Path)
-    p = sub.add_parser("scaling", help="fit the scaling law err(N, b) of a study, with bootstrap intervals and CV")
-    p.add_argument("--summary", required=True, type=Path)
-    p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--n-boot", type=int, default=200)
-    p = sub.add_parser("recommend", help="the best design for a weight-memory budget: trained cells and the law")
-    p.add_argument("study_dir", type=Path, help="results/<study> (summary.parquet; scaling.parquet if present)")
-    p.add_argument("--budget", required=True, help="e.g. 64KiB, 0.5MiB, 100000bits, 12kB")
-    p.add_argument("--memory", choices=["weights", "total"], default="weights")
-    p = sub.add_parser("recommend-designs", help="the designs recommended for a study's budgets (closed loop)")
-    p.add_argument("--summary", required=True, type=Path)
-    p.add_argument("--scaling", required=True, type=Path)
-    p.add_argument("--budgets", nargs="+", required=True, help="memory budgets, e.g. 16KiB 64KiB")
-    p.add_argument("--memory", choices=["weights", "total"], default="weights")
-    p.add_argument("--out", required=True, type=Path)
-    p = sub.add_parser("recommendations", help="recommended designs beside what training them measured")
-    p.add_argument("--designs", required=True, type=Path, help="the study's designs.parquet")
-    p.add_argument("--summary", required=True, type=Path, help="the study's summary.parquet (its grid widths)")
-    p.add_argument("--cells", nargs="*", default=[], type=Path, help="metrics.parquet of every recommended cell")
-    p.add_argument("--out", required=True, type=Path)
-    p = sub.add_parser("findings", help="the paper's four findings measured on study tables (markdown)")
-    p.add_argument("study_dirs", nargs="+", type=Path, help="folders holding summary/ecr/frontier.parquet")
+    p.add_argument(
+        "--reference-bits",
+        type=_positive_int,
+        default=32,
+        metavar="B",
+        help="word length of the float reference in the ECR",
+    )
+    p.add_argument(
+        "--frontier-memory",
+        choices=["weights", "total"],
+        default="weights",
+        help="memory of the frontier and its budgets: weights only, or with biases and steps",
+    )
+    p.add_argument(
+        "--n-budgets",
+        type=_int_at_least(2),
+        default=25,
+        metavar="N",
+        help="number of log-spaced memory budgets in the frontier table",
+    )
+
+    p = command("aggregate-mixed", "sensitivity, mixed-cell and mixed-vs-uniform tables of one study")
+    p.add_argument("--summary", required=True, type=Path, metavar="FILE", help="the study's summary.parquet")
+    p.add_argument(
+        "--cells", nargs="+", required=True, type=Path, metavar="FILE", help="the mixed cells' metrics.parquet files"
+    )
+    p.add_argument(
+        "--sensitivity", nargs="+", required=True, type=Path, metavar="FILE", help="per float network sensitivity files"
+    )
+    p.add_argument(
+        "--frontier-memory", choices=["weights", "total"], default="weights", help="memory of the budgets compared"
+    )
+    for name, what in (("sensitivity-table", "sensitivity"), ("mixed", "mixed"), ("comparison", "mixed_vs_uniform")):
+        p.add_argument(f"--out-{name}", required=True, type=Path, metavar="FILE", help=f"the {what}.parquet to write")
+
+    p = command("scaling", "fit the scaling law err(N, b) of a study, with bootstrap intervals and cross-validation")
+    p.add_argument("--summary", required=True, type=Path, metavar="FILE", help="the study's summary.parquet")
+    p.add_argument("--out", required=True, type=Path, metavar="FILE", help="the scaling.parquet to write")
+    p.add_argument("--n-boot", type=_positive_int, default=200, metavar="N", help="bootstrap resamples over seeds")
+
+    p = command("figures", "figures of one study from its tables")
+    table_args(p)
+    p.add_argument("--scaling", required=True, type=Path, metavar="FILE", help="the study's scaling.parquet")
+    p.add_argument("--out-dir", required=True, type=Path, metavar="DIR", help="the figures folder")
+    formats(p)
+
+    p = command("mixed-figures", "sensitivity heat map and the uniform + mixed frontier of one study")
+    for name in ("summary", "sensitivity", "mixed", "comparison"):
+        p.add_argument(f"--{name}", required=True, type=Path, metavar="FILE", help=f"the study's {name} table")
+    p.add_argument("--out-dir", required=True, type=Path, metavar="DIR", help="the figures folder")
+    formats(p)
+
+    p = command("recommend-designs", "the designs recommended for a study's budgets (the closed loop's checkpoint)")
+    p.add_argument("--summary", required=True, type=Path, metavar="FILE", help="the study's summary.parquet")
+    p.add_argument("--scaling", required=True, type=Path, metavar="FILE", help="the study's scaling.parquet")
+    p.add_argument(
+        "--budgets", nargs="+", required=True, type=_budget, metavar="SIZE", help="memory budgets, e.g. 16KiB 64KiB"
+    )
+    p.add_argument("--memory", choices=["weights", "total"], default="weights", help="which memory the budgets are of")
+    p.add_argument("--out", required=True, type=Path, metavar="FILE", help="the designs.parquet to write")
+    p = command("recommendations", "recommended designs beside what training them measured (the closed loop)")
+    p.add_argument("--designs", required=True, type=Path, metavar="FILE", help="the study's designs.parquet")
+    p.add_argument("--summary", required=True, type=Path, metavar="FILE", help="the study's summary.parquet")
+    p.add_argument(
+        "--cells", nargs="*", default=[], type=Path, metavar="FILE", help="metrics.parquet of every recommended cell"
+    )
+    p.add_argument("--out", required=True, type=Path, metavar="FILE", help="the recommendations.parquet to write")
+
+    p = command("report-answer", "a study's answer as an HTML page for the report: best design per budget, the law")
+    for name in ("summary", "frontier", "scaling"):
+        p.add_argument(f"--{name}", required=True, type=Path, metavar="FILE", help=f"the study's {name}.parquet")
+    p.add_argument("--out", required=True, type=Path, metavar="FILE", help="the page to write")
+    p = command("report-tables", "a study's tables as an HTML page for the Snakemake report")
+    table_args(p)
+    p.add_argument("--out", required=True, type=Path, metavar="FILE", help="the page to write")
+    p = command("report-mixed", "a study's mixed-precision tables as an HTML page for the report")
+    p.add_argument("--comparison", required=True, type=Path, metavar="FILE", help="mixed_vs_uniform.parquet")
+    p.add_argument("--mixed", required=True, type=Path, metavar="FILE", help="mixed.parquet")
+    p.add_argument("--out", required=True, type=Path, metavar="FILE", help="the page to write")
+    p = command("report-provenance", "the run's config, versions and commit as an HTML page")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--config-json", metavar="JSON", help="this run: the validated config as JSON")
+    which.add_argument(
+        "--config-file",
+        type=Path,
+        metavar="FILE",
+        help="shipped results: the config file as shipped (reference/<profile>/config.yaml)",
+    )
+    p.add_argument(
+        "--recorded",
+        type=Path,
+        metavar="FILE",
+        help="with --config-file: the provenance record of the run that made them (provenance.json)",
+    )
+    p.add_argument(
+        "--summaries", nargs="+", required=True, type=Path, metavar="FILE", help="every study's summary.parquet"
+    )
+    p.add_argument("--out", required=True, type=Path, metavar="FILE", help="the page to write")
+
+    sub.help = argparse.SUPPRESS  # listed in the description instead, users' commands first
+    ap.description += "\n\n" + _command_list(sub)
+    ap.epilog = _EXAMPLES
     return ap
 
 
@@ -266,6 +648,15 @@ def _cmd_report_mixed(args) -> None:
     write_text_atomic(args.out, mixed_html(comparison, mixed, str(mixed["study"].iloc[0])))
 
 
+def _cmd_report_answer(args) -> None:
+    from ..analysis.tables import read_tables  # noqa: PLC0415
+    from ..core.io import write_text_atomic  # noqa: PLC0415
+    from ..figures.report import answer_html  # noqa: PLC0415
+
+    summary, frontier, scaling = read_tables(args.summary, args.frontier, args.scaling)
+    write_text_atomic(args.out, answer_html(summary, frontier, scaling))
+
+
 def _cmd_report_tables(args) -> None:
     from ..analysis.tables import read_tables  # noqa: PLC0415
     from ..core.io import write_text_atomic  # noqa: PLC0415
@@ -282,13 +673,27 @@ def _cmd_report_provenance(args) -> None:
     from ..analysis.tables import read_tables  # noqa: PLC0415
     from ..core.io import write_text_atomic  # noqa: PLC0415
     from ..core.layout import REPO_ROOT  # noqa: PLC0415
-    from ..figures.report import provenance_html  # noqa: PLC0415
+    from ..figures.report import provenance_html, recorded_provenance_html  # noqa: PLC0415
 
     summaries = {}
     for path in args.summaries:
         (s,) = read_tables(path)
         summaries[str(s["study"].iloc[0]) if len(s) else str(path)] = s
-    write_text_atomic(args.out, provenance_html(json.loads(args.config_json), REPO_ROOT, summaries))
+    if args.config_file is None:
+        if args.recorded is not None:
+            raise UserError("--recorded goes with --config-file (the shipped config of that record)")
+        write_text_atomic(args.out, provenance_html(json.loads(args.config_json), REPO_ROOT, summaries))
+        return
+    if args.recorded is None:
+        raise UserError("--config-file needs --recorded, the provenance.json shipped beside it")
+    for path in (args.config_file, args.recorded):
+        if not path.is_file():
+            raise UserError(f"{path} not found")
+    try:
+        record = json.loads(args.recorded.read_text())
+    except ValueError as exc:
+        raise UserError(f"{args.recorded} is not JSON ({exc})") from None
+    write_text_atomic(args.out, recorded_provenance_html(args.config_file.read_bytes(), record, summaries))
 
 
 def _cmd_scaling(args) -> None:
@@ -311,10 +716,9 @@ def _cmd_recommend_designs(args) -> None:
     from ..analysis.recommend import recommendation_table  # noqa: PLC0415
     from ..analysis.tables import read_tables  # noqa: PLC0415
     from ..core.io import parquet_write_atomic  # noqa: PLC0415
-    from ..core.memory import parse_budget  # noqa: PLC0415
 
     summary, scaling = read_tables(args.summary, args.scaling)
-    table = recommendation_table(summary, scaling, [parse_budget(b) for b in args.budgets], args.memory)
+    table = recommendation_table(summary, scaling, list(args.budgets), args.memory)
     parquet_write_atomic(table, args.out)
     print(f"{len(table)} budgets -> {args.out}", flush=True)
 
@@ -496,6 +900,7 @@ _COMMANDS = {
     "recommend": _cmd_recommend,
     "recommend-designs": _cmd_recommend_designs,
     "recommendations": _cmd_recommendations,
+    "report-answer": _cmd_report_answer,
     "report-tables": _cmd_report_tables,
     "report-provenance": _cmd_report_provenance,
     "report-mixed": _cmd_report_mixed,
