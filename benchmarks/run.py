@@ -233,7 +233,7 @@ def item3_cnn_retrain_vs_float(n_steps, repeats, bits=2, threads=None):
             out[width] = ratio
             record(
                 "3",
-                f"CNN retraining step ({bits}-bit) / float step, {study} w{width}, {torch.get_num_threads()} thr",
+                f"CNN retraining step ({bits}-bit) / float step, {study} w{width}",
                 ratio,
                 "ratio",
                 "<= 1.10",
@@ -241,6 +241,7 @@ def item3_cnn_retrain_vs_float(n_steps, repeats, bits=2, threads=None):
                 float_ms=1e3 * t["float"] / n_steps,
                 retrain_ms=1e3 * t["retrain"] / n_steps,
                 batch=bs,
+                threads=torch.get_num_threads(),
             )
     finally:
         torch.set_num_threads(before)

@@ -15,6 +15,10 @@ from qdesign.core import registry
 from qdesign.run import resources as qres
 from qdesign.core import specs as qspecs
 from qdesign.run import worker as qworker
+from qdesign.run.scheduling import single_reevaluation_timer
+
+# one pending scheduler wake-up instead of one more per finished job (qdesign.run.scheduling)
+single_reevaluation_timer()
 
 # A --configfile replaces config/config.yaml instead of extending it (a paper
 # grid must not also run the default digits studies); --config key=value

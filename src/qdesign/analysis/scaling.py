@@ -733,24 +733,32 @@ def scaling_table(
     return out
 
 
-def _law_from_rows(rows: pd.DataFrame, level: float) -> ScalingLaw:
-    p = {r.name: r.value for r in rows.itertuples() if r.name not in ("g", "d")}
-    g = {int(r.bits): float(r.value) for r in rows.itertuples() if r.name == "g"}
-    d = {int(r.bits): float(r.value) for r in rows.itertuples() if r.name == "d"}
+_LAW_COLUMNS = ("name", "bits", "value", "form", "g_form")
+
+
+def _law_from_rows(rows: list[tuple], level: float) -> ScalingLaw:
+    """One law from its rows' (name, bits, value, form, g_form), in table order."""
+    p = {n: v for n, _, v, _, _ in rows if n not in ("g", "d")}
+    g = {int(b): float(v) for n, b, v, _, _ in rows if n == "g"}
+    d = {int(b): float(v) for n, b, v, _, _ in rows if n == "d"}
     return ScalingLaw(
-        form=str(rows["form"].iloc[0]),
+        form=str(rows[0][3]),
         E=float(p["E"]),
         a0=float(p["a0"]),
         alpha=float(p["alpha"]),
         n0=float(p["n0"]),
         g_trained=g,
-        g_form=str(rows["g_form"].iloc[0]),
+        g_form=str(rows[0][4]),
         gamma=float(p["gamma"]),
         n_range=(float(p["n_min"]), float(p["n_max"])),
         d_trained=d,
         g_scale=float(p.get("g_scale", 1.0)),
         level=level,
     )
+
+
+def _rows(table: pd.DataFrame) -> list[tuple]:
+    return list(zip(*(table[c].tolist() for c in _LAW_COLUMNS)))
 
 
 def law_from_table(table: pd.DataFrame) -> ScalingLaw:
@@ -762,7 +770,13 @@ def law_from_table(table: pd.DataFrame) -> ScalingLaw:
         raise ValueError("scaling table has no 'param' rows")
     lv = params["level"].dropna()
     level = float(lv.iloc[0]) if len(lv) else DEFAULT_LEVEL
-    law = _law_from_rows(params, level)
+    law = _law_from_rows(_rows(params), level)
+    # the bootstrap laws, by replicate in ascending order, rows in table order (as a groupby
+    # on "boot" would give them; plain lists: 200 replicates in 0.05 s instead of 1 s)
     boot = table[table["kind"] == "boot"]
-    laws = tuple(_law_from_rows(g, level) for _, g in boot.groupby("boot", sort=True))
+    replicates: dict[float, list[tuple]] = {}
+    for b, row in zip(boot["boot"].tolist(), _rows(boot)):
+        if b == b:  # not NaN
+            replicates.setdefault(b, []).append(row)
+    laws = tuple(_law_from_rows(replicates[b], level) for b in sorted(replicates))
     return dataclasses.replace(law, boot=laws)

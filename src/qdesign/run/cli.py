@@ -23,9 +23,24 @@ from pathlib import Path
 
 from ..core.errors import UserError
 
-WORKER_COMMANDS = {"split-data", "train-float", "retrain", "sensitivity"}
+# the training jobs, and the local jobs that make a study's tables, figures and pages (each would pay 0.7-1 s
+# of imports in its own process, on the critical path at the end of a run)
+WORKER_COMMANDS = {
+    "split-data",
+    "train-float",
+    "retrain",
+    "sensitivity",
+    "aggregate",
+    "scaling",
+    "figures",
+    "report-tables",
+    "report-provenance",
+    "aggregate-mixed",
+    "mixed-figures",
+    "report-mixed",
+}
 # what the warm worker serves and imports up front (torch.optim imports torch._dynamo, ~2.5 s, when the first
-# optimizer is built: preload it too, or every job pays it again)
+# optimizer is built: preload it too, or every job pays it again; the table and figure modules add ~0.2 s)
 WORKER_HANDLER = "qdesign.run.cli:run"
 WORKER_PRELOAD = (
     "torch",
@@ -37,6 +52,10 @@ WORKER_PRELOAD = (
     "qdesign.quantize",
     "qdesign.nn.train",
     "qdesign.nn.data",
+    "qdesign.analysis.aggregate",
+    "qdesign.analysis.scaling",
+    "qdesign.figures.study",
+    "qdesign.figures.report",
     "qdesign.run.cli",
 )
 
