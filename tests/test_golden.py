@@ -37,15 +37,16 @@ from .conftest import REPO
 pytestmark = pytest.mark.slow
 GOLDEN = json.loads((REPO / "tests" / "golden" / "test_study.json").read_text())["platforms"]
 STUDIES = sorted({study for e in GOLDEN for study in e["tables"]})
-# a platform's entry may lack a study whose numbers changed on purpose after it was recorded
-# (test-cnn since quantized CNNs went channels-last, issue 28): there it counts as unrecorded
-
-
-def _entries(study: str) -> list[dict]:
-    return [e for e in GOLDEN if study in e["tables"]]
 ERROR_KEYS = ("test_error", "val_error", "direct_test_error", "direct_val_error")
 ERROR_TOL = 0.02  # error fraction, for a platform without its own entry
 STEP_RTOL = 1e-3
+
+
+def _entries(study: str) -> list[dict]:
+    """The platform entries that record ``study``: an entry may lack a study whose numbers
+    changed on purpose after it was recorded (test-cnn since quantized CNNs went
+    channels-last, issue 28); there the study counts as unrecorded."""
+    return [e for e in GOLDEN if study in e["tables"]]
 
 
 @pytest.fixture(scope="module")

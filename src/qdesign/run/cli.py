@@ -23,13 +23,12 @@ from pathlib import Path
 
 from ..core.errors import UserError
 
-# the training jobs, and the local jobs that make a study's tables, figures and pages (each would pay 0.7-1 s
-# of imports in its own process, on the critical path at the end of a run)
-WORKER_COMMANDS = {
-    "split-data",
-    "train-float",
-    "retrain",
-    "sensitivity",
+# the training jobs wait for the worker (their own process would import torch: 4 s)
+WORKER_COMMANDS = {"split-data", "train-float", "retrain", "sensitivity"}
+# the local jobs that make a study's tables, figures and pages go to it once it is ready (each would pay
+# 0.7-1 s of imports in its own process, on the critical path at the end of a run; a figures-only rerun
+# is faster in its own processes than waiting for the worker's imports)
+WORKER_COMMANDS_IF_READY = {
     "aggregate",
     "scaling",
     "figures",
@@ -463,10 +462,10 @@ def run(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in WORKER_COMMANDS:
+    if argv and (argv[0] in WORKER_COMMANDS or argv[0] in WORKER_COMMANDS_IF_READY):
         from .worker import submit  # noqa: PLC0415 - stdlib only
 
-        code = submit(argv)
+        code = submit(argv, ready_only=argv[0] not in WORKER_COMMANDS)
         if code is not None:
             return code
     return run(argv)
