@@ -755,18 +755,20 @@ def test_cli_export_takes_the_dataset_beside_a_cell_of_a_results_tree(study, tmp
 CNN_CPU = {"type": "cnn", "channel_multipliers": [1, 2], "convs_per_block": 1, "kernel_size": 3, "pool": "max"}
 
 
-@pytest.mark.parametrize("kind", ["quantized", "float", "float-first"])
+@pytest.mark.parametrize("kind", ["quantized", "float", "float-first", "nchw-quantized"])
 def test_verification_logits_are_the_cells_own(kind):
     """What a cell computed its test error with and what verification compares
     an export against are one computation, bit for bit: a width-32 CNN (its
     32->64 convolution rounds differently in channels-last than in NCHW, so
-    a verification run in the float layout for a quantized cell would show),
-    300 images (two full batches and a partial one)."""
+    a verification run in the other layout would show), 300 images (two full
+    batches and a partial one). ``nchw-quantized``: a cell retrained before
+    quantized CNNs went channels-last (NCHW quantized convolutions, no
+    ``nchw_layers`` in its checkpoint)."""
     from qdesign.export.cell import Cell
     from qdesign.export.verify import torch_logits
     from qdesign.nn.data import Splits
     from qdesign.nn.models import build_model
-    from qdesign.nn.train import evaluate, logits, use_channels_last
+    from qdesign.nn.train import evaluate, evaluation_layout, logits, nchw_layers, use_channels_last
     from qdesign.quantize import bake, integer_codes, to_quantized
 
     torch.manual_seed(3)
@@ -783,6 +785,11 @@ def test_verification_logits_are_the_cells_own(kind):
         net = to_quantized(model, 8, float_first=kind == "float-first")
         codes = {n: {"codes": q.codes, "step": q.step, "bits": q.bits} for n, q in integer_codes(net).items()}
         ckpt = {"kind": "quantized", "float_spec": spec, "state_dict": bake(net).state_dict(), "codes": codes, **common}
+        if kind == "nchw-quantized":
+            evaluation_layout(net, codes)  # as to_quantized made them before: NCHW
+            assert nchw_layers(net) == ["0", "3"]
+        else:
+            ckpt["nchw_layers"] = nchw_layers(net)  # as the cell records it (none)
     want = logits(net, data.x_test)
     error = float((want.argmax(1) != y).sum()) / 300
     assert evaluate(net, data.x_test, y) == error  # logits() is evaluate's computation

@@ -36,10 +36,17 @@ from .conftest import REPO
 
 pytestmark = pytest.mark.slow
 GOLDEN = json.loads((REPO / "tests" / "golden" / "test_study.json").read_text())["platforms"]
-STUDIES = sorted(GOLDEN[0]["tables"])
+STUDIES = sorted({study for e in GOLDEN for study in e["tables"]})
 ERROR_KEYS = ("test_error", "val_error", "direct_test_error", "direct_val_error")
 ERROR_TOL = 0.02  # error fraction, for a platform without its own entry
 STEP_RTOL = 1e-3
+
+
+def _entries(study: str) -> list[dict]:
+    """The platform entries that record ``study``: an entry may lack a study whose numbers
+    changed on purpose after it was recorded (test-cnn since quantized CNNs went
+    channels-last, issue 28); there the study counts as unrecorded."""
+    return [e for e in GOLDEN if study in e["tables"]]
 
 
 @pytest.fixture(scope="module")
@@ -99,13 +106,14 @@ def _outside_tolerance(got: dict, want: dict) -> str | None:
 @pytest.mark.parametrize("study", STUDIES)
 def test_tables_reproduce_bit_for_bit(test_study, study):
     got = _encoder()(test_study, study)
-    if any(_first_difference(got, e["tables"][study]) is None for e in GOLDEN):
+    entries = _entries(study)
+    if any(_first_difference(got, e["tables"][study]) is None for e in entries):
         return
     here = numeric_platform()
-    mine = [e for e in GOLDEN if e["platform"] == here]
+    mine = [e for e in entries if e["platform"] == here]
     if mine:
         pytest.fail(f"{study} changed on a recorded platform: {_first_difference(got, mine[0]['tables'][study])}")
-    far = [_outside_tolerance(got, e["tables"][study]) for e in GOLDEN]
+    far = [_outside_tolerance(got, e["tables"][study]) for e in entries]
     assert any(d is None for d in far), f"{study} on an unrecorded platform, beyond kernel rounding: {far}"
     warnings.warn(
         f"{study}: no golden tables for this numeric platform {here}; they agree with a recorded one within "
@@ -117,7 +125,7 @@ def test_tables_reproduce_bit_for_bit(test_study, study):
 def test_golden_tolerance_check_can_fail():
     """The unrecorded-platform path is a real check: a 3-point error change or a
     1% step change is beyond it, a last-bit step change is not."""
-    want = GOLDEN[0]["tables"][STUDIES[0]]
+    want = _entries(STUDIES[0])[0]["tables"][STUDIES[0]]
     quant = next(i for i, r in enumerate(want["summary"]) if r["steps"])
     assert _outside_tolerance(want, want) is None and _first_difference(want, want) is None
 

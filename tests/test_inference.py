@@ -9,7 +9,7 @@ from torch.nn import functional as F
 from qdesign.nn.data import Splits
 from qdesign.nn.inference import forward, max_pool_2x2
 from qdesign.nn.models import build_model
-from qdesign.nn.train import evaluate, use_channels_last
+from qdesign.nn.train import evaluate, evaluation_layout, use_channels_last
 from qdesign.quantize import to_quantized
 
 CNN_CPU = {
@@ -62,6 +62,34 @@ def test_forward_equals_the_model_bit_for_bit(model_cfg, width, quantized):
     with torch.inference_mode():
         assert _same(forward(model, data.x_train), model(data.x_train))
     assert torch.equal(data.x_train, before)  # the caller's input is never written to
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_relu_runs_after_the_pooling_it_precedes_with_the_same_numbers(layout):
+    """ReLU then 2x2 max pooling is computed as pooling then ReLU (a quarter of
+    the values): NaN, ties, negative windows and signed zeros give the model's
+    values (==, which treats -0.0 and 0.0 alike, as every later layer does),
+    the layout the next convolution expects, and a hooked ReLU is still called."""
+    torch.manual_seed(4)
+    x = torch.randn(4, 6, 8, 10)
+    x[0, 0, :2, :2] = float("nan")
+    x[0, 1, :2, :2] = -1.0  # an all-negative window
+    x[1, 0, :2, :2] = torch.tensor([[-0.0, 0.0], [-2.0, 0.0]])
+    x.view(-1)[3::11] = 0.25  # ties
+    x = x.contiguous(memory_format=layout)
+    model = nn.Sequential(nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+    model.to(memory_format=layout).eval()
+    before = x.clone()
+    with torch.inference_mode():
+        want, got = model(x), forward(model, x)
+        assert _same(got, want) and got.stride() == want.stride()
+        assert _same(forward(model[:2], x), model[:2](x))
+    assert _same(x, before)  # the ReLU ran on the pooled copy, not on the input
+    seen = []
+    model[0].register_forward_hook(lambda _m, _a, out: seen.append(out.shape))
+    with torch.inference_mode():
+        assert _same(forward(model, x), want)
+    assert seen == [x.shape]
 
 
 def test_forward_never_writes_its_input():
@@ -121,24 +149,30 @@ def test_cnn_logits_do_not_depend_on_the_evaluation_batch(width):
 # ------------------------------------------------- convolutions on blocked tensors
 
 
-def _cell_model(cfg, width, bits, shape=(1, 28, 28), n=300):
-    """A model and input laid out as a cell runs them (channels-last float,
-    quantized copy in NCHW), in eval mode."""
+def _cell_model(cfg, width, bits, shape=(1, 28, 28), n=300, nchw_quantized=False):
+    """A model and input laid out as a cell runs them (channels-last, the
+    quantized copy too), in eval mode. ``nchw_quantized``: the quantized
+    convolutions in NCHW instead, as cells retrained before quantized CNNs went
+    channels-last ran them and as export verification rebuilds those
+    (:func:`evaluation_layout`): the blocked path's candidates."""
     torch.manual_seed(width)
     model = build_model(cfg, width, shape, 10)
     x = torch.randn(n, *shape)
     data = use_channels_last(model, Splits(x, x, x, x, x, x, 10))
     if bits is not None:
         model = to_quantized(model, bits)
+        if nchw_quantized:
+            evaluation_layout(model, [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)])
     return model.eval(), data.x_train
 
 
+@pytest.mark.parametrize("nchw_quantized", [False, True])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize(
     "cfg,shape,widths",
     [(CNN_CPU, (1, 28, 28), [2, 8, 32]), (CNN_PAPER, (1, 28, 28), [4, 16]), (CNN_PAPER, (3, 32, 32), [16])],
 )
-def test_forward_is_exact_whichever_path_it_takes(cfg, shape, widths, threads, monkeypatch):
+def test_forward_is_exact_whichever_path_it_takes(cfg, shape, widths, threads, nchw_quantized, monkeypatch):
     """Each case is checked once and then runs the path its check chose: the
     second pass of every batch size (the last partial batches of the splits,
     and a single image, which oneDNN computes with another kernel) must equal
@@ -152,7 +186,7 @@ def test_forward_is_exact_whichever_path_it_takes(cfg, shape, widths, threads, m
     try:
         for width in widths:
             for bits in (None, 2, 8):
-                model, x = _cell_model(cfg, width, bits, shape)
+                model, x = _cell_model(cfg, width, bits, shape, nchw_quantized=nchw_quantized)
                 with torch.inference_mode(), frozen_weights(model):
                     for bs in (128, 112, 16, 1):
                         want = model(x[:bs])
@@ -160,9 +194,10 @@ def test_forward_is_exact_whichever_path_it_takes(cfg, shape, widths, threads, m
                             assert _same(forward(model, x[:bs]), want), (width, bits, bs)
     finally:
         torch.set_num_threads(before)
-    # one input channel: the quantized CNNs run NCHW, candidates; three: their
-    # channels-last input keeps them in channels-last, nothing to block
-    assert bool(inference.blocked_path_verdicts()) == (shape[0] == 1)
+    # NCHW quantized convolutions of one input channel: candidates; three: their
+    # channels-last input keeps them in channels-last; a cell's channels-last
+    # CNN: nothing to block
+    assert bool(inference.blocked_path_verdicts()) == (shape[0] == 1 and nchw_quantized)
 
 
 def test_the_blocked_path_is_used_only_where_it_was_exact(monkeypatch):
@@ -181,7 +216,7 @@ def test_the_blocked_path_is_used_only_where_it_was_exact(monkeypatch):
         return torch.nextafter(out, torch.full_like(out, float("inf")))
 
     monkeypatch.setattr(inference, "_blocked", off_by_one_ulp)
-    model, x = _cell_model(CNN_CPU, 8, 4)
+    model, x = _cell_model(CNN_CPU, 8, 4, nchw_quantized=True)
     with torch.inference_mode():
         want = model(x[:128])
         for _ in range(3):
@@ -201,7 +236,7 @@ def test_blocked_path_skips_what_it_cannot_reproduce(monkeypatch):
         assert _same(forward(model, x[:64]), model(x[:64]))
     assert inference.blocked_path_verdicts() == {}
 
-    qmodel, x = _cell_model(CNN_CPU, 8, 4)
+    qmodel, x = _cell_model(CNN_CPU, 8, 4, nchw_quantized=True)
     seen = []
     qmodel[0].register_forward_hook(lambda _m, _a, out: seen.append(out.shape))
     with torch.inference_mode():
@@ -218,7 +253,7 @@ def test_blocked_path_skips_what_it_cannot_reproduce(monkeypatch):
 
 
 def test_blocked_path_leaves_the_input_alone():
-    model, x = _cell_model(CNN_PAPER, 4, 3, n=32)
+    model, x = _cell_model(CNN_PAPER, 4, 3, n=32, nchw_quantized=True)
     x = x.contiguous()  # NCHW: the first convolution is a candidate too
     before = x.clone()
     with torch.inference_mode():
@@ -233,7 +268,7 @@ def test_a_network_with_nan_takes_the_dense_path(monkeypatch):
     from qdesign.nn import inference
 
     monkeypatch.setattr(inference, "_VERDICTS", {})
-    model, x = _cell_model(CNN_CPU, 8, 4)
+    model, x = _cell_model(CNN_CPU, 8, 4, nchw_quantized=True)
     with torch.no_grad():
         model[3].weight[0, 0, 0, 0] = float("nan")
     with torch.inference_mode():
@@ -254,7 +289,7 @@ def test_a_platform_without_blocked_ops_takes_the_dense_path(monkeypatch):
         raise RuntimeError("mkldnn_convolution: unsupported on this platform")
 
     monkeypatch.setattr(inference, "_blocked", unsupported)
-    model, x = _cell_model(CNN_CPU, 8, 4)
+    model, x = _cell_model(CNN_CPU, 8, 4, nchw_quantized=True)
     with torch.inference_mode():
         for _ in range(2):
             assert _same(forward(model, x[:128]), model(x[:128]))

@@ -317,3 +317,37 @@ def test_start_from_a_thread_is_not_tied_to_that_thread(tmp_path, monkeypatch):
         assert "PDEATHSIG" not in (tmp_path / "w.log").read_text()
     finally:
         worker.stop(box["proc"])
+
+
+SLOW_IMPORT = """
+import time
+time.sleep(float(open(__file__ + ".delay").read()))
+"""
+
+
+def test_a_ready_only_client_runs_itself_while_the_worker_imports(tmp_path, monkeypatch):
+    """Light jobs (tables, figures) do not wait for the preloads: until the
+    server has written its ready file they run in their own process; a
+    training job waits and is served; afterwards both go to the worker."""
+    (tmp_path / "slowjob.py").write_text(HANDLER)
+    (tmp_path / "slowimport.py").write_text(SLOW_IMPORT)
+    (tmp_path / "slowimport.py.delay").write_text("3")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    proc = worker.start(tmp_path / "w.log", handler="slowjob:run", preload=["slowimport"])
+    try:
+        ready = Path(os.environ[worker.ENV_SOCKET]).parent / worker.READY_FILE
+        assert not ready.exists()
+        assert worker.submit([str(tmp_path / "m0"), str(tmp_path / "r0"), "0"], ready_only=True) is None
+        assert worker.submit([str(tmp_path / "m1"), str(tmp_path / "r1"), "0"]) == 0  # waited for the imports
+        assert ready.exists()
+        assert worker.submit([str(tmp_path / "m2"), str(tmp_path / "r2"), "0"], ready_only=True) == 0
+        assert (tmp_path / "r2").read_text() == "stale" and not (tmp_path / "r0").exists()
+    finally:
+        worker.stop(proc)
+    assert not ready.exists()
+
+
+def test_table_and_figure_commands_go_to_the_worker_only_once_it_is_ready():
+    assert not cli.WORKER_COMMANDS & cli.WORKER_COMMANDS_IF_READY
+    assert {"aggregate", "scaling", "figures", "report-tables"} <= cli.WORKER_COMMANDS_IF_READY
+    assert {"train-float", "retrain", "split-data"} <= cli.WORKER_COMMANDS

@@ -214,8 +214,9 @@ def test_report_builds_without_docutils_messages_and_renders(tiny_run, tmp_path)
 def test_warm_worker_served_the_training_jobs(tiny_run):
     work, _, _ = tiny_run
     log = (work / "results" / "logs" / "worker.log").read_text()
-    # 1 split (shared) + 4 float + 6 retrain jobs of the two studies went through the worker
-    assert re.search(r"served 11 jobs", log), log
+    # 1 split (shared) + 4 float + 6 retrain jobs of the two studies went through the worker, and
+    # the tables, figures and pages: 2 x (aggregate, scaling, figures, report_tables) + report_provenance
+    assert re.search(r"served 20 jobs", log), log
 
 
 def test_second_run_does_nothing(tiny_run):

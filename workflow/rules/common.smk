@@ -19,6 +19,10 @@ from qdesign.core import specs as qspecs
 from qdesign.run import console as qconsole
 from qdesign.run import lifeline as qlifeline
 from qdesign.run import worker as qworker
+from qdesign.run.scheduling import single_reevaluation_timer
+
+# one pending scheduler wake-up instead of one more per finished job (qdesign.run.scheduling)
+single_reevaluation_timer()
 
 _RUN_START = time.time()
 # local jobs end when this Snakemake process dies, even by kill -9 (qdesign.run.lifeline)

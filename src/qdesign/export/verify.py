@@ -194,15 +194,18 @@ def cell_test_data(cell: Cell, data_path: str | Path, payload: dict | None = Non
 def torch_logits(cell: Cell, x: np.ndarray) -> np.ndarray:
     """Logits of the cell's PyTorch model, computed as the cell computed its
     test error: its memory layout (:func:`qdesign.nn.train.evaluation_layout`:
-    a quantized layer's convolution runs another kernel than a float one's,
-    rounding differently), its batches and its forward pass
+    a convolution in NCHW runs another kernel than in channels-last, rounding
+    differently), its batches and its forward pass
     (:func:`qdesign.nn.train.logits`)."""
     import torch  # noqa: PLC0415
 
     from ..nn.train import evaluation_layout, logits  # noqa: PLC0415
 
-    quantized = cell.checkpoint.get("codes", {}) if cell.kind == "quantized" else {}
-    model = evaluation_layout(cell.model(), quantized)
+    ckpt = cell.checkpoint
+    # a quantized cell records the convolutions it ran in NCHW; one retrained before quantized
+    # CNNs went channels-last (no record) ran every quantized layer in NCHW
+    nchw = ckpt.get("nchw_layers", ckpt.get("codes", {})) if cell.kind == "quantized" else ()
+    model = evaluation_layout(cell.model(), nchw)
     return logits(model, torch.from_numpy(x)).numpy()
 
 

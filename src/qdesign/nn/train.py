@@ -80,20 +80,39 @@ def use_channels_last(model: nn.Module, data: Splits) -> Splits:
     )
 
 
-def evaluation_layout(model: nn.Module, quantized: Iterable[str] = ()) -> nn.Module:
+def evaluation_layout(model: nn.Module, nchw: Iterable[str] = ()) -> nn.Module:
     """Give a network rebuilt from a cell's checkpoint the memory layout the
     cell evaluated it in, so that its convolutions run the same kernels and
     its logits are the cell's bit for bit (export verification): a CNN's
-    layers in channels-last (:func:`use_channels_last`), except the layers
-    named in ``quantized``, whose weights :func:`qdesign.quantize.to_quantized`
-    made afresh in NCHW. The input goes in channels-last too (:func:`logits`)."""
+    layers in channels-last (:func:`use_channels_last`; quantized layers keep
+    their float layer's layout, :func:`qdesign.quantize.to_quantized`), except
+    the layers named in ``nchw`` (the checkpoint's ``nchw_layers``: quantized
+    convolutions of cells retrained before quantized CNNs went channels-last,
+    whose weights were made afresh in NCHW). The input goes in channels-last
+    too (:func:`logits`)."""
     if is_convolutional(model):
         model.to(memory_format=torch.channels_last)
-        for name in quantized:
+        for name in nchw:
             w = model.get_submodule(name).weight
             # strides too: a weight of one input channel is "contiguous" either way
             w.data = torch.empty_like(w.data, memory_format=torch.contiguous_format).copy_(w.data)
     return model
+
+
+def nchw_layers(model: nn.Module) -> list[str]:
+    """The convolutions of ``model`` whose weights are in NCHW order where a
+    network rebuilt by :func:`evaluation_layout` would have them channels-last
+    (strides compared: a weight of one input channel is "contiguous" in both
+    layouts). A cell records them in its checkpoint; none in a cell's CNN since
+    quantized CNNs went channels-last."""
+    out = []
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            nchw = torch.empty(m.weight.shape, device="meta")
+            rebuilt = nchw.to(memory_format=torch.channels_last)
+            if m.weight.stride() != rebuilt.stride() and m.weight.stride() == nchw.stride():
+                out.append(name)
+    return out
 
 
 def eval_batch_size(model: nn.Module) -> int:

@@ -92,10 +92,12 @@ class QuantConv2d(_QuantWeight, nn.Conv2d):
 
 
 def clone_layer(layer: nn.Module, linear_cls, conv_cls, weight: torch.Tensor | None = None, **kwargs) -> nn.Module:
-    """A new ``linear_cls`` or ``conv_cls`` with ``layer``'s geometry, device and
-    dtype, its bias and ``weight`` (default: ``layer.weight``) copied in.
-    ``kwargs`` go to the constructor (e.g. ``bits=``). One place for what the
-    quantized, learned and baked versions of a layer share."""
+    """A new ``linear_cls`` or ``conv_cls`` with ``layer``'s geometry, device,
+    dtype and weight memory layout (strides: a channels-last convolution stays
+    channels-last, so that it runs the kernels of the network it came from),
+    its bias and ``weight`` (default: ``layer.weight``) copied in. ``kwargs`` go
+    to the constructor (e.g. ``bits=``). One place for what the quantized,
+    learned and baked versions of a layer share."""
     common = dict(device=layer.weight.device, dtype=layer.weight.dtype, **kwargs)
     has_bias = layer.bias is not None
     if isinstance(layer, nn.Linear):
@@ -114,6 +116,7 @@ def clone_layer(layer: nn.Module, linear_cls, conv_cls, weight: torch.Tensor | N
             **common,
         )
     with torch.no_grad():
+        new.weight.data = torch.empty_like(layer.weight, dtype=new.weight.dtype, device=new.weight.device)
         new.weight.copy_(layer.weight if weight is None else weight)
         if has_bias:
             new.bias.copy_(layer.bias)
@@ -158,7 +161,9 @@ def to_quantized(model: nn.Module, bits, *, float_first: bool = False, float_las
     ``bits``: one int for every weight layer, or one entry per layer (None keeps
     that layer float); see :func:`layer_bits_for`. Steps are set per layer to
     :func:`l2_optimal_step` of the float weights. Biases always stay float. The
-    input model is not modified.
+    input model is not modified; every layer keeps its weight's memory layout
+    (:func:`clone_layer`), so a channels-last CNN gives a channels-last
+    quantized CNN that trains and evaluates with the float network's kernels.
     """
     qmodel = copy.deepcopy(model)
     layers = weight_modules(qmodel)
@@ -236,7 +241,8 @@ def integer_codes(model: nn.Module) -> dict[str, QuantizedTensor]:
         with torch.no_grad():
             codes = quantize_codes(layer.weight.detach(), layer.bits, layer.step)
         dtype = torch.int8 if layer.bits <= 8 else torch.int16
-        out[name] = QuantizedTensor(codes.to(dtype).cpu(), step, layer.bits)
+        # in logical (NCHW) order whatever the layer's memory layout: the checkpoint's format
+        out[name] = QuantizedTensor(codes.to(dtype).cpu().contiguous(), step, layer.bits)
     return out
 
 

@@ -453,7 +453,9 @@ def l2_optimal_step(
     if w.numel() == 0:
         raise ValueError("cannot choose a step for an empty tensor")
     if bits == 1:
-        m = float(w.detach().abs().to(torch.float64).mean())
+        # in the tensor's logical order, whatever its memory layout (a channels-last
+        # convolution's mean must not depend on it)
+        m = float(w.detach().contiguous().abs().to(torch.float64).mean())
         if not math.isfinite(m):
             raise ValueError("weights contain NaN or Inf")
         return m if m > 0 else 1.0

@@ -10,13 +10,16 @@ How it works (local Snakemake runs only; see ``workflow/rules/common.smk``):
   in ``$XDG_RUNTIME_DIR`` when that is ours and private, else ``mkdtemp`` in
   the temp dir) and launches ``python -m qdesign.run.worker --socket DIR/w-RANDOM.sock
   --parent PID --handler qdesign.run.cli:run --preload torch,...``. The server
-  binds the socket, imports the handler and the preload list once, and waits.
+  binds the socket, imports the handler and the preload list once, writes
+  ``DIR/ready``, and waits.
 * A rule's command is still ``python -m qdesign train-float ...``: the thin
   client (no torch import, ~50 ms) checks the socket's directory (ours, 0700)
   and the server's credentials (SO_PEERCRED: our uid, the advertised pid)
   before it sends anything, then hands over its argv, working directory,
   environment and stdin/stdout/stderr file descriptors, and waits for the exit
-  status. The server refuses clients of another uid.
+  status. The server refuses clients of another uid. A client that would
+  rather not wait for the imports (``submit(ready_only=True)``: light jobs
+  such as tables and figures) runs itself until ``DIR/ready`` exists.
 * The server forks one child per job, in its own process group. The child
   adopts the client's file descriptors (output lands in the rule's log exactly
   as if it ran itself), runs the handler, sends the exit status and exits.
@@ -65,6 +68,7 @@ ENV_PID = "QDESIGN_WORKER_PID"  # the server's pid, checked by the client with S
 DIR_PREFIX = "qdesign-worker-"
 OWNER_FILE = "owner.pid"  # pid of the process that called start(); the dir is stale once it and the worker are gone
 WORKER_FILE = "worker.pid"
+READY_FILE = "ready"  # written beside the socket once the preloads are imported
 _HEADER = struct.Struct(">I")
 _STATUS = struct.Struct(">i")
 _CRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
@@ -168,11 +172,17 @@ def _connect(path: str, expected_pid: int | None) -> socket.socket | None:
     return sock
 
 
-def submit(argv: list[str], socket_path: str | None = None, server_pid: int | None = None) -> int | None:
+def submit(
+    argv: list[str], socket_path: str | None = None, server_pid: int | None = None, ready_only: bool = False
+) -> int | None:
     """Run ``argv`` in the worker; its exit status, or None when no trusted
-    worker answers (the caller then runs the command itself)."""
+    worker answers (the caller then runs the command itself). ``ready_only``:
+    also None while the worker is still importing its preloads (a job that
+    imports less than they take, run alone, is faster in its own process)."""
     path = socket_path or os.environ.get(ENV_SOCKET)
     if not path:
+        return None
+    if ready_only and not os.path.exists(os.path.join(os.path.dirname(os.path.abspath(path)), READY_FILE)):
         return None
     if server_pid is None and socket_path is None and os.environ.get(ENV_PID, "").isdigit():
         server_pid = int(os.environ[ENV_PID])
@@ -329,6 +339,7 @@ def serve(
         for mod in preload:
             importlib.import_module(mod)
         run = load_handler(handler) if isinstance(handler, str) else handler
+        (path.parent / READY_FILE).write_text(f"{os.getpid()}\n")
         print(
             f"qdesign worker {os.getpid()}: ready on {path} after {time.perf_counter() - t0:.2f}s of imports"
             f"{'; ends with its parent (PDEATHSIG)' if tied else ''}",
@@ -362,6 +373,7 @@ def serve(
         _kill_children(children)
         srv.close()
         path.unlink(missing_ok=True)
+        (path.parent / READY_FILE).unlink(missing_ok=True)
         if _read_pid(path.parent / WORKER_FILE) == os.getpid():  # a directory made by start() for us
             shutil.rmtree(path.parent, ignore_errors=True)
         print(f"qdesign worker {os.getpid()}: served {n_jobs} jobs, exiting", flush=True)
@@ -410,7 +422,10 @@ def remove_stale_dirs(base: str | None = None, min_age: float = 60.0) -> list[Pa
             names = os.listdir(entry)
         except OSError:
             continue
-        if any(n not in (OWNER_FILE, WORKER_FILE) and not (n.startswith("w-") and n.endswith(".sock")) for n in names):
+        if any(
+            n not in (OWNER_FILE, WORKER_FILE, READY_FILE) and not (n.startswith("w-") and n.endswith(".sock"))
+            for n in names
+        ):
             continue  # not one of ours: never delete what we did not make
         pids = [_read_pid(entry / name) for name in (OWNER_FILE, WORKER_FILE)]
         if pids[0] is None and time.time() - st.st_mtime < min_age:
