@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -324,7 +325,7 @@ def print_table(summary) -> None:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
+    p.add_argument("--data-dir", default=os.environ.get("QDESIGN_SHARED_DATA", str(REPO.parent / "shared" / "data")))
     p.add_argument("--quick", action="store_true", help="smoke run: width 64, 1 seed, 1+1 epochs, 6000 examples")
     p.add_argument(
         "--seeds",

@@ -23,7 +23,7 @@ from typing import Any
 
 from .constants import FLOAT_BITS
 from .errors import CheckpointError
-from .registry import DEFAULT_METHOD, METHODS
+from .registry import DEFAULT_METHOD, METHODS, method_retraining
 
 
 def spec_json(spec: Mapping) -> str:
@@ -222,7 +222,7 @@ def float_spec(config: Mapping, study: str, width: int, seed: int) -> FloatSpec:
 def quant_spec(config: Mapping, study: str, width: int, bits, seed: int, method: str = DEFAULT_METHOD) -> QuantSpec:
     """A quantized cell of a validated config (``bits`` an int or a per-layer tuple)."""
     s = config["studies"][study]
-    retraining = {k: v for k, v in s["retraining"].items() if k != "methods"}
+    retraining = method_retraining(s["retraining"], method)
     bits = tuple(int(b) for b in bits) if isinstance(bits, (list, tuple)) else int(bits)
     return QuantSpec(float_spec(config, study, width, seed), bits, method, retraining)
 
@@ -234,7 +234,7 @@ def budget_spec(
     ``mean_bits`` bits per weight (the study's ``mixed`` settings)."""
     s = config["studies"][study]
     mixed = s["mixed"]
-    retraining = {k: v for k, v in s["retraining"].items() if k != "methods"}
+    retraining = method_retraining(s["retraining"], method)
     budget = {
         "mean_bits": float(mean_bits),
         "allocation": mixed["allocation"],

@@ -284,6 +284,8 @@ def retrain(
     float_test = ckpt["test_error"]
 
     rcfg = spec.retraining
+    method = get_method(spec.method)
+    loss = clock.timed("evaluate", method.loss, model, data, rcfg)  # distillation: the float outputs, once
     t_q = time.perf_counter()
     qmodel = to_quantized(model, spec.bits, float_first=rcfg["float_first"], float_last=rcfg["float_last"])
     steps0 = [float(layer.step) for _, layer in quantized_layers(qmodel)]
@@ -295,7 +297,6 @@ def retrain(
     direct_test = clock.timed("evaluate", evaluate, qmodel, data.x_test, data.y_test)
     log(f"float test_err {float_test:.4f}; direct quantization test_err {direct_test:.4f} val_err {direct_val:.4f}")
 
-    method = get_method(spec.method)
     qmodel = method.prepare(qmodel)
     epoch_start = method.hook(qmodel)
 
@@ -311,6 +312,7 @@ def retrain(
         keep_start=True,
         start_val_error=direct_val,
         label=what,
+        loss=loss,
     )
     qmodel.load_state_dict(res.best_state)
     val_err = res.best_val_error
