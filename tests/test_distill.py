@@ -115,11 +115,12 @@ def test_a_long_warm_up_keeps_the_steps_near_their_start():
 # ----------------------------------------------------------------- the distillation loss
 
 
-def test_distill_loss_matches_its_formula():
+@pytest.mark.parametrize(("t", "a"), [(3.0, 0.7), (1.0, 0.5), (0.5, 0.2), (2.0, 1.0)])
+def test_distill_loss_matches_its_formula(t, a):
+    """Value and gradient of the one-node loss equal autograd's through the textbook formula."""
     g = torch.Generator().manual_seed(0)
     teacher, out = torch.randn(6, 5, generator=g), torch.randn(6, 5, generator=g, requires_grad=True)
     labels, idx = torch.tensor([0, 1, 2, 3, 4, 0]), torch.tensor([5, 3, 1, 0, 2, 4])
-    t, a = 3.0, 0.7
     got = distill_loss(teacher, t, a)(out, labels, idx)
     kl = F.kl_div(
         F.log_softmax(out / t, dim=1), F.log_softmax(teacher[idx] / t, dim=1), reduction="sum", log_target=True
@@ -129,6 +130,9 @@ def test_distill_loss_matches_its_formula():
     (g1,) = torch.autograd.grad(got, out)
     (g2,) = torch.autograd.grad(want, out)
     assert torch.allclose(g1, g2, atol=1e-6)
+    assert torch.autograd.gradcheck(
+        lambda z: distill_loss(teacher.double(), t, a)(z, labels, idx), out.detach().double().requires_grad_()
+    )
 
 
 def test_distill_loss_limits():
@@ -240,3 +244,49 @@ def test_bad_method_settings_are_refused_in_one_line(key, value, message):
     with pytest.raises(ConfigError, match=message) as err:
         validate_config({"device": "cpu", "studies": {"s": tiny_study(retraining={key: value})}})
     assert "\n" not in str(err.value)
+
+
+# ----------------------------------------------------------------- cells
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    from qdesign.nn.data import prepare_dataset, write_prepared  # noqa: PLC0415
+
+    path = tmp_path_factory.mktemp("data") / "digits.pt"
+    write_prepared(prepare_dataset("digits"), path)
+    return path
+
+
+def test_distill_cells_run_end_to_end_and_export_exactly(digits, tmp_path):
+    """A distill cell takes its teacher from the float checkpoint it is given
+    (no other job), records its method, and exports exactly; with the
+    distillation weight at 0 a distill-fixed cell is the fixed cell."""
+    from qdesign.core.specs import float_spec  # noqa: PLC0415
+    from qdesign.export import export_cell  # noqa: PLC0415
+    from qdesign.export.verify import check_export  # noqa: PLC0415
+    from qdesign.nn.cells import load_checkpoint, retrain, train_float  # noqa: PLC0415
+
+    methods = ["fixed", "distill", "distill-fixed"]
+    retraining = {"epochs": 2, "lr": 0.01, "batch_size": 64, "methods": methods}
+    cfg = validate_config({"device": "cpu", "studies": {"s": tiny_study(retraining=retraining)}})
+    off = validate_config(
+        {"device": "cpu", "studies": {"s": tiny_study(retraining={**retraining, "distill_weight": 0.0})}}
+    )
+    train_float(float_spec(cfg, "s", 16, 0), digits, tmp_path / "f")
+    ckpt = tmp_path / "f" / "model.pt"
+    rows = {m: retrain(quant_spec(cfg, "s", 16, 2, 0, m), digits, ckpt, tmp_path / m) for m in methods}
+    plain = retrain(quant_spec(off, "s", 16, 2, 0, "distill-fixed"), digits, ckpt, tmp_path / "off")
+    assert rows["distill"]["method"] == "distill"
+    assert len({r["direct_test_error"] for r in rows.values()}) == 1  # the same start for every method
+    spec = load_checkpoint(tmp_path / "distill" / "model.pt")["spec"]
+    assert spec["retraining"]["distill_weight"] == 0.5 and "step_lr_factor" in spec["retraining"]
+    assert "step_lr_factor" not in load_checkpoint(tmp_path / "distill-fixed" / "model.pt")["spec"]["retraining"]
+    assert plain["steps"] == rows["fixed"]["steps"]
+    assert (plain["test_error"], plain["val_error"]) == (rows["fixed"]["test_error"], rows["fixed"]["val_error"])
+    a = load_checkpoint(tmp_path / "off" / "model.pt")["state_dict"]
+    b = load_checkpoint(tmp_path / "fixed" / "model.pt")["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in b)
+    out = export_cell(tmp_path / "distill", "packed", tmp_path / "d.qdpk")
+    check = check_export(tmp_path / "distill", out, digits, "packed")
+    assert check.n_differ == 0 and check.export_error == rows["distill"]["test_error"]
