@@ -68,9 +68,14 @@ VARIANTS: dict[str, tuple[str, dict]] = {
         for a in (0.5, 0.9)
     },
     **{
+        f"distill T{t:g} a{a:g}": variant("distill", **NEUTRAL_STEP, distill_temperature=t, distill_weight=a)
+        for t in (1.0, 2.0)
+        for a in (0.1, 0.25)
+    },
+    **{
         f"distill-fixed T{t:g} a{a:g}": variant("distill-fixed", distill_temperature=t, distill_weight=a)
-        for t in (2.0, 4.0)
-        for a in (0.5, 0.9)
+        for t in (1.0, 2.0, 4.0)
+        for a in (0.25, 0.5, 0.9)
     },
 }
 """Named settings; a variant's settings override the retraining defaults of the
@@ -95,6 +100,16 @@ PHASE1 = [
     "distill-fixed T2 a0.5",
     "distill-fixed T4 a0.9",
 ]
+PHASE2 = [
+    "learned",
+    "distill T1 a0.1",
+    "distill T1 a0.25",
+    "distill T2 a0.1",
+    "distill T2 a0.25",
+    "distill-fixed T1 a0.25",
+    "distill-fixed T1 a0.5",
+]
+"""Second round (after PHASE1 showed that the distillation term helps only at T = 1 and weights <= 0.5)."""
 
 
 def silent(_msg: str) -> None:
