@@ -483,7 +483,12 @@ def main(argv=None) -> None:
     p.add_argument("--no-timing", action="store_true", help="skip the interleaved ms/step comparison")
     p.add_argument("--timing-steps", type=int, default=20)
     p.add_argument("--timing-repeats", type=int, default=7)
-    p.add_argument("--merge", nargs="+", metavar="JSON", help="pool the rows of earlier runs' JSON files and print")
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="JSON",
+        help="pool the rows and timings of earlier runs' JSON files, print, write --out",
+    )
     p.add_argument("--out", default=str(REPO / "benchmarks" / "out" / "peer_brevitas.json"))
     args = p.parse_args(argv)
     # nothing to measure must not look like a measurement: refuse it before any training
@@ -497,11 +502,21 @@ def main(argv=None) -> None:
         p.error(f"unknown contender(s) {', '.join(map(repr, unknown))}; known: {', '.join(sorted(CONTENDERS))}")
     if args.merge:
         runs = [json.loads(Path(f).read_text()) for f in args.merge]
+        partial = [f for f, run_ in zip(args.merge, runs) if run_.get("partial")]
+        if partial:
+            p.error(f"--merge: {', '.join(partial)} is an interrupted run's partial record; rerun it")
         rows = [r for run_ in runs for r in run_.get("rows", [])]
         keys = [(r["width"], r["bits"], r["seed"], r["contender"]) for r in rows]
         if len(set(keys)) != len(keys):
             p.error("--merge: the files share (width, bits, seed, contender) rows; pool disjoint runs only")
-        report({"rows": rows, "timing": [t for run_ in runs for t in run_.get("timing", [])]})
+        pooled = {
+            "rows": rows,
+            "timing": [t for run_ in runs for t in run_.get("timing", [])],
+            "setups": [dict(run_.get("setup", {}), file=str(f)) for f, run_ in zip(args.merge, runs)],
+        }
+        report(pooled)
+        write(pooled, Path(args.out))
+        print(f"\nwrote {args.out}")
         return
     if args.quick:
         args.seeds, args.widths, args.bits, args.float_epochs, args.epochs = 2, [64], [2], 1, 1
