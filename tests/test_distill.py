@@ -280,7 +280,8 @@ def test_distill_cells_run_end_to_end_and_export_exactly(digits, tmp_path):
     assert rows["distill"]["method"] == "distill"
     assert len({r["direct_test_error"] for r in rows.values()}) == 1  # the same start for every method
     spec = load_checkpoint(tmp_path / "distill" / "model.pt")["spec"]
-    assert spec["retraining"]["distill_weight"] == 0.5 and "step_lr_factor" in spec["retraining"]
+    assert spec["retraining"]["distill_weight"] == retraining_defaults()["distill_weight"]
+    assert "step_lr_factor" in spec["retraining"]
     assert "step_lr_factor" not in load_checkpoint(tmp_path / "distill-fixed" / "model.pt")["spec"]["retraining"]
     assert plain["steps"] == rows["fixed"]["steps"]
     assert (plain["test_error"], plain["val_error"]) == (rows["fixed"]["test_error"], rows["fixed"]["val_error"])
@@ -290,3 +291,22 @@ def test_distill_cells_run_end_to_end_and_export_exactly(digits, tmp_path):
     out = export_cell(tmp_path / "distill", "packed", tmp_path / "d.qdpk")
     check = check_export(tmp_path / "distill", out, digits, "packed")
     assert check.n_differ == 0 and check.export_error == rows["distill"]["test_error"]
+
+
+def test_only_models_with_learned_steps_train_with_the_fused_adam(monkeypatch):
+    """fixed and epoch keep the foreach kernels the golden study pins; learned steps
+    (exact-zero gradients of clipped weights) get the fused kernel."""
+    seen = []
+    original = qtrain.make_optimizer
+
+    def spy(params, cfg, fused=False):
+        opt = original(params, cfg, fused=fused)
+        seen.append((fused, opt.defaults.get("fused"), opt.defaults.get("foreach")))
+        return opt
+
+    monkeypatch.setattr(qtrain, "make_optimizer", spy)
+    data = toy_data()
+    _fit(to_quantized(float_model(), 2), data, {**CFG, "epochs": 1})
+    _fit(to_learned(to_quantized(float_model(), 2)), data, {**CFG, **NEUTRAL, "epochs": 1})
+    assert [s[0] for s in seen] == [False, True]
+    assert seen[0][1] in (None, False) and seen[0][2] is True and seen[1][1] is True
