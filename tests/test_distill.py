@@ -310,3 +310,15 @@ def test_only_models_with_learned_steps_train_with_the_fused_adam(monkeypatch):
     _fit(to_learned(to_quantized(float_model(), 2)), data, {**CFG, **NEUTRAL, "epochs": 1})
     assert [s[0] for s in seen] == [False, True]
     assert seen[0][1] in (None, False) and seen[0][2] is True and seen[1][1] is True
+
+
+def test_a_float_network_with_non_finite_outputs_is_refused_as_a_teacher():
+    from qdesign.core.errors import DivergedError  # noqa: PLC0415
+
+    data = toy_data()
+    fmodel = float_model()
+    with torch.no_grad():
+        next(fmodel.parameters())[0, 0] = float("nan")
+    cfg = {**CFG, "distill_temperature": 2.0, "distill_weight": 0.1}
+    with pytest.raises(DivergedError, match="not finite: no teacher"):
+        get_method("distill").loss(fmodel, data, cfg)

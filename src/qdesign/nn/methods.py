@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..core.errors import DivergedError
 from ..core.registry import DEFAULT_METHOD  # noqa: F401 - re-exported
 from ..quantize import to_learned, update_steps
 from .data import Splits
@@ -43,8 +44,9 @@ class _DistillLoss(torch.autograd.Function):
     = a T^2 p`` | ``const = a T^2 H(p)``] (per example, computed once; the loss is
     ``-((1 - a) log softmax(z)_y + <scaled, log softmax(z / T)> + const)``, batch mean). The gradient
     is closed-form, ``((1 - a) softmax(z) + a T softmax(z / T) - (1 - a) onehot(y)
-    - scaled / T) / B``: 2-3 small kernels each way instead of autograd's ~20
-    (the loss of a batch of 128 costs a few tens of microseconds)."""
+    - scaled / T) / B``: a few small kernels each way instead of autograd's ~20
+    (measured, batch 128, under load: about 0.6 ms less per step than the
+    composition of ``F.cross_entropy`` and ``F.kl_div``; docs/methods.md)."""
 
     @staticmethod
     def forward(ctx, z, labels, rows, t, a):
@@ -120,6 +122,8 @@ class RetrainMethod:
         if not self.distill:
             return None
         teacher = logits(float_model, data.x_train)
+        if not bool(torch.isfinite(teacher).all()):
+            raise DivergedError("the float network's outputs on the training data are not finite: no teacher")
         return distill_loss(teacher, cfg["distill_temperature"], cfg["distill_weight"])
 
     def hook(self, qmodel: nn.Module) -> Callable[[int], None] | None:
