@@ -30,13 +30,21 @@ SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 _CNN_ONLY = {"channel_multipliers", "convs_per_block", "kernel_size", "pool", "fc_units"}
 _FCDNN_ONLY = {"depth"}
 
-__all__ = ["ConfigError", "load_config", "load_schema", "validate_config"]
+__all__ = ["ConfigError", "load_config", "load_schema", "retraining_defaults", "validate_config"]
 
 
 def load_schema() -> dict:
     if not SCHEMA_PATH.is_file():
         raise ConfigError(f"config schema not found at {SCHEMA_PATH} (is qdesign installed from the repository?)")
     return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def retraining_defaults() -> dict:
+    """The schema's default of every ``retraining`` key (what a study gets when
+    it sets none): the one source of these numbers for code outside a config,
+    such as the benchmarks."""
+    props = load_schema()["$defs"]["retrain"]["properties"]
+    return {k: copy.deepcopy(v["default"]) for k, v in props.items() if "default" in v}
 
 
 # ------------------------------------------------------------------ defaults

@@ -146,11 +146,35 @@ def published_file(md5: str) -> tuple[str, str] | None:
     return None
 
 
-METHODS: tuple[str, ...] = ("fixed", "epoch", "learned")
+METHODS: tuple[str, ...] = ("fixed", "epoch", "learned", "distill", "distill-fixed")
 """Retraining methods (implementations: :mod:`qdesign.nn.methods`); ``fixed`` is
 the paper's (L2-optimal step of the float weights, kept during retraining)."""
 
 DEFAULT_METHOD = "fixed"
+
+STEP_KEYS: tuple[str, ...] = ("step_lr_factor", "step_weight_decay", "step_warmup_epochs")
+"""Retraining keys of the learned steps' own optimizer settings (their parameter group in ``fit``)."""
+DISTILL_KEYS: tuple[str, ...] = ("distill_temperature", "distill_weight")
+"""Retraining keys of the distillation loss (the float network's softened outputs as a second target)."""
+
+METHOD_KEYS: dict[str, tuple[str, ...]] = {
+    "fixed": (),
+    "epoch": (),
+    "learned": STEP_KEYS,
+    "distill": STEP_KEYS + DISTILL_KEYS,
+    "distill-fixed": DISTILL_KEYS,
+}
+"""The method-specific retraining keys each method reads. A cell's spec carries
+only its own method's keys, so a key that cannot change a cell's numbers (the
+step's learning rate for ``fixed``) does not change its hash nor rerun it."""
+
+
+def method_retraining(retraining: dict, method: str) -> dict:
+    """The retraining settings of one ``method``'s cells: the study's
+    ``retraining`` without ``methods`` and without the other methods' keys."""
+    other = {k for keys in METHOD_KEYS.values() for k in keys} - set(METHOD_KEYS.get(method, ()))
+    return {k: v for k, v in retraining.items() if k != "methods" and k not in other}
+
 
 TABLES: tuple[str, ...] = ("summary", "ecr", "frontier", "scaling")
 """Per-study tables, results/<study>/<name>.parquet: summary, ecr and frontier

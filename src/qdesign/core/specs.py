@@ -25,7 +25,7 @@ from typing import Any
 from .errors import CheckpointError
 from .layout import cell_dir
 from .precision import Precision
-from .registry import DEFAULT_METHOD, METHODS
+from .registry import DEFAULT_METHOD, METHODS, method_retraining
 
 
 def spec_json(spec: Mapping) -> str:
@@ -216,11 +216,6 @@ def float_spec(config: Mapping, study: str, width: int, seed: int) -> FloatSpec:
     )
 
 
-def _retraining(config: Mapping, study: str) -> dict:
-    """The study's retraining settings of one cell (without the method axis)."""
-    return {k: v for k, v in config["studies"][study]["retraining"].items() if k != "methods"}
-
-
 def quant_spec(
     config: Mapping, study: str, width: int, precision, seed: int, method: str = DEFAULT_METHOD
 ) -> QuantSpec:
@@ -228,7 +223,12 @@ def quant_spec(
     :class:`~qdesign.core.precision.Precision` or what
     :meth:`Precision.coerce` takes (bits, or a per-layer tuple)."""
     precision = Precision.coerce(precision)
-    return QuantSpec(float_spec(config, study, width, seed), precision, method, _retraining(config, study))
+    return QuantSpec(
+        float_spec(config, study, width, seed),
+        precision,
+        method,
+        method_retraining(config["studies"][study]["retraining"], method),
+    )
 
 
 def study_budget(config: Mapping, study: str, mean_bits: float) -> Precision:

@@ -296,6 +296,8 @@ def retrain(
     float_test = ckpt["test_error"]
 
     rcfg = spec.retraining
+    method = get_method(spec.method)
+    loss = clock.timed("train", method.loss, model, data, rcfg)  # distillation: the float outputs, once (training)
     t_q = time.perf_counter()
     precision = spec.precision
     qmodel = to_quantized(model, precision, float_first=rcfg["float_first"], float_last=rcfg["float_last"])
@@ -310,7 +312,6 @@ def retrain(
     direct_test = clock.timed("evaluate", evaluate, qmodel, data.x_test, data.y_test)
     log(f"float test_err {float_test:.4f}; direct quantization test_err {direct_test:.4f} val_err {direct_val:.4f}")
 
-    method = get_method(spec.method)
     qmodel = method.prepare(qmodel)
     epoch_start = method.hook(qmodel)
 
@@ -328,6 +329,7 @@ def retrain(
         label=what,
         setting=f"studies.{spec.study}.retraining",
         fail_on_divergence=fspec.fail_on_divergence,
+        loss=loss,
     )
     qmodel.load_state_dict(res.best_state)
     val_err = res.best_val_error

@@ -28,7 +28,14 @@ from .layers import (
     to_quantized,
     update_steps,
 )
-from .lsq import LearnedQuantConv2d, LearnedQuantLinear, lsq_grad_scale, quantize_lsq, to_learned
+from .lsq import (
+    LearnedQuantConv2d,
+    LearnedQuantLinear,
+    learned_step_parameters,
+    lsq_grad_scale,
+    quantize_lsq,
+    to_learned,
+)
 from .primitives import check_bits, dequantize, max_level, quantization_error, quantize, quantize_codes
 from .ste import quantize_ste
 from .step_search import l2_optimal_step
@@ -44,6 +51,7 @@ __all__ = [
     "dequantize",
     "integer_codes",
     "l2_optimal_step",
+    "learned_step_parameters",
     "lsq_grad_scale",
     "layer_bits_for",
     "max_level",

@@ -184,6 +184,12 @@ class LearnedQuantConv2d(_LearnedStep, QuantConv2d):
     """:class:`QuantConv2d` with a learned step (LSQ)."""
 
 
+def learned_step_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The trainable step parameters (``log_step``) of ``model``'s learned
+    layers, in layer order: what ``fit`` puts in the steps' own parameter group."""
+    return [m.log_step for m in model.modules() if isinstance(m, _LearnedStep)]
+
+
 def to_learned(qmodel: nn.Module, rate: float = DEFAULT_RATE, *, clip_grad: bool = True) -> nn.Module:
     """Give every quantized layer of ``qmodel`` (from :func:`to_quantized`) a
     learned step that starts at its current step. In place; returns ``qmodel``.
