@@ -11,7 +11,7 @@ from qdesign.analysis.aggregate import frontier_table
 from qdesign.analysis.answer import MAX_BUDGETS, answer_budgets, closing_summary, study_answer
 from qdesign.figures.report import answer_html
 
-from .test_plots import synthetic_summary
+from .study_tables import synthetic_summary
 
 KIB = 8192
 

@@ -15,7 +15,7 @@ from qdesign.analysis.aggregate import frontier_table
 from qdesign.analysis.mixed import comparison_table
 from qdesign.analysis.recommend import advise
 
-from .test_scaling import synthetic
+from .scaling_data import synthetic
 
 
 def _permuted(df: pd.DataFrame, seed: int = 0) -> pd.DataFrame:

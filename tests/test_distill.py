@@ -18,7 +18,7 @@ from qdesign.nn.train import fit, param_groups
 from qdesign.quantize import learned_step_parameters, quantized_layers, to_learned, to_quantized
 
 from .conftest import tiny_study
-from .test_methods import CFG, float_model, toy_data
+from .toys import CFG, float_model, toy_data
 
 NEUTRAL = {"step_lr_factor": 1.0, "step_weight_decay": 0.0, "step_warmup_epochs": 0.0}
 

@@ -32,7 +32,7 @@ from qdesign.nn.models import build_model
 from qdesign.run.resources import DATASET_SHAPES
 
 from .conftest import tiny_study
-from .test_data import fake_cifar10, fake_mnist, write_idx
+from .fake_data import fake_cifar10, fake_mnist, write_idx
 
 
 def cfg_with(**study):
@@ -717,7 +717,7 @@ def test_the_opt_out_is_in_the_spec_only_when_used():
 
 
 def _summary(flags):
-    from .test_plots import synthetic_summary  # noqa: PLC0415
+    from .study_tables import synthetic_summary  # noqa: PLC0415
 
     s = synthetic_summary(widths=(16, 32), bits=(2, 32), seeds=(0,), study="s")
     if flags is not None:
@@ -815,7 +815,7 @@ def test_error_vs_memory_marks_chance_level_cells():
 
     from qdesign.figures.study import plot_error_vs_memory  # noqa: PLC0415
 
-    from .test_plots import synthetic_ecr, synthetic_frontier  # noqa: PLC0415
+    from .study_tables import synthetic_ecr, synthetic_frontier  # noqa: PLC0415
 
     for flagged in (False, True):
         summary = _summary(lambda s, f=flagged: (s["bits"] == 2) & (s["width"] == 16) & f)
@@ -831,7 +831,7 @@ def test_error_vs_memory_marks_chance_level_cells():
 from qdesign.export import packed  # noqa: E402
 from qdesign.run.cli import run as cli_run  # noqa: E402
 
-from .test_export import two_method_study  # noqa: E402
+from .trained import two_method_study  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from qdesign.nn.train import evaluate
 from qdesign.quantize import to_quantized
 
 from .conftest import tiny_study
-from .test_workflow import job_counts, smk, write_config
+from .snakemake_runs import job_counts, smk, write_config
 
 # ------------------------------------------------------------------ allocation
 

@@ -15,9 +15,9 @@ from qdesign.core.registry import FIGURES
 from qdesign.run.invocation import snakemake_command
 from qdesign.run.reference import export_reference
 
+from .cell_rows import cell, write
 from .conftest import REPO
 from .report_checks import check_in_chromium, check_page_in_chromium, docutils_messages
-from .test_aggregate import cell, write
 
 pytestmark = pytest.mark.slow
 

@@ -197,3 +197,18 @@ def test_rules_take_every_results_path_from_layout():
             if '"results' in code or '"reference/' in code or " results/" in code:
                 literal.append(f"{smk.name}:{i}: {line.strip()}")
     assert not literal, "\n".join(literal)
+
+
+def test_test_modules_share_helpers_not_each_other():
+    """A test module imports its shared data and builders from the helper
+    modules beside it (tests/helpers.py, study_tables.py, ...), never from
+    another test module: importing a test module runs its tests' fixtures and
+    module setup twice and hides where a builder lives."""
+    offenders = []
+    for path in sorted((REPO_ROOT / "tests").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[-1].startswith("test_"):
+                offenders.append(f"{path.name}:{node.lineno} imports {node.module}")
+            elif isinstance(node, ast.Import):
+                offenders += [f"{path.name}:{node.lineno} imports {a.name}" for a in node.names if ".test_" in a.name]
+    assert not offenders, offenders

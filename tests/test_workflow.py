@@ -1,39 +1,17 @@
 """The Snakemake workflow end to end: dry-run job counts of the default config,
 a tiny real run, caching, narrow reruns, error paths."""
 
-import os
 import re
 import struct
-import subprocess
-from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
-
-from qdesign.run.invocation import snakemake_command
 
 from .conftest import REPO, tiny_study
 from .report_checks import check_in_chromium, check_page_in_chromium, docutils_messages
+from .snakemake_runs import job_counts, smk, write_config
 
 pytestmark = pytest.mark.slow
-
-
-def smk(workdir, *args, env=None, timeout=600):
-    run_env = {**os.environ, **(env or {})}
-    return subprocess.run(
-        snakemake_command(workdir, *args), capture_output=True, text=True, env=run_env, timeout=timeout
-    )
-
-
-def job_counts(output: str) -> dict[str, int]:
-    table = output.split("Job stats:")[1]
-    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"}
-
-
-def write_config(path: Path, studies: dict, **top) -> Path:
-    path.write_text(yaml.safe_dump({"device": "cpu", **top, "studies": studies}))
-    return path
 
 
 def test_default_config_dry_run_job_counts(tmp_path):
