@@ -149,6 +149,12 @@ def regret_of(stats, grid, budget, design, full):
     return float(r), float(se)
 
 
+def val_regret(stats, design, full) -> float:
+    """What the search's settings were tuned on: the validation (not test)
+    regret against the full grid's choice, all seeds."""
+    return float(stats.loc[design, "val"] - stats.loc[full, "val"]) if design is not None else math.nan
+
+
 def random_baseline(summary, grid, budgets, spend, rng):
     cost = {c: seconds(summary, [c]) for c in grid.cells()}
     order = [grid.designs()[i] for i in rng.permutation(len(grid.designs()))]
@@ -208,6 +214,7 @@ def study_report(profile, study, budgets, draws, settings_kw, relabel=0):
                 "budget": text,
                 "search": f"w{found[0]} b{found[1]} ({a['n_seeds']}s)" if found else "none",
                 "full grid": f"w{full[0]} b{full[1]}",
+                "val_regret_pp": 100 * val_regret(stats, found, full),
                 "regret_pp": 100 * reg,
                 "se_pp": 100 * se,
                 "grid_se_pp": 100 * stats.loc[full, "test_se"],
@@ -229,12 +236,38 @@ def study_report(profile, study, budgets, draws, settings_kw, relabel=0):
     return pd.DataFrame(rows), info
 
 
+def worlds_line(profile, study, budgets, n, draws) -> str:
+    """The replay in ``n`` seed orders other than the recorded one: how its
+    cost and regret vary with the luck of the first seeds."""
+    shares, within, beats, regrets = [], 0, 0, []
+    for world in range(1, n + 1):
+        table, info = study_report(profile, study, budgets, draws, {}, relabel=world)
+        shares.append(info["train_share"])
+        within += int((table["regret_pp"] <= table["se_pp"] + 1e-12).all())
+        mean = table[["regret_pp", "random_pp", "coarse_pp"]].mean()
+        beats += int(mean["regret_pp"] < min(mean["random_pp"], mean["coarse_pp"]))
+        regrets.append(mean.to_numpy())
+    m = np.mean(regrets, axis=0)
+    return (
+        f"{n} other seed orders: share of train_seconds mean {100 * np.mean(shares):.1f}% "
+        f"(min {100 * min(shares):.1f}%, max {100 * max(shares):.1f}%); within one SE at every budget in "
+        f"{within}/{n}; beats both baselines in {beats}/{n}; mean regret (pp) search {m[0]:.3f}, "
+        f"random {m[1]:.3f}, coarse {m[2]:.3f}"
+    )
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="cpu")
     ap.add_argument("--draws", type=int, default=200, help="random-subset draws per study")
     ap.add_argument("--fine", action="store_true", help="every power of 2 KiB instead of every power of 4")
     ap.add_argument("--check", action="store_true", help="exit 1 when a criterion of issue 25 fails")
+    ap.add_argument(
+        "--worlds",
+        type=int,
+        default=0,
+        help="also replay N worlds in which each width's seeds are met in another order (robustness)",
+    )
     args = ap.parse_args(argv)
     pd.set_option("display.width", 200)
     ok = True
@@ -260,6 +293,8 @@ def main(argv=None) -> int:
             f"<= {MAX_SHARE:.0%} of the seconds: {cheap}; beats both baselines: {beats}"
         )
         ok &= within and cheap and beats
+        if args.worlds:
+            print(worlds_line(args.profile, study, budgets, args.worlds, min(args.draws, 50)))
     return 0 if ok or not args.check else 1
 
 

@@ -55,6 +55,7 @@ __all__ = [
     "replay",
     "search_table",
     "seed_sd",
+    "visible_cells",
 ]
 
 Design = tuple[int, int]
@@ -105,7 +106,12 @@ class Settings:
     initial_seeds: int = 1
     batch: int = 4
     patience: int = 1
-    regret: float = 0.5
+    regret: float = 1.0
+    """Stop when every budget's expected regret is below this many standard
+    errors of its answer's all-seed mean: the full grid's own resolution (its
+    choice among designs closer than that is the seeds' draw). Tuned on the
+    replay's cost and validation regret, never on test regret
+    (benchmarks/adaptive_search.py)."""
     max_cells: int | None = None
     max_seconds: float | None = None
     max_rounds: int = 60
@@ -160,7 +166,7 @@ def grid_from_study(config: Mapping, study: str) -> tuple[Grid, Settings]:
     method = sc["method"] or s["retraining"]["methods"][0]
     if method not in s["retraining"]["methods"]:
         raise ConfigError(f"{where}.method: {method!r} is not one of the study's retraining.methods")
-    memory_kind = config["frontier_memory"]
+    memory_kind = sc["memory"]
     memory, n_weights = {}, {}
     rc = s["retraining"]
     for w in widths:
@@ -776,7 +782,40 @@ SEARCH_COLUMNS = [
 ]
 
 
-def search_table(rounds: Sequence[Mapping]) -> pd.DataFrame:
+VISIBLE = ("width", "bits", "seed", "method", TARGET, COST, "n_val", "n_weights")
+"""The columns of a cell's metrics row that a search may read: validation
+error, cost and size; test error never reaches a choice."""
+
+
+def visible_cells(cells: pd.DataFrame) -> pd.DataFrame:
+    """Only :data:`VISIBLE` columns of the trained cells' metrics rows."""
+    missing = [c for c in ("width", "bits", "seed", TARGET) if c not in cells.columns]
+    if missing:
+        raise TableError(f"the search's cells lack column(s) {', '.join(missing)}")
+    out = cells[[c for c in VISIBLE if c in cells.columns]].copy()
+    out["bits"] = np.minimum(out["bits"].to_numpy(int), FLOAT_BITS)
+    return out.reset_index(drop=True)
+
+
+def cells_of(rounds: Sequence[Mapping]) -> list[Cell]:
+    """Every cell the rounds asked for, in order (no repeats)."""
+    seen: dict[Cell, None] = {}
+    for r in rounds:
+        for c in r["batch"]:
+            seen.setdefault((int(c[0]), int(c[1]), int(c[2])), None)
+    return list(seen)
+
+
+def check_rounds(rounds: Sequence[Mapping]) -> None:
+    """Rounds 0, 1, ... in order, no round after a stop (one line otherwise)."""
+    for i, r in enumerate(rounds):
+        if not isinstance(r, Mapping) or r.get("round") != i or "batch" not in r or "answers" not in r:
+            raise TableError(f"search round {i}: not the record of round {i} (rerun the search's rounds)")
+        if r.get("stop") is not None and i != len(rounds) - 1:
+            raise TableError(f"search round {i} stopped ({r['stop']}) but later rounds were given")
+
+
+def search_table(rounds: Sequence[Mapping], study: str | None = None) -> pd.DataFrame:
     """``search.parquet``: one row per round and budget: the cells and training
     seconds measured when the round was planned, the best design for the
     budget (validation mean +- SE over its seeds, the law's prediction and
@@ -802,4 +841,6 @@ def search_table(rounds: Sequence[Mapping]) -> pd.DataFrame:
     for c in SEARCH_COLUMNS[2:14]:
         out[c] = pd.to_numeric(out[c], errors="coerce").astype(float)
     out["stop"] = out["stop"].astype(object)
+    if study is not None:
+        out.insert(0, "study", study)
     return out
