@@ -830,7 +830,7 @@ def search_table(rounds: Sequence[Mapping], study: str | None = None) -> pd.Data
                     "round": r["round"],
                     "cells": r["cells"],
                     "seconds": r["seconds"],
-                    **{k: a.get(k) for k in SEARCH_COLUMNS[3:14]},
+                    **{k: a.get(k) for k in SEARCH_COLUMNS[3:15]},
                     "batch": len(r["batch"]),
                     "stop": r["stop"],
                 }
@@ -838,7 +838,7 @@ def search_table(rounds: Sequence[Mapping], study: str | None = None) -> pd.Data
     out = pd.DataFrame(rows, columns=SEARCH_COLUMNS)
     for c in ("round", "cells", "batch"):
         out[c] = out[c].astype(int)
-    for c in SEARCH_COLUMNS[2:14]:
+    for c in SEARCH_COLUMNS[2:15]:
         out[c] = pd.to_numeric(out[c], errors="coerce").astype(float)
     out["stop"] = out["stop"].astype(object)
     if study is not None:
