@@ -653,8 +653,10 @@ def plan_round(grid: Grid, settings: Settings, cells: pd.DataFrame, history: Seq
                 stop = "cap: no cell left fits the caps"
             elif all(a["regret"] <= a["threshold"] for a in answers):
                 stop = "converged: no cell lowers the risk further"
-            else:
+            elif settings.max_cells is None and settings.max_seconds is None:
                 stop = "no cell left lowers the risk"
+            else:
+                stop = "no cell left within the caps lowers the risk"
         batch = [c for c, _, _ in picks]
     return _record(round_, answers, batch, stop, lawinfo, n_cells, spent, picks)
 
@@ -674,8 +676,9 @@ def _aims(answers: Sequence[Mapping]) -> dict[float, float]:
 
 def _any_fits(left, cost, seconds_left, cells_left, have) -> bool:
     for w, b, s in left:
-        c = cost(w, is_float_bits(b)) + (0 if is_float_bits(b) or (w, FLOAT_BITS, s) in have else cost(w, True))
-        if c <= seconds_left and cells_left >= 1:
+        alone = is_float_bits(b) or (w, FLOAT_BITS, s) in have  # else its float network comes along
+        c = cost(w, is_float_bits(b)) + (0 if alone else cost(w, True))
+        if c <= seconds_left and cells_left >= (1 if alone else 2):
             return True
     return False
 
