@@ -42,8 +42,10 @@ from qdesign.analysis.search import (
     default_initial_widths,
     replay,
 )
+from qdesign.core.config import load_config
 from qdesign.core.constants import FLOAT_BITS
-from qdesign.core.layout import REPO_ROOT, reference_table
+from qdesign.core.layout import REFERENCE_CONFIG, REPO_ROOT, reference_table
+from qdesign.run.resources import search_cost_hint
 
 BUDGETS = {
     # powers of 4 KiB over each study's quantized designs (fixed before the search was tuned)
@@ -78,14 +80,21 @@ def load(profile: str, study: str, relabel: int = 0) -> pd.DataFrame:
     return df
 
 
-def grid_of(summary: pd.DataFrame) -> Grid:
+def cost_hint(profile: str, study: str, widths) -> dict | None:
+    """The pipeline's cost hint (qdesign.run.resources.search_cost_hint) from the
+    reference's recorded config, as a search of that study would rank cells."""
+    path = REPO_ROOT / REFERENCE_CONFIG.format(profile=profile)
+    return search_cost_hint(load_config(path), study, widths) if path.is_file() else None
+
+
+def grid_of(summary: pd.DataFrame, hint: dict | None = None) -> Grid:
     widths = tuple(sorted(int(w) for w in summary["width"].unique()))
     bits = tuple(sorted(int(b) for b in summary["bits"].unique() if b < FLOAT_BITS))
     seeds = tuple(sorted(int(s) for s in summary["seed"].unique()))
     first = summary.groupby(["width", "bits"]).first()
     memory = {(int(w), int(b)): float(r.memory_bits_weights) for (w, b), r in first.iterrows()}
     n_weights = {int(w): float(n) for w, n in summary.groupby("width")["n_weights"].first().items()}
-    return Grid(widths, bits, seeds, "fixed", memory, n_weights)
+    return Grid(widths, bits, seeds, "fixed", memory, n_weights, hint)
 
 
 def settings_for(grid: Grid, budgets, **kw) -> Settings:
@@ -185,9 +194,10 @@ def coarse_baseline(summary, grid, spend):
     return cells, total
 
 
-def study_report(profile, study, budgets, draws, settings_kw, relabel=0):
+def study_report(profile, study, budgets, draws, settings_kw, relabel=0, measured_cost=False):
     summary = load(profile, study, relabel)
-    grid = grid_of(summary)
+    widths = sorted(int(w) for w in summary["width"].unique())
+    grid = grid_of(summary, None if measured_cost else cost_hint(profile, study, widths))
     stats = design_stats(summary)
     settings = settings_for(grid, budgets, **settings_kw)
     log: list = []

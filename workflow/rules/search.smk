@@ -26,7 +26,9 @@ checkpoint search_round:
     conda:
         "../../envs/qdesign.yaml"
     params:
-        config=lambda wc: qspecs.spec_json({"studies": {wc.study: study_cfg(wc.study)}}),
+        config=lambda wc: qspecs.spec_json(
+            {"device": config["device"], "studies": {wc.study: study_cfg(wc.study)}}
+        ),
     shell:
         "python -m qdesign search-round --study {wildcards.study} --config-json {params.config:q} "
         "--round {wildcards.round} --history {input.history} --cells {input.cells} "

@@ -85,6 +85,11 @@ class Grid:
     method: str
     memory: Mapping[Design, float]
     n_weights: Mapping[int, float]
+    cost_hint: Mapping[tuple[int, bool], float] | None = None
+    """Relative training cost of a cell per (width, float?), known before
+    training (:func:`qdesign.run.resources.search_cost_hint`): the batches are
+    ranked on it, so that a search's plan does not depend on how fast the
+    machine happened to be (measured seconds only scale it, for the caps)."""
 
     def designs(self) -> list[Design]:
         return [(w, b) for w in self.widths for b in (*self.bits, FLOAT_BITS)]
@@ -299,6 +304,26 @@ def val_noise(error: float, n_val: float) -> float:
     seeds resolves."""
     p = min(max(float(error), 1e-4), 0.5)
     return math.sqrt(p * (1 - p) / max(float(n_val), 1.0))
+
+
+def _hinted_cost(cells: pd.DataFrame, grid: Grid) -> Callable[[int, bool], float]:
+    """Predicted training seconds from the grid's cost hint, times one factor
+    (measured over hinted seconds of the trained cells, geometric mean): one
+    factor for every cell, so the ranking of cells by risk per second is the
+    hint's, whatever the measured seconds."""
+    hint = grid.cost_hint
+    scale = 1.0
+    if len(cells) and COST in cells.columns:
+        t = cells[COST].to_numpy(float)
+        h = np.array([hint[(int(w), int(b) >= FLOAT_BITS)] for w, b in zip(cells["width"], cells["bits"])])
+        ok = np.isfinite(t) & (t > 0) & (h > 0)
+        if ok.any():
+            scale = float(np.exp(np.mean(np.log(t[ok] / h[ok]))))
+
+    def cost(width: int, is_float: bool) -> float:
+        return float(hint[(int(width), bool(is_float))] * scale)
+
+    return cost
 
 
 def _cost_model(cells: pd.DataFrame, grid: Grid) -> Callable[[int, bool], float]:
@@ -640,7 +665,7 @@ def plan_round(grid: Grid, settings: Settings, cells: pd.DataFrame, history: Seq
     stop = _stop_reason(answers, history, settings, round_, n_cells, spent)
     batch, picks = [], []
     if stop is None:
-        cost = _cost_model(cells, grid)
+        cost = _hinted_cost(cells, grid) if grid.cost_hint else _cost_model(cells, grid)
         seconds_left = math.inf if settings.max_seconds is None else settings.max_seconds - spent
         cells_left = math.inf if settings.max_cells is None else settings.max_cells - n_cells
         aims = _aims(answers)

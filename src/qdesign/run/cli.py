@@ -763,6 +763,7 @@ def _read_rounds(paths) -> list[dict]:
 
 
 def _cmd_search_round(args) -> None:
+    import dataclasses  # noqa: PLC0415
     import json  # noqa: PLC0415
 
     import pandas as pd  # noqa: PLC0415
@@ -770,9 +771,11 @@ def _cmd_search_round(args) -> None:
     from ..analysis.aggregate import read_parquets  # noqa: PLC0415
     from ..analysis.search import grid_from_study, plan_round, visible_cells  # noqa: PLC0415
     from ..core.io import write_text_atomic  # noqa: PLC0415
+    from .resources import search_cost_hint  # noqa: PLC0415
 
     config = json.loads(args.config_json)
     grid, settings = grid_from_study(config, args.study)
+    grid = dataclasses.replace(grid, cost_hint=search_cost_hint(config, args.study, grid.widths))
     history = _read_rounds(args.history)
     cells = visible_cells(read_parquets(args.cells, "searched cell metrics")) if args.cells else pd.DataFrame()
     record = plan_round(grid, settings, cells, history, args.round)
