@@ -220,7 +220,7 @@ def test_the_search_section_fills_its_defaults():
     g, s = checked()
     assert g.widths == (8, 16, 32, 64) and g.bits == (2, 4) and g.method == "fixed"
     assert s.budgets == (3000, 32768) and s.initial_widths == (8, 16, 32, 64) and s.initial_bits == (2, 4)
-    assert (s.batch, s.regret, s.patience, s.max_cells, s.max_seconds) == (4, 1.0, 1, None, None)
+    assert (s.batch, s.regret, s.patience, s.max_cells, s.max_seconds) == (2, 1.0, 1, None, None)
     assert g.memory[(8, 2)] == 2 * (64 * 8 + 8 * 8 + 8 * 10)  # weights only, as the cells record it
 
 

@@ -109,7 +109,7 @@ class Settings:
     initial_widths: tuple[int, ...]
     initial_bits: tuple[int, ...]
     initial_seeds: int = 1
-    batch: int = 4
+    batch: int = 2
     patience: int = 1
     regret: float = 1.0
     """Stop when every budget's expected regret is below this many standard
