@@ -139,11 +139,29 @@ def test_choices_read_validation_error_only(searched):
     assert choices(replay(grid(), settings(), trainer(moved))) != choices(rounds)
 
 
+def test_a_flagged_cell_is_not_an_answer_and_not_trained_again(searched):
+    """With fail_on_divergence false a diverged cell is recorded, flagged: the
+    search must neither believe its (here impossibly good) validation error nor
+    ask for it again."""
+    cells, rounds, _ = searched
+    first = [tuple(c) for c in rounds[0]["batch"]]
+    bad = (32, 2, 0)
+    measured = cells.set_index(["width", "bits", "seed"]).loc[first].reset_index()
+    measured["diverged"] = [c == bad for c in first]
+    measured.loc[measured["diverged"], "val_error"] = 0.0
+    rec = plan_round(grid(), settings(), visible_cells(measured), rounds[:1], 1)
+    assert all((a["width"], a["bits"]) != bad[:2] or a["n_seeds"] == 0 for a in rec["answers"])
+    assert bad not in [tuple(c) for c in rec["batch"]]
+    trusting = plan_round(grid(), settings(), visible_cells(measured.drop(columns="diverged")), rounds[:1], 1)
+    assert (32, 2) in [(a["width"], a["bits"]) for a in trusting["answers"]]  # the flag is what keeps it out
+
+
 def test_visible_cells_drop_every_test_column():
     cells = world().assign(direct_test_error=0.5)
     seen = visible_cells(cells)
     assert not [c for c in seen.columns if "test" in c]
-    assert set(seen.columns) <= {"width", "bits", "seed", "method", "val_error", "train_seconds", "n_val", "n_weights"}
+    allowed = {"width", "bits", "seed", "method", "val_error", "train_seconds", "n_val", "n_weights"}
+    assert set(seen.columns) <= allowed | {"diverged", "chance_level"}
 
 
 @pytest.mark.parametrize("cap", [10, 16, 18, 20])

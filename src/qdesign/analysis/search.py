@@ -45,6 +45,7 @@ from ..core.precision import is_float_bits
 from .intervals import mixture_quantiles
 from .recommend import parse_budget
 from .scaling import MIN_WIDTHS, design_pool, fit_study
+from .tables import FLAG_COLUMNS, flagged
 
 __all__ = [
     "Grid",
@@ -652,8 +653,11 @@ def plan_round(grid: Grid, settings: Settings, cells: pd.DataFrame, history: Seq
     missing = sorted(planned - have)
     if missing:
         raise TableError(f"cells {missing[:3]} of earlier rounds were not measured: train them first")
-    designs = measured_designs(cells, grid)
-    law, model, why = _law(cells, grid)
+    # a flagged cell (diverged, chance level: kept with fail_on_divergence false) is trained, and
+    # not trained again, but says nothing about its design: out of the beliefs and the law
+    usable = cells[~flagged(cells)]
+    designs = measured_designs(usable, grid)
+    law, model, why = _law(usable, grid)
     prior = _prior_sd(model, designs)
     sd = seed_sd(designs, grid.n_weights, prior)
     beliefs = Beliefs(grid, designs, law, model, sd, settings.draws, seed=round_, law_prior=settings.law_prior)
@@ -810,7 +814,7 @@ SEARCH_COLUMNS = [
 ]
 
 
-VISIBLE = ("width", "bits", "seed", "method", TARGET, COST, "n_val", "n_weights")
+VISIBLE = ("width", "bits", "seed", "method", TARGET, COST, "n_val", "n_weights", *FLAG_COLUMNS)
 """The columns of a cell's metrics row that a search may read: validation
 error, cost and size; test error never reaches a choice."""
 
