@@ -216,6 +216,20 @@ def test_search_table_has_a_row_per_round_and_budget(searched):
     assert table["cells"].is_monotonic_increasing and table["seconds"].is_monotonic_increasing
 
 
+def test_the_page_and_the_figure_show_each_budgets_answer(searched, tmp_path):
+    from qdesign.figures.catalog import write_figures  # noqa: PLC0415
+    from qdesign.figures.search import search_html  # noqa: PLC0415
+
+    _, rounds, _ = searched
+    table = search_table(rounds, "synthetic")
+    page = search_html(table, "synthetic")
+    for a in rounds[-1]["answers"]:
+        assert f"w{a['width']} {a['bits']}b" in page
+    assert rounds[-1]["stop"] in page
+    (png,) = write_figures(["search_progress"], {"search": table}, tmp_path, ("png",), 50)
+    assert png.stat().st_size > 1000
+
+
 # ----------------------------------------------------------------- the config
 
 

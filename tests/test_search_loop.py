@@ -93,6 +93,8 @@ def test_the_search_trains_part_of_the_grid_and_records_its_rounds(search_run):
     cells = pd.concat(pd.read_parquet(p) for p in trained)
     assert last["seconds"].iloc[0] == pytest.approx(cells["train_seconds"].sum())
     assert (results / "figures" / "search_progress.png").is_file()
+    page = (results / "report" / "search.html").read_text()
+    assert "Best design per budget when the search stopped" in page and rounds[-1]["stop"] in page
     assert not (results / "summary.parquet").exists()  # a search study does not build the grid's tables
 
 

@@ -186,7 +186,7 @@ GRID_STUDIES = [s for s in STUDIES if not has_search(s)]
 
 
 def search_outputs(study):
-    out = [layout.table_file(study, registry.SEARCH_TABLE)]
+    out = [layout.table_file(study, registry.SEARCH_TABLE), layout.report_page(study, "search")]
     return out + [
         layout.figure_file(study, name, ext)
         for name in registry.SEARCH_FIGURES

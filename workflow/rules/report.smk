@@ -88,7 +88,8 @@ rule report_pages:
             for study in GRID_STUDIES
             if qspecs.has_mixed(config, study)
         ],
-        layout.PROVENANCE_PAGE,
+        [layout.report_page(study, "search") for study in STUDIES if has_search(study)],
+        [layout.PROVENANCE_PAGE] if GRID_STUDIES else [],
 
 
 # The same pages for the shipped reference results (`snakemake reference`):

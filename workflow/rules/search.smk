@@ -11,6 +11,7 @@ localrules:
     search_round,
     search_table,
     search_figures,
+    report_search,
 
 
 checkpoint search_round:
@@ -65,3 +66,22 @@ rule search_figures:
     shell:
         "python -m qdesign search-figures --search {input.search} --out-dir {params.out_dir} "
         "--formats {params.formats} --dpi {params.dpi} > {log} 2>&1"
+
+
+rule report_search:
+    input:
+        search=layout.table_file("{study}", registry.SEARCH_TABLE),
+    output:
+        report(
+            layout.report_page("{study}", "search"),
+            caption="../report/search_tables.rst",
+            category="{study}",
+            subcategory="tables",
+            labels={"table": "adaptive search"},
+        ),
+    log:
+        layout.log_file("report_search", "{study}"),
+    conda:
+        "../../envs/qdesign.yaml"
+    shell:
+        "python -m qdesign report-search --search {input.search} --out {output} > {log} 2>&1"

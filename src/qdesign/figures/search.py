@@ -10,7 +10,7 @@ import pandas as pd
 from ..core.memory import format_bits
 from .style import legend, log_x, maybe_log_y, note, require
 
-__all__ = ["plot_search_progress"]
+__all__ = ["plot_search_progress", "search_html"]
 
 
 def _design(row) -> str:
@@ -66,3 +66,52 @@ def plot_search_progress(search: pd.DataFrame, ax) -> None:
     ax.set_xlabel("Training seconds spent (cumulative train_seconds of the trained cells)")
     ax.set_ylabel("Validation error of the answer (%)")
     legend(ax, title="budget")
+
+
+def search_html(search: pd.DataFrame, study: str) -> str:
+    """The search's page for the report: each budget's answer when it stopped
+    (chosen on validation error, with the law's interval for its test error),
+    and what every round had measured and asked for."""
+    import html  # noqa: PLC0415
+
+    from .report import _page, _table  # noqa: PLC0415 - the report's page and table style
+
+    require(search, ["round", "cells", "seconds", "budget_bits", "width", "bits", "batch", "stop"], "search")
+    last = search[search["round"] == search["round"].max()]
+    answered = last.dropna(subset=["width"])
+    answers = pd.DataFrame(
+        {
+            "budget (KiB)": answered["budget_bits"] / 8192,
+            "design": [_design(r) for r in answered.itertuples()],
+            "memory (KiB)": answered["memory_bits"] / 8192,
+            "seeds measured": answered["n_seeds"].astype(int),
+            "validation error (%)": 100 * answered["val_error"],
+            "± SE (points)": 100 * answered["val_se"],
+            "law: test error (%)": 100 * answered["predicted"],
+            "interval low (%)": 100 * answered["lo"],
+            "interval high (%)": 100 * answered["hi"],
+            "expected regret (points)": 100 * answered["regret"],
+            "threshold (points)": 100 * answered["threshold"],
+        }
+    )
+    rounds = (
+        search.groupby("round", sort=True)
+        .agg(cells=("cells", "first"), seconds=("seconds", "first"), asked=("batch", "first"), stop=("stop", "first"))
+        .reset_index()
+        .rename(columns={"cells": "cells measured", "seconds": "training seconds", "asked": "cells asked for"})
+    )
+    stop = last["stop"].dropna()
+    body = [
+        f"<p class='lead'>Study <b>{html.escape(study)}</b>: {int(last['cells'].iloc[0])} cells trained in "
+        f"{int(last['round'].iloc[0])} rounds ({float(last['seconds'].iloc[0]):,.0f} training seconds); stopped: "
+        f"{html.escape(str(stop.iloc[0]) if len(stop) else 'not yet')}.</p>",
+        _table(
+            answers,
+            "Best design per budget when the search stopped",
+            "Chosen on the seed-mean validation error of the measured designs that fit; the law's prediction "
+            "and interval are for the mean test error of a new run of that design. Expected regret: validation "
+            "error lost against the best design that fits, from the search's beliefs. See docs/search.md.",
+        ),
+        _table(rounds, "Rounds", "Cells and training seconds measured when each round was planned."),
+    ]
+    return _page(f"{study}: adaptive search", "".join(body))

@@ -146,6 +146,7 @@ PIPELINE_COMMANDS = (
     "search-round",
     "search-table",
     "search-figures",
+    "report-search",
     "report-answer",
     "report-tables",
     "report-mixed",
@@ -582,6 +583,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", required=True, type=Path, metavar="DIR", help="the figures folder")
     formats(p)
 
+    p = command("report-search", "a study's adaptive search as an HTML page for the report")
+    p.add_argument("--search", required=True, type=Path, metavar="FILE", help="the study's search.parquet")
+    p.add_argument("--out", required=True, type=Path, metavar="FILE", help="the page to write")
     p = command("report-answer", "a study's answer as an HTML page for the report: best design per budget, the law")
     for name in ("summary", "frontier", "scaling"):
         p.add_argument(f"--{name}", required=True, type=Path, metavar="FILE", help=f"the study's {name}.parquet")
@@ -669,6 +673,16 @@ def _cmd_report_mixed(args) -> None:
 
     comparison, mixed = pd.read_parquet(args.comparison), pd.read_parquet(args.mixed)
     write_text_atomic(args.out, mixed_html(comparison, mixed, str(mixed["study"].iloc[0])))
+
+
+def _cmd_report_search(args) -> None:
+    from ..analysis.tables import read_tables  # noqa: PLC0415
+    from ..core.io import write_text_atomic  # noqa: PLC0415
+    from ..figures.search import search_html  # noqa: PLC0415
+
+    (search,) = read_tables(args.search)
+    study = str(search["study"].iloc[0]) if "study" in search.columns and len(search) else args.search.parent.name
+    write_text_atomic(args.out, search_html(search, study))
 
 
 def _cmd_report_answer(args) -> None:
@@ -987,6 +1001,7 @@ _COMMANDS = {
     "search-round": _cmd_search_round,
     "search-table": _cmd_search_table,
     "search-figures": _cmd_search_figures,
+    "report-search": _cmd_report_search,
     "report-answer": _cmd_report_answer,
     "report-tables": _cmd_report_tables,
     "report-provenance": _cmd_report_provenance,
