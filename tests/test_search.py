@@ -260,7 +260,11 @@ def test_the_search_section_fills_its_defaults():
     ("search", "message"),
     [
         ({"budgets": ["12 parsecs"]}, "studies.s.search.budgets.0: budget '12 parsecs' is not a memory size"),
-        ({"budgets": [100]}, "studies.s.search.budgets.0: 100 fits no design of the search grid"),
+        (
+            {"budgets": [100]},
+            "studies.s.search.budgets.0: 100 fits no design of the search grid: "
+            "the smallest needs 1,312 bits (164 B) of weights memory",
+        ),
         ({"initial": {"widths": [8, 16, 32, 128]}}, "studies.s.search.initial.widths: [128] not among"),
         ({"initial": {"widths": [8, 16]}}, "studies.s.search.initial.widths: 2 widths; the law needs at least 4"),
         ({"widths": [8, 16, 32]}, "widths"),
@@ -272,10 +276,26 @@ def test_the_search_section_fills_its_defaults():
     ],
 )
 def test_a_bad_search_section_is_one_line(search, message):
+    """The config's one line, before any job (common.smk raises it at parse time)."""
     with pytest.raises(ConfigError) as err:
         checked(**search)
     text = str(err.value)
     assert message in text and "\n" not in text
+
+
+@pytest.mark.parametrize(
+    ("extra", "what"),
+    [
+        ({"mixed": {"mean_bits": [3]}, "bits": [2, 4]}, "mixed"),
+        ({"recommend": {"budgets": ["1KiB"]}}, "recommend.budgets"),
+    ],
+)
+def test_a_search_study_refuses_what_it_would_not_build(extra, what):
+    cfg = validate_config({"studies": {"s": {**study(), **extra}}})
+    with pytest.raises(
+        ConfigError, match=f"studies.s.search: a search study trains only what its search asks for; remove {what}"
+    ):
+        grid_from_study(cfg, "s")
 
 
 def test_search_round_command_refuses_a_broken_round_in_one_line(tmp_path, capsys):

@@ -199,13 +199,22 @@ def search_method(study):
     return s["search"]["method"] or s["retraining"]["methods"][0]
 
 
+def search_round(study, r):
+    """(path, record) of a finished round: a checkpoint, asked for in order."""
+    path = checkpoints.search_round.get(study=study, round=r).output[0]
+    try:
+        record = json.loads(Path(path).read_text())
+        record["batch"], record["stop"]
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise WorkflowError(
+            f"{path} is not a search round ({type(exc).__name__}): delete it and rerun"
+        ) from None
+    return path, record
+
+
 def search_records(study, n):
-    """The records of rounds 0..n-1 (each a checkpoint: asked for in order)."""
-    out = []
-    for r in range(n):
-        path = checkpoints.search_round.get(study=study, round=r).output[0]
-        out.append((path, json.loads(Path(path).read_text())))
-    return out
+    """The records of rounds 0..n-1."""
+    return [search_round(study, r) for r in range(n)]
 
 
 def search_history(wildcards):
@@ -232,9 +241,9 @@ def search_rounds(wildcards):
     """Round files 0, 1, ... up to the first that says stop."""
     out, r = [], 0
     while True:
-        path = checkpoints.search_round.get(study=wildcards.study, round=r).output[0]
+        path, record = search_round(wildcards.study, r)
         out.append(path)
-        if json.loads(Path(path).read_text())["stop"] is not None:
+        if record["stop"] is not None:
             return out
         r += 1
 

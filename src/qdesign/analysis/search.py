@@ -43,7 +43,7 @@ from ..core.constants import FLOAT_BITS
 from ..core.errors import ConfigError, TableError
 from ..core.precision import is_float_bits
 from .intervals import mixture_quantiles
-from .recommend import parse_budget
+from .recommend import format_bits, parse_budget
 from .scaling import MIN_WIDTHS, design_pool, fit_study
 from .tables import FLAG_COLUMNS, flagged
 
@@ -167,6 +167,12 @@ def grid_from_study(config: Mapping, study: str) -> tuple[Grid, Settings]:
     if sc is None:
         raise ConfigError(f"config: studies.{study} has no search section")
     where = f"config: studies.{study}.search"
+    for other, used in (("mixed", s.get("mixed") is not None), ("recommend.budgets", s["recommend"]["budgets"])):
+        if used:
+            raise ConfigError(
+                f"{where}: a search study trains only what its search asks for; remove {other} "
+                "(or the search) from this study"
+            )
     widths = tuple(sorted(sc["widths"] or s["model"]["widths"]))
     bits = tuple(sorted(sc["bits"] or s["bits"]))
     method = sc["method"] or s["retraining"]["methods"][0]
@@ -191,8 +197,8 @@ def grid_from_study(config: Mapping, study: str) -> tuple[Grid, Settings]:
         if not grid.fits(budget):
             smallest = min(memory.values())
             raise ConfigError(
-                f"{where}.budgets.{i}: {text} fits no design of the search grid "
-                f"(the smallest, {format_kib(smallest)}, needs more {memory_kind} memory)"
+                f"{where}.budgets.{i}: {text} fits no design of the search grid: "
+                f"the smallest needs {format_bits(smallest)} of {memory_kind} memory"
             )
         budgets.append(budget)
     if len(set(budgets)) != len(budgets):
@@ -226,10 +232,6 @@ def grid_from_study(config: Mapping, study: str) -> tuple[Grid, Settings]:
         max_rounds=int(sc["stop"]["max_rounds"]),
     )
     return grid, settings
-
-
-def format_kib(bits: float) -> str:
-    return f"{bits / 8192:.4g} KiB"
 
 
 # --------------------------------------------------------------------------
