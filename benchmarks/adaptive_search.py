@@ -3,25 +3,33 @@ random subset and a coarse grid of the same training cost.
 
 A "training" returns the measured cell of ``reference/<profile>/<study>/
 summary.parquet`` (its seeds' validation errors and recorded train_seconds);
-the search sees validation error only (test columns are dropped before it
-sees a row). For every study and budget it prints the searched design, the
-full grid's design (the best seed-mean validation error among the designs that
-fit, all seeds), the test-error regret of the searched design against the
+the search sees validation error only (it keeps the columns
+``qdesign.analysis.search.VISIBLE``; test columns are dropped before that) and
+ranks cells by the pipeline's cost hint from the reference's recorded config.
+For every study and budget it prints the searched design (with the seeds it
+measured), the full grid's design (the best seed-mean validation error among
+the designs that fit, all seeds), the validation regret (what the defaults
+were tuned on), the test-error regret of the searched design against the
 full grid's with its seed SE, and the share of the full grid's training
-seconds the search spent. Two baselines get the same training seconds:
+seconds the search spent. Two baselines get the same training seconds
+(random_pp, coarse_pp) and, beside them, the same number of cells
+(random_n_pp, coarse_n_pp):
 
 * random: whole random designs (all seeds, float networks brought along)
-  until the next would exceed the search's seconds; the mean over draws;
+  until the next would exceed the allowance; the mean over draws (numpy
+  generator seeded 0: the same draws every run);
 * coarse: every other width (from the smallest), all bits, seed by seed
-  until the next cell would exceed the search's seconds.
+  until the next cell would exceed the allowance.
 
 Each answers a budget with its best measured design by validation error; a
 budget it has no fitting design for gets the worst fitting design of the
-grid (the regret of not knowing). Exit status 1 with ``--check`` when a
-criterion of issue 25 fails (regret within one seed SE at every budget, at
-most 35% of the training seconds, lower mean regret than both baselines).
+grid (the regret of not knowing). ``--worlds N`` replays N other seed orders
+(each width's seeds renamed at random); ``--fine`` takes every power of 2 KiB
+as a budget. Exit status 1 with ``--check`` when a criterion of issue 25
+fails (regret within one seed SE at every budget, at most 35% of the training
+seconds, lower mean regret than both baselines at the same seconds).
 
-    python benchmarks/adaptive_search.py [--profile cpu] [--draws 200] [--check]
+    python benchmarks/adaptive_search.py [--profile cpu] [--draws 200] [--worlds 8] [--fine] [--check]
 """
 
 from __future__ import annotations
@@ -164,8 +172,13 @@ def val_regret(stats, design, full) -> float:
     return float(stats.loc[design, "val"] - stats.loc[full, "val"]) if design is not None else math.nan
 
 
-def random_baseline(summary, grid, budgets, spend, rng):
-    cost = {c: seconds(summary, [c]) for c in grid.cells()}
+def cell_costs(summary, grid, unit: str) -> dict:
+    """What a baseline's allowance counts: each cell's train_seconds, or 1 per cell."""
+    return {c: (seconds(summary, [c]) if unit == "seconds" else 1.0) for c in grid.cells()}
+
+
+def random_baseline(summary, grid, budgets, spend, rng, unit="seconds"):
+    cost = cell_costs(summary, grid, unit)
     order = [grid.designs()[i] for i in rng.permutation(len(grid.designs()))]
     cells, total = set(), 0.0
     for w, b in order:
@@ -178,9 +191,9 @@ def random_baseline(summary, grid, budgets, spend, rng):
     return cells, total
 
 
-def coarse_baseline(summary, grid, spend):
+def coarse_baseline(summary, grid, spend, unit="seconds"):
     widths = grid.widths[::2]
-    cost = {c: seconds(summary, [c]) for c in grid.cells()}
+    cost = cell_costs(summary, grid, unit)
     cells, total = set(), 0.0
     for s in grid.seeds:
         for w in widths:
@@ -209,6 +222,9 @@ def study_report(profile, study, budgets, draws, settings_kw, relabel=0, measure
     rng = np.random.default_rng(0)
     rand_sets = [random_baseline(summary, grid, settings.budgets, spend, rng) for _ in range(draws)]
     coarse, coarse_spend = coarse_baseline(summary, grid, spend)
+    # the same number of cells instead of the same seconds
+    rand_n = [random_baseline(summary, grid, settings.budgets, len(trained), rng, "cells") for _ in range(draws)]
+    coarse_n, _ = coarse_baseline(summary, grid, len(trained), "cells")
     answers = {a["budget_bits"]: a for a in rounds[-1]["answers"]}
     rows = []
     for text, budget in zip(budgets, settings.budgets):
@@ -218,6 +234,8 @@ def study_report(profile, study, budgets, draws, settings_kw, relabel=0, measure
         reg, se = regret_of(stats, grid, budget, found, full)
         rand = [regret_of(stats, grid, budget, best_on_val(summary, c, grid, budget), full)[0] for c, _ in rand_sets]
         co = regret_of(stats, grid, budget, best_on_val(summary, coarse, grid, budget), full)[0]
+        rand_c = [regret_of(stats, grid, budget, best_on_val(summary, c, grid, budget), full)[0] for c, _ in rand_n]
+        co_c = regret_of(stats, grid, budget, best_on_val(summary, coarse_n, grid, budget), full)[0]
         rows.append(
             {
                 "study": study,
@@ -230,6 +248,8 @@ def study_report(profile, study, budgets, draws, settings_kw, relabel=0, measure
                 "grid_se_pp": 100 * stats.loc[full, "test_se"],
                 "random_pp": 100 * float(np.mean(rand)),
                 "coarse_pp": 100 * co,
+                "random_n_pp": 100 * float(np.mean(rand_c)),
+                "coarse_n_pp": 100 * co_c,
             }
         )
     info = {
@@ -294,12 +314,13 @@ def main(argv=None) -> int:
         )
         print(table.drop(columns="study").to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         within = bool((table["regret_pp"] <= table["se_pp"] + 1e-12).all())
-        mean = table[["regret_pp", "random_pp", "coarse_pp"]].mean()
+        mean = table[["regret_pp", "random_pp", "coarse_pp", "random_n_pp", "coarse_n_pp"]].mean()
         beats = mean["regret_pp"] < min(mean["random_pp"], mean["coarse_pp"])
         cheap = info["train_share"] <= MAX_SHARE
         print(
             f"mean regret (pp): search {mean['regret_pp']:.3f}, random {mean['random_pp']:.3f}, "
-            f"coarse {mean['coarse_pp']:.3f}; within one SE at every budget: {within}; "
+            f"coarse {mean['coarse_pp']:.3f} (same number of cells: random {mean['random_n_pp']:.3f}, "
+            f"coarse {mean['coarse_n_pp']:.3f}); within one SE at every budget: {within}; "
             f"<= {MAX_SHARE:.0%} of the seconds: {cheap}; beats both baselines: {beats}"
         )
         ok &= within and cheap and beats

@@ -782,8 +782,9 @@ def _jsonable(row: Mapping) -> dict:
 
 def replay(grid: Grid, settings: Settings, train: Callable[[Iterable[Cell]], pd.DataFrame]) -> list[dict]:
     """Run a whole search in one process: ``train(cells)`` returns one row per
-    cell (width, bits, seed, val_error, train_seconds, ...). The Snakemake rules
-    run the same rounds one checkpoint at a time."""
+    cell (width, bits, seed, val_error, train_seconds, ...; only
+    :data:`VISIBLE` columns are kept). The Snakemake rules run the same rounds
+    one checkpoint at a time."""
     history: list[dict] = []
     frames: list[pd.DataFrame] = []
     while True:
@@ -792,7 +793,7 @@ def replay(grid: Grid, settings: Settings, train: Callable[[Iterable[Cell]], pd.
         history.append(rec)
         if rec["stop"] is not None:
             return history
-        frames.append(train([tuple(c) for c in rec["batch"]]))
+        frames.append(visible_cells(train([tuple(c) for c in rec["batch"]])))
 
 
 SEARCH_COLUMNS = [

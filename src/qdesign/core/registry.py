@@ -216,4 +216,4 @@ SEARCH_FIGURES: tuple[str, ...] = tuple(n for n, f in FIGURE_INFO.items() if f.s
 def figure_tables(names) -> tuple[str, ...]:
     """The tables a set of figures is drawn from, in registry order (the inputs of its rule)."""
     wanted = {t for n in names for t in FIGURE_INFO[n].tables}
-    return tuple(t for t in (*TABLES, *MIXED_TABLES) if t in wanted)
+    return tuple(t for t in (*TABLES, *MIXED_TABLES, SEARCH_TABLE) if t in wanted)
