@@ -92,6 +92,9 @@ def test_the_search_trains_part_of_the_grid_and_records_its_rounds(search_run):
     assert int(last["cells"].iloc[0]) == len(asked)
     cells = pd.concat(pd.read_parquet(p) for p in trained)
     assert last["seconds"].iloc[0] == pytest.approx(cells["train_seconds"].sum())
+    for a in last.itertuples():  # the search's memory model is the cells' own
+        cell = cells[(cells["width"] == a.width) & (cells["bits"] == a.bits)]
+        assert len(cell) == a.n_seeds and (cell["memory_bits_weights"] == a.memory_bits).all()
     assert (results / "figures" / "search_progress.png").is_file()
     page = (results / "report" / "search.html").read_text()
     assert "Best design per budget when the search stopped" in page and rounds[-1]["stop"] in page
