@@ -71,6 +71,7 @@ def search_run(tmp_path_factory):
     work = _workdir(tmp_path_factory.mktemp("search"), STUDY)
     res = _run(work)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    (work / "console.txt").write_text(res.stdout + res.stderr)
     return work
 
 
@@ -99,6 +100,9 @@ def test_the_search_trains_part_of_the_grid_and_records_its_rounds(search_run):
     page = (results / "report" / "search.html").read_text()
     assert "Best design per budget when the search stopped" in page and rounds[-1]["stop"] in page
     assert not (results / "summary.parquet").exists()  # a search study does not build the grid's tables
+    console = (search_run / "console.txt").read_text()
+    line = next(x for x in console.splitlines() if x.startswith("qdesign: srch: search stopped after"))
+    assert f"{len(rounds) - 1} rounds ({rounds[-1]['stop']}), {len(asked)} cells" in line
 
 
 def test_a_second_run_trains_nothing(search_run):

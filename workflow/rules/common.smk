@@ -377,6 +377,12 @@ onsuccess:
 
         try:
             print(qanswer.closing_summary(GRID_STUDIES), flush=True)
+            if len(GRID_STUDIES) < len(STUDIES):
+                from qdesign.analysis import search as qsearch
+
+                print(
+                    qsearch.closing_summary([s for s in STUDIES if has_search(s)]), flush=True
+                )
         except (
             Exception
         ) as exc:  # the run succeeded; a summary that cannot be made must not fail it

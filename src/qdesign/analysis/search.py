@@ -56,6 +56,7 @@ __all__ = [
     "replay",
     "search_table",
     "seed_sd",
+    "closing_summary",
     "visible_cells",
 ]
 
@@ -879,3 +880,32 @@ def search_table(rounds: Sequence[Mapping], study: str | None = None) -> pd.Data
     if study is not None:
         out.insert(0, "study", study)
     return out
+
+
+def closing_summary(studies: Iterable[str]) -> str:
+    """What a finished run prints last for its search studies: why each search
+    stopped, what it trained, and each budget's answer (chosen on validation)."""
+    from ..core import layout  # noqa: PLC0415
+    from .answer import KIB  # noqa: PLC0415
+
+    lines = []
+    for study in studies:
+        path = layout.table_file(study, "search")
+        try:
+            table = pd.read_parquet(path)
+        except (OSError, ValueError):
+            continue
+        last = table[table["round"] == table["round"].max()]
+        first = last.iloc[0]
+        picks = [
+            f"{r.budget_bits / KIB:.4g} KiB: w{int(r.width)} "
+            f"{'float' if r.bits >= FLOAT_BITS else f'{int(r.bits)}-bit'} "
+            f"({int(r.n_seeds)} seed{'s' if r.n_seeds > 1 else ''}, val {100 * r.val_error:.2f}%)"
+            for r in last.dropna(subset=["width"]).itertuples()
+        ]
+        lines.append(
+            f"qdesign: {study}: search stopped after {int(first['round'])} rounds ({first['stop']}), "
+            f"{int(first['cells'])} cells, {float(first['seconds']):,.0f} training seconds; best design per budget, "
+            f"chosen on validation: {'; '.join(picks) or 'none'}. Table: {path}"
+        )
+    return "\n".join(lines)
