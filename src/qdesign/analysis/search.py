@@ -18,15 +18,18 @@ The *answer* for a budget is the measured design that fits it with the lowest
 seed-mean validation error, like the full grid's. Its *expected regret* is
 E[X_answer - min_d X_d] over the designs that fit, X drawn from the beliefs
 (Monte Carlo with fixed draws: deterministic). The next batch is chosen
-greedily by risk removed per predicted training second: a candidate is the
+greedily by risk removed per predicted training second (the grid's cost hint,
+known before training, when it has one; else the measured seconds of the
+trained cells, interpolated in network size): a candidate is the
 next seed of one design (and its float network, if not trained), and the risk
 it removes is the drop in the budgets' expected regret if that design were
 measured at its present belief's centre. The search stops when every budget's
-expected regret is below ``regret`` standard errors of a seed mean of its
-answer and no answer changed for ``patience`` rounds, or at a cap (cells,
+expected regret is below ``regret`` standard errors of its answer's
+all-seed mean and no answer changed for ``patience`` rounds, or at a cap (cells,
 training seconds, rounds), or when no cell left would lower the risk.
 
-Only validation error is read; test error never enters a choice. Torch-free:
+Only validation error is read (:data:`VISIBLE`); test error never enters a
+choice, and flagged cells are left out. Torch-free:
 Snakemake's rules and the replay benchmark call it alike.
 """
 
