@@ -30,6 +30,7 @@ include: "workflow/rules/retrain.smk"
 include: "workflow/rules/mixed.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/recommend.smk"
+include: "workflow/rules/search.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/report.smk"
 

@@ -40,6 +40,16 @@ except qconfig.ConfigError as exc:
     raise WorkflowError(str(exc)) from None
 config.clear()
 config.update(_validated)
+# a search's grid and budgets are checked here, in one line, before any job
+if any(study["search"] is not None for study in config["studies"].values()):
+    from qdesign.analysis import search as qsearch
+
+    for _study in config["studies"]:
+        if config["studies"][_study]["search"] is not None:
+            try:
+                qsearch.grid_from_study(config, _study)
+            except qconfig.ConfigError as exc:
+                raise WorkflowError(str(exc)) from None
 
 # Jobs call `python -m qdesign`. src/ is put on PYTHONPATH so that it imports
 # without `pip install -e .` (e.g. in a conda environment made from envs/);
@@ -171,15 +181,87 @@ def recommended_cell_metrics(wildcards):
     return out
 
 
+def has_search(study):
+    return study_cfg(study)["search"] is not None
+
+
+GRID_STUDIES = [s for s in STUDIES if not has_search(s)]
+"""Studies that train their whole grid (a study with a search section trains what its search asks for)."""
+
+
+def search_outputs(study):
+    out = [layout.table_file(study, registry.SEARCH_TABLE), layout.report_page(study, "search")]
+    return out + [
+        layout.figure_file(study, name, ext)
+        for name in registry.SEARCH_FIGURES
+        for ext in config["plots"]["formats"]
+    ]
+
+
+def search_method(study):
+    s = study_cfg(study)
+    return s["search"]["method"] or s["retraining"]["methods"][0]
+
+
+def search_round(study, r):
+    """(path, record) of a finished round: a checkpoint, asked for in order."""
+    path = checkpoints.search_round.get(study=study, round=r).output[0]
+    try:
+        record = json.loads(Path(path).read_text())
+        record["batch"], record["stop"]
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise WorkflowError(
+            f"{path} is not a search round ({type(exc).__name__}): delete it and rerun"
+        ) from None
+    return path, record
+
+
+def search_records(study, n):
+    """The records of rounds 0..n-1."""
+    return [search_round(study, r) for r in range(n)]
+
+
+def search_history(wildcards):
+    return [p for p, _ in search_records(wildcards.study, int(wildcards.round))]
+
+
+def search_cell_metrics(wildcards):
+    """metrics.parquet of every cell the earlier rounds asked for."""
+    from qdesign.analysis import search as qsearch
+
+    records = [r for _, r in search_records(wildcards.study, int(wildcards.round))]
+    method = search_method(wildcards.study)
+    out = []
+    for width, bits, seed in qsearch.cells_of(records):
+        precision = Precision.coerce(bits)
+        cell = qspecs.Cell(
+            wildcards.study, width, seed, precision, None if precision.is_float else method
+        )
+        out.append(f"{cell.dir}/metrics.parquet")
+    return out
+
+
+def search_rounds(wildcards):
+    """Round files 0, 1, ... up to the first that says stop."""
+    out, r = [], 0
+    while True:
+        path, record = search_round(wildcards.study, r)
+        out.append(path)
+        if record["stop"] is not None:
+            return out
+        r += 1
+
+
 def all_targets():
     """Tables, figures, report pages and every cell's files: a lost cell is rebuilt."""
     out = [
         p
-        for study in STUDIES
+        for study in GRID_STUDIES
         for p in study_outputs(study) + cell_files(study) + mixed_cell_files(study)
     ]
-    out += [layout.table_file(s, "recommendations") for s in STUDIES if has_recommend(s)]
-    return out + [layout.PROVENANCE_PAGE]
+    out += [p for study in STUDIES if has_search(study) for p in search_outputs(study)]
+    out += [layout.table_file(s, "recommendations") for s in GRID_STUDIES if has_recommend(s)]
+    return out + ([layout.PROVENANCE_PAGE] if GRID_STUDIES else [])
 
 
 def figure_outputs(pattern, category, names=FIGURES):
@@ -298,7 +380,13 @@ onsuccess:
         from qdesign.analysis import answer as qanswer
 
         try:
-            print(qanswer.closing_summary(STUDIES), flush=True)
+            print(qanswer.closing_summary(GRID_STUDIES), flush=True)
+            if len(GRID_STUDIES) < len(STUDIES):
+                from qdesign.analysis import search as qsearch
+
+                print(
+                    qsearch.closing_summary([s for s in STUDIES if has_search(s)]), flush=True
+                )
         except (
             Exception
         ) as exc:  # the run succeeded; a summary that cannot be made must not fail it

@@ -60,7 +60,7 @@ rule report_tables:
 
 rule report_provenance:
     input:
-        [layout.table_file(study, "summary") for study in STUDIES],
+        [layout.table_file(study, "summary") for study in GRID_STUDIES],
     output:
         report(
             layout.PROVENANCE_PAGE,
@@ -81,10 +81,15 @@ rule report_provenance:
 
 rule report_pages:
     input:
-        [layout.report_page(study, "answer") for study in STUDIES],
-        [layout.report_page(study, "tables") for study in STUDIES],
-        [layout.report_page(study, "mixed") for study in STUDIES if qspecs.has_mixed(config, study)],
-        layout.PROVENANCE_PAGE,
+        [layout.report_page(study, "answer") for study in GRID_STUDIES],
+        [layout.report_page(study, "tables") for study in GRID_STUDIES],
+        [
+            layout.report_page(study, "mixed")
+            for study in GRID_STUDIES
+            if qspecs.has_mixed(config, study)
+        ],
+        [layout.report_page(study, "search") for study in STUDIES if has_search(study)],
+        [layout.PROVENANCE_PAGE] if GRID_STUDIES else [],
 
 
 # The same pages for the shipped reference results (`snakemake reference`):

@@ -247,6 +247,11 @@ def validate_config(config: Mapping) -> dict:
                 parse_budget(budget)
             except ConfigError as exc:
                 raise ConfigError(f"config: studies.{name}.recommend.budgets.{i}: {exc}") from None
+        for i, budget in enumerate((study["search"] or {}).get("budgets", [])):
+            try:
+                parse_budget(budget)
+            except ConfigError as exc:
+                raise ConfigError(f"config: studies.{name}.search.budgets.{i}: {exc}") from None
     return cfg
 
 

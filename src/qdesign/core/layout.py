@@ -7,7 +7,8 @@
     results/{study}/{method}/b{bits}/w{width}-s{seed}/     quantized cell
     results/{study}/{method}/m{mean}/w{width}-s{seed}/     mixed cell for a budget of {mean} bits per weight
     results/{study}/sensitivity/w{width}-s{seed}.parquet   layer sensitivity of one float network
-    results/{study}/{table}.parquet                        summary, ecr, frontier, ...
+    results/{study}/{table}.parquet                        summary, ecr, frontier, ..., search
+    results/{study}/search/round-{round}.json              one round of an adaptive search (its plan)
     results/{study}/figures/{figure}.{ext}
     results/{study}/report/{page}.html  results/report/provenance.html
     results/{study}/export/manifest.parquet                after `snakemake export`
@@ -40,6 +41,7 @@ BUDGET_DIR = RESULTS + "/{study}/{method}/m{mean}/w{width}-s{seed}"
 CELL_DIR = RESULTS + "/{study}/{method}/{precision}/w{width}-s{seed}"  # {precision}: Precision.tag
 SENSITIVITY_FILE = RESULTS + "/{study}/sensitivity/w{width}-s{seed}.parquet"
 TABLE = RESULTS + "/{study}/{table}.parquet"
+SEARCH_ROUND = RESULTS + "/{study}/search/round-{round}.json"
 FIGURE = RESULTS + "/{study}/figures/{figure}.{ext}"
 REPORT_PAGE = RESULTS + "/{study}/report/{page}.html"
 PROVENANCE_PAGE = RESULTS + "/report/provenance.html"
@@ -94,6 +96,11 @@ def sensitivity_file(study: str, width: int, seed: int) -> str:
 
 def table_file(study: str, table: str) -> str:
     return TABLE.format(study=study, table=table)
+
+
+def search_round_file(study: str, round_) -> str:
+    """The plan of one round of a study's adaptive search (``round_`` may be a wildcard)."""
+    return SEARCH_ROUND.format(study=study, round=round_)
 
 
 def figure_file(study: str, figure: str, ext: str) -> str:

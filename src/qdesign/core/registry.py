@@ -184,6 +184,10 @@ MIXED_TABLES: tuple[str, ...] = ("sensitivity", "mixed", "mixed_vs_uniform")
 """Tables of a study with a ``mixed`` section (layer sensitivity, the mixed cells,
 best mixed vs best uniform per memory budget); see :mod:`qdesign.analysis.mixed`."""
 
+SEARCH_TABLE = "search"
+"""A study with a ``search`` section: results/<study>/search.parquet, one row per
+round and budget (:func:`qdesign.analysis.search.search_table`)."""
+
 RECOMMEND_TABLES: tuple[str, ...] = ("designs", "recommendations")
 """Tables of a study with ``recommend.budgets`` (the designs named per budget,
 and beside them what training them measured); see workflow/rules/recommend.smk."""
@@ -201,6 +205,7 @@ class FigureInfo:
     title: str
     tables: tuple[str, ...]
     mixed: bool = False  # drawn only for a study with a ``mixed`` section
+    search: bool = False  # drawn only for a study with a ``search`` section
 
 
 FIGURE_INFO: dict[str, FigureInfo] = {
@@ -218,17 +223,21 @@ FIGURE_INFO: dict[str, FigureInfo] = {
             "sensitivity", "layer sensitivity (one layer quantized, the others float)", ("sensitivity",), mixed=True
         ),
         FigureInfo("mixed_frontier", "uniform and mixed precision", ("summary", "mixed", "mixed_vs_uniform"), True),
+        FigureInfo("search_progress", "best design per budget vs training seconds", ("search",), search=True),
     )
 }
 
-FIGURES: tuple[str, ...] = tuple(n for n, f in FIGURE_INFO.items() if not f.mixed)
+FIGURES: tuple[str, ...] = tuple(n for n, f in FIGURE_INFO.items() if not (f.mixed or f.search))
 """Every study's figures (rule ``figures``)."""
 
 MIXED_FIGURES: tuple[str, ...] = tuple(n for n, f in FIGURE_INFO.items() if f.mixed)
 """Figures of a study with a ``mixed`` section (rule ``mixed_figures``)."""
 
+SEARCH_FIGURES: tuple[str, ...] = tuple(n for n, f in FIGURE_INFO.items() if f.search)
+"""Figures of a study with a ``search`` section (rule ``search_figures``; workflow/rules/search.smk)."""
+
 
 def figure_tables(names) -> tuple[str, ...]:
     """The tables a set of figures is drawn from, in registry order (the inputs of its rule)."""
     wanted = {t for n in names for t in FIGURE_INFO[n].tables}
-    return tuple(t for t in (*TABLES, *MIXED_TABLES) if t in wanted)
+    return tuple(t for t in (*TABLES, *MIXED_TABLES, SEARCH_TABLE) if t in wanted)

@@ -25,6 +25,7 @@ from ..core.registry import FIGURE_INFO
 from .curves import plot_training_curves
 from .mixed import plot_mixed_frontier, plot_sensitivity
 from .scaling import is_fitted, not_fitted_note, plot_ecr_bands, plot_scaling_fit
+from .search import plot_search_progress
 from .study import (
     plot_ecr_vs_width,
     plot_error_vs_memory,
@@ -126,6 +127,7 @@ DRAWERS: dict[str, Drawer] = {
     "ecr_bands": _ecr_bands,
     "sensitivity": _sensitivity,
     "mixed_frontier": _mixed_frontier,
+    "search_progress": _on_axes(lambda ax, t, s: plot_search_progress(t["search"], ax)),
 }
 
 _unmatched = sorted(set(FIGURE_INFO) ^ set(DRAWERS))

@@ -33,14 +33,14 @@ _CSS = (
 )
 
 
-def _page(title: str, body: str) -> str:
+def html_page(title: str, body: str) -> str:
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>\n"
     )
 
 
-def _table(df, caption: str, note: str = "") -> str:
+def html_table(df, caption: str, note: str = "") -> str:
     """A captioned table; every number already in the unit its column header
     names. Numbers right-aligned (4 significant digits), text left-aligned."""
     text = f"<p class='note'>{html.escape(note)}</p>" if note else ""
@@ -176,22 +176,22 @@ def tables_html(summary, ecr, frontier, study: str) -> str:
         "standard deviations in percentage points (points), means over seeds; memory in KiB (1 KiB = 8,192 "
         f"bits), weights only.{test} The answer per budget: the study's answer page.</p>",
         f"<p style='color:#b00'><b>Warning:</b> {html.escape(note)}.</p>" if note else "",
-        _table(means, "Cells: seed-mean errors, before (direct) and after retraining"),
-        _table(
+        html_table(means, "Cells: seed-mean errors, before (direct) and after retraining"),
+        html_table(
             ecr_rows,
             "Effective compression ratio per width and bits (docs/method.md §5)",
             "ECR = float-equivalent weights x 32 / (weights x bits), read off the float curve at the test error. "
             "≥ / ≤: only a bound (the quantized error lies outside the float curve), which has no interval. "
             "Informative: no bound, and the 90% interval spans at most a factor of 2.",
         ),
-        _table(
+        html_table(
             front,
             "Frontier: the Pareto cells, and the best cell within each memory budget",
             f"Chosen on {chosen} error, reported with test error; memory counts {memory}"
             + (" only." if memory == "weights" else " (weights, biases and steps)."),
         ),
     ]
-    return _page(f"{study}: tables", "".join(body))
+    return html_page(f"{study}: tables", "".join(body))
 
 
 _FORMS = {
@@ -354,12 +354,12 @@ def _law_html(scaling: pd.DataFrame) -> str:
             "fitted on seed-mean validation errors (never on test errors); θ_b is fitted per trained word length, "
             "0 for float, interpolated between trained word lengths.</p>"
         )
-        out.append(_table(pd.DataFrame(rows), "Parameters"))
-        out.append(_table(pb, "Per word length"))
-        out.append(_table(sc, "Forms tried, scored by held-out validation error (the lowest is chosen)"))
+        out.append(html_table(pd.DataFrame(rows), "Parameters"))
+        out.append(html_table(pb, "Per word length"))
+        out.append(html_table(sc, "Forms tried, scored by held-out validation error (the lowest is chosen)"))
         if len(cv):
             out.append(
-                _table(
+                html_table(
                     cv,
                     "Nested cross-validation: how well the law predicts what it did not see",
                     "The form is chosen again inside every fold, so these numbers are not the ones it was chosen "
@@ -431,8 +431,8 @@ def answer_html(summary, frontier, scaling) -> str:
         "smallest of them (least memory, then fewest bits), since nothing measured prefers the others. "
         f"Budgets: {budgets} KiB: powers of two from the smallest trained design's memory to the largest, "
         "at most six, evenly spaced (qdesign.analysis.answer).</p>",
-        _table(trained, "Trained: the best measured design within each budget"),
-        _table(
+        html_table(trained, "Trained: the best measured design within each budget"),
+        html_table(
             law,
             "The law: the best design it predicts within each budget (trained widths and word lengths only)",
             "Predicted from the scaling law below; the interval is for the mean test error of a new training run "
@@ -455,7 +455,7 @@ def answer_html(summary, frontier, scaling) -> str:
         "results/report/provenance.html).</li>"
         f"<li>The same data as Parquet: results/{where}/summary.parquet, frontier.parquet, scaling.parquet.</li></ul>"
     )
-    return _page(f"{study}: the answer", "".join(body))
+    return html_page(f"{study}: the answer", "".join(body))
 
 
 def mixed_html(comparison, mixed, study: str) -> str:
@@ -493,8 +493,8 @@ def mixed_html(comparison, mixed, study: str) -> str:
         f"<p>Study <b>{html.escape(study)}</b>: {len(mixed)} mixed-precision networks. Errors in percent "
         "(test set), means over seeds; a winner needs a difference beyond the larger seed std. "
         f"Winners: {html.escape(', '.join(f'{k} {v}' for k, v in sorted(wins.items())))}. See docs/mixed.md.</p>",
-        _table(cmp, "Best uniform vs best mixed design per memory budget"),
-        _table(
+        html_table(cmp, "Best uniform vs best mixed design per memory budget"),
+        html_table(
             means[cols].rename(
                 columns={
                     "memory_kib": "memory (KiB)",
@@ -506,7 +506,7 @@ def mixed_html(comparison, mixed, study: str) -> str:
             "Mixed designs: seed-mean test error (precision m3: a budget of 3 bits per weight)",
         ),
     ]
-    return _page(f"{study}: mixed precision", "".join(body))
+    return html_page(f"{study}: mixed precision", "".join(body))
 
 
 def _study_line(summary) -> str:
@@ -552,7 +552,7 @@ def provenance_html(config: Mapping, repo: Path, summaries: Mapping[str, object]
         f"<table><caption>Studies</caption>{studies}</table>"
         f"<h2>Config (validated, defaults filled)</h2><pre>{html.escape(text)}</pre>"
     )
-    return _page("Provenance", body)
+    return html_page("Provenance", body)
 
 
 def recorded_provenance_html(config_bytes: bytes, record: Mapping, summaries: Mapping[str, object]) -> str:
@@ -586,4 +586,4 @@ def recorded_provenance_html(config_bytes: bytes, record: Mapping, summaries: Ma
         f"<table><caption>Studies</caption>{studies}</table>"
         f"<h2>Config (as shipped)</h2><pre>{html.escape(config_bytes.decode('utf-8', 'replace'))}</pre>"
     )
-    return _page("Provenance of the reference results", body)
+    return html_page("Provenance of the reference results", body)

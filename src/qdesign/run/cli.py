@@ -161,6 +161,10 @@ PIPELINE_COMMANDS = (
     "mixed-figures",
     "recommend-designs",
     "recommendations",
+    "search-round",
+    "search-table",
+    "search-figures",
+    "report-search",
     "report-answer",
     "report-tables",
     "report-mixed",
@@ -577,6 +581,29 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", required=True, type=Path, metavar="FILE", help="the recommendations.parquet to write")
 
+    p = command("search-round", "plan one round of a study's adaptive search (the search's checkpoint)")
+    p.add_argument("--study", required=True, metavar="NAME", help="the study (with a search section)")
+    p.add_argument("--config-json", required=True, metavar="JSON", help="the validated config (the study's part)")
+    p.add_argument("--round", required=True, type=_nonnegative_int, metavar="N", help="the round to plan")
+    p.add_argument(
+        "--history", nargs="*", default=[], type=Path, metavar="FILE", help="round-0.json ... of the earlier rounds"
+    )
+    p.add_argument(
+        "--cells", nargs="*", default=[], type=Path, metavar="FILE", help="metrics.parquet of every cell they asked for"
+    )
+    p.add_argument("--out", required=True, type=Path, metavar="FILE", help="the round's JSON to write")
+    p = command("search-table", "search.parquet from the rounds of a study's adaptive search")
+    p.add_argument("--study", required=True, metavar="NAME", help="the study")
+    p.add_argument("--rounds", nargs="+", required=True, type=Path, metavar="FILE", help="round-0.json ... in order")
+    p.add_argument("--out", required=True, type=Path, metavar="FILE", help="the search.parquet to write")
+    p = command("search-figures", "the adaptive search's progress figure")
+    p.add_argument("--search", required=True, type=Path, metavar="FILE", help="the study's search.parquet")
+    p.add_argument("--out-dir", required=True, type=Path, metavar="DIR", help="the figures folder")
+    formats(p)
+
+    p = command("report-search", "a study's adaptive search as an HTML page for the report")
+    p.add_argument("--search", required=True, type=Path, metavar="FILE", help="the study's search.parquet")
+    p.add_argument("--out", required=True, type=Path, metavar="FILE", help="the page to write")
     p = command("report-answer", "a study's answer as an HTML page for the report: best design per budget, the law")
     for name in ("summary", "frontier", "scaling"):
         p.add_argument(f"--{name}", required=True, type=Path, metavar="FILE", help=f"the study's {name}.parquet")
@@ -666,6 +693,16 @@ def _cmd_report_mixed(args) -> None:
     write_text_atomic(args.out, mixed_html(comparison, mixed, str(mixed["study"].iloc[0])))
 
 
+def _cmd_report_search(args) -> None:
+    from ..analysis.tables import read_tables  # noqa: PLC0415
+    from ..core.io import write_text_atomic  # noqa: PLC0415
+    from ..figures.search import search_html  # noqa: PLC0415
+
+    (search,) = read_tables(args.search)
+    study = str(search["study"].iloc[0]) if "study" in search.columns and len(search) else args.search.parent.name
+    write_text_atomic(args.out, search_html(search, study))
+
+
 def _cmd_report_answer(args) -> None:
     from ..analysis.tables import read_tables  # noqa: PLC0415
     from ..core.io import write_text_atomic  # noqa: PLC0415
@@ -739,6 +776,67 @@ def _cmd_recommend_designs(args) -> None:
     table = recommendation_table(summary, scaling, list(args.budgets), args.memory)
     parquet_write_atomic(table, args.out)
     print(f"{len(table)} budgets -> {args.out}", flush=True)
+
+
+def _read_rounds(paths) -> list[dict]:
+    import json  # noqa: PLC0415
+
+    from ..analysis.search import check_rounds  # noqa: PLC0415
+    from ..core.errors import TableError  # noqa: PLC0415
+
+    rounds = []
+    for p in paths:
+        try:
+            rounds.append(json.loads(Path(p).read_text()))
+        except (OSError, ValueError) as exc:
+            raise TableError(f"cannot read the search round {p} ({type(exc).__name__}); delete it and rerun") from None
+    check_rounds(rounds)
+    return rounds
+
+
+def _cmd_search_round(args) -> None:
+    import dataclasses  # noqa: PLC0415
+    import json  # noqa: PLC0415
+
+    import pandas as pd  # noqa: PLC0415
+
+    from ..analysis.aggregate import read_parquets  # noqa: PLC0415
+    from ..analysis.search import grid_from_study, plan_round, visible_cells  # noqa: PLC0415
+    from ..core.io import write_text_atomic  # noqa: PLC0415
+    from .resources import search_cost_hint  # noqa: PLC0415
+
+    config = json.loads(args.config_json)
+    grid, settings = grid_from_study(config, args.study)
+    grid = dataclasses.replace(grid, cost_hint=search_cost_hint(config, args.study, grid.widths))
+    history = _read_rounds(args.history)
+    cells = visible_cells(read_parquets(args.cells, "searched cell metrics")) if args.cells else pd.DataFrame()
+    record = plan_round(grid, settings, cells, history, args.round)
+    write_text_atomic(args.out, json.dumps(record, indent=1) + "\n")
+    what = f"stop: {record['stop']}" if record["stop"] else f"{len(record['batch'])} cells to train"
+    print(f"round {args.round}: {record['cells']} cells measured, {what} -> {args.out}", flush=True)
+
+
+def _cmd_search_table(args) -> None:
+    from ..analysis.search import search_table  # noqa: PLC0415
+    from ..core.errors import TableError  # noqa: PLC0415
+    from ..core.io import parquet_write_atomic  # noqa: PLC0415
+
+    rounds = _read_rounds(args.rounds)
+    if rounds[-1]["stop"] is None:
+        raise TableError(f"the last round given ({len(rounds) - 1}) has not stopped: give every round up to the stop")
+    table = search_table(rounds, args.study)
+    parquet_write_atomic(table, args.out)
+    print(f"{len(rounds)} rounds, stop: {rounds[-1]['stop']} -> {args.out}", flush=True)
+
+
+def _cmd_search_figures(args) -> None:
+    from ..analysis.tables import read_tables  # noqa: PLC0415
+    from ..core.registry import SEARCH_FIGURES  # noqa: PLC0415
+    from ..figures.catalog import write_figures  # noqa: PLC0415
+
+    (search,) = read_tables(args.search)
+    paths = write_figures(SEARCH_FIGURES, {"search": search}, args.out_dir, tuple(args.formats), args.dpi)
+    print(f"wrote {len(paths)} figures to {args.out_dir}", flush=True)
 
 
 def _cmd_recommendations(args) -> None:
@@ -918,6 +1016,10 @@ _COMMANDS = {
     "recommend": _cmd_recommend,
     "recommend-designs": _cmd_recommend_designs,
     "recommendations": _cmd_recommendations,
+    "search-round": _cmd_search_round,
+    "search-table": _cmd_search_table,
+    "search-figures": _cmd_search_figures,
+    "report-search": _cmd_report_search,
     "report-answer": _cmd_report_answer,
     "report-tables": _cmd_report_tables,
     "report-provenance": _cmd_report_provenance,

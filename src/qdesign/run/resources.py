@@ -118,3 +118,19 @@ def runtime_min(study: Mapping, width: int, phase: str, device: str, threads: in
     """Minutes to request for one job of ``phase`` ("float" or "retrain")."""
     minutes = math.ceil(TIME_MARGIN * job_seconds(study, width, phase, device, threads) / 60)
     return int(max(MIN_RUNTIME_MIN, minutes) * attempt)
+
+
+def search_cost_hint(config: Mapping, study: str, widths) -> dict[tuple[int, bool], float]:
+    """Estimated training seconds (no start-up) of a float and of a retrained
+    cell per width: what an adaptive search ranks its candidate cells by
+    (:attr:`qdesign.analysis.search.Grid.cost_hint`); known before training,
+    so that the search's plan is the same on every run. ``auto`` counts as the CPU."""
+    s = config["studies"][study]
+    device = s.get("device") or config.get("device", "cpu")
+    device = "cuda" if device == "cuda" else "cpu"
+    return {
+        (int(w), is_float): job_seconds(s, int(w), "float" if is_float else "retrain", device, s["threads"])
+        - STARTUP_SECONDS
+        for w in widths
+        for is_float in (True, False)
+    }
