@@ -164,3 +164,29 @@ def test_kill_9_mid_search_then_a_rerun_resumes_without_retraining(search_run, t
 
 def test_rule_file_is_included():
     assert 'include: "workflow/rules/search.smk"' in (REPO_ROOT / "Snakefile").read_text()
+
+
+def test_a_finished_search_ships_its_table_and_cells_as_a_reference(search_run, tmp_path):
+    import shutil  # noqa: PLC0415
+
+    from qdesign.core.errors import TableError  # noqa: PLC0415
+    from qdesign.run.reference import SEARCH_CELLS, export_reference  # noqa: PLC0415
+
+    config, results = search_run / "config" / "config.yaml", search_run / "results"
+    export_reference(config, results, tmp_path / "ref", wall_seconds=1.0)
+    shipped = pd.read_parquet(tmp_path / "ref" / "srch" / f"{SEARCH_CELLS}.parquet")
+    trained = _metrics(search_run)
+    assert len(shipped) == len(trained) and not (tmp_path / "ref" / "srch" / "summary.parquet").exists()
+    assert pd.read_parquet(tmp_path / "ref" / "srch" / "search.parquet").equals(
+        pd.read_parquet(results / "srch" / "search.parquet")
+    )
+    provenance = json.loads((tmp_path / "ref" / "provenance.json").read_text())
+    assert provenance["studies"]["srch"]["cells"] == len(trained)
+    # a search that has not stopped (its last round lost) is refused in one line
+    partial = tmp_path / "partial"
+    shutil.copytree(results, partial)
+    rounds = sorted((partial / "srch" / "search").glob("round-*.json"), key=lambda p: int(p.stem.split("-")[1]))
+    assert len(rounds) >= 2
+    rounds[-1].unlink()
+    with pytest.raises(TableError, match="has not stopped"):
+        export_reference(config, partial, tmp_path / "ref2")

@@ -15,8 +15,46 @@ import shutil
 from pathlib import Path
 
 from ..core.provenance import git_commit
-from ..core.registry import MIXED_TABLES, RECOMMEND_TABLES, TABLES  # one definition of the table names
+from ..core.registry import MIXED_TABLES, RECOMMEND_TABLES, SEARCH_TABLE, TABLES  # one definition of the table names
 from ..nn.numerics import numeric_platform
+
+SEARCH_CELLS = "search_cells"
+"""A shipped search study's table of the cells its rounds trained (metrics rows,
+float networks included): not named ``summary``, which would make it look like
+a grid to the reference rules."""
+
+
+def search_cells(cfg: dict, study: str, results_dir: Path):
+    """The metrics rows of every cell a finished search of ``study`` trained
+    (each round's batch and the float networks under them), read from
+    ``results_dir``; a round file or a cell that is missing is one line."""
+    import pandas as pd  # noqa: PLC0415
+
+    from ..analysis.search import cells_of, check_rounds, grid_from_study  # noqa: PLC0415
+    from ..core.errors import TableError  # noqa: PLC0415
+    from ..core.layout import RESULTS, cell_dir, search_round_file  # noqa: PLC0415
+
+    def here(path: str) -> Path:  # a layout path under this results folder
+        return results_dir / Path(path).relative_to(RESULTS)
+
+    rounds, r = [], 0
+    while here(search_round_file(study, r)).is_file():
+        rounds.append(json.loads(here(search_round_file(study, r)).read_text()))
+        r += 1
+    if not rounds:
+        raise TableError(f"{study}: no search rounds under {results_dir} (run the search first)")
+    check_rounds(rounds)
+    if rounds[-1].get("stop") is None:
+        raise TableError(f"{study}: the search has not stopped (round {len(rounds) - 1} asks for more cells)")
+    method = grid_from_study(cfg, study)[0].method
+    dirs: dict[str, None] = {}
+    for width, bits, seed in cells_of(rounds):
+        dirs.setdefault(cell_dir(study, width, 32, seed), None)
+        dirs.setdefault(cell_dir(study, width, bits, seed, method), None)
+    missing = [d for d in dirs if not (here(d) / "metrics.parquet").is_file()]
+    if missing:
+        raise TableError(f"{study}: searched cell(s) not finished: {', '.join(missing[:3])}")
+    return pd.concat([pd.read_parquet(here(d) / "metrics.parquet") for d in dirs], ignore_index=True)
 
 
 def export_reference(
@@ -35,8 +73,11 @@ def export_reference(
 
     config_path, results_dir, out_dir = Path(config_path), Path(results_dir), Path(out_dir)
     cfg = load_config(config_path)
+    searched = [s for s in cfg["studies"] if cfg["studies"][s].get("search")]
     tables = {
-        s: TABLES
+        s: (SEARCH_TABLE,)
+        if s in searched
+        else TABLES
         + (MIXED_TABLES if cfg["studies"][s].get("mixed") else ())
         + (RECOMMEND_TABLES if cfg["studies"][s]["recommend"]["budgets"] else ())
         for s in cfg["studies"]
@@ -60,7 +101,13 @@ def export_reference(
             dest = out_dir / study / f"{table}.parquet"
             shutil.copyfile(results_dir / study / f"{table}.parquet", dest)
             written.append(dest)
-        summary = pd.read_parquet(out_dir / study / "summary.parquet")
+        if study in searched:  # the cells its rounds trained, not a grid's summary
+            summary = search_cells(cfg, study, results_dir)
+            dest = out_dir / study / f"{SEARCH_CELLS}.parquet"
+            summary.to_parquet(dest, index=False)
+            written.append(dest)
+        else:
+            summary = pd.read_parquet(out_dir / study / "summary.parquet")
         studies[study] = {
             "cells": int(len(summary)),
             "job_seconds_total": round(float(summary["job_seconds"].sum()), 1),
