@@ -85,9 +85,19 @@ def test_reference_target_draws_figures_from_tables_alone(study_tables, tmp_path
 
 def test_shipped_reference_is_complete():
     """Every shipped profile has its config, hash, provenance and all tables."""
+    from qdesign.core.registry import SEARCH_CELLS_TABLE  # noqa: PLC0415
+
     for profile in sorted(p for p in (REPO / "reference").iterdir() if p.is_dir()):
         cfg = yaml.safe_load((profile / "config.yaml").read_text())
+        record = json.loads((profile / "provenance.json").read_text())
         for study in cfg["studies"]:
+            if cfg["studies"][study].get("search"):  # a search ships its table and the cells it trained
+                search = pd.read_parquet(profile / study / "search.parquet")
+                cells = pd.read_parquet(profile / study / f"{SEARCH_CELLS_TABLE}.parquet")
+                last = search[search["round"] == search["round"].max()]
+                assert last["stop"].notna().all() and int(last["cells"].iloc[0]) == len(cells)
+                assert record["studies"][study]["cells"] == len(cells) and record["wall_seconds"] > 0
+                continue
             for table in ("summary", "ecr", "frontier"):
                 assert (profile / study / f"{table}.parquet").is_file()
             summary = pd.read_parquet(profile / study / "summary.parquet")
@@ -173,11 +183,14 @@ def test_shipped_reference_report(tmp_path):
     studies = [(p.parent.name, p.name) for p in sorted((REPO / "reference").glob("*/*")) if p.is_dir()]
     html = report.read_text()
     for profile, study in studies:
-        for page in ("answer", "tables"):
+        searched = (REPO / "reference" / profile / study / "search.parquet").is_file()
+        for page in ("search",) if searched else ("answer", "tables"):
             assert f"results/reference/{profile}/{study}/report/{page}.html" in html
+        if searched:
+            assert f"results/reference/{profile}/{study}/figures/search_progress.png" in html
     for profile in {p for p, _ in studies}:
         assert f"results/reference/{profile}/report/provenance.html" in html
     check_in_chromium(report, tmp_path, [f"{s} (reference {p})" for p, s in studies])
-    profile, study = studies[0]
+    profile, study = next(ps for ps in studies if (REPO / "reference" / ps[0] / ps[1] / "summary.parquet").is_file())
     answer = tmp_path / "results" / "reference" / profile / study / "report" / "answer.html"
     check_page_in_chromium(answer, tmp_path, ["The best design per memory budget", "The scaling law"])

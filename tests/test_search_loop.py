@@ -170,11 +170,12 @@ def test_a_finished_search_ships_its_table_and_cells_as_a_reference(search_run, 
     import shutil  # noqa: PLC0415
 
     from qdesign.core.errors import TableError  # noqa: PLC0415
-    from qdesign.run.reference import SEARCH_CELLS, export_reference  # noqa: PLC0415
+    from qdesign.core.registry import SEARCH_CELLS_TABLE
+    from qdesign.run.reference import export_reference  # noqa: PLC0415
 
     config, results = search_run / "config" / "config.yaml", search_run / "results"
     export_reference(config, results, tmp_path / "ref", wall_seconds=1.0)
-    shipped = pd.read_parquet(tmp_path / "ref" / "srch" / f"{SEARCH_CELLS}.parquet")
+    shipped = pd.read_parquet(tmp_path / "ref" / "srch" / f"{SEARCH_CELLS_TABLE}.parquet")
     trained = _metrics(search_run)
     assert len(shipped) == len(trained) and not (tmp_path / "ref" / "srch" / "summary.parquet").exists()
     assert pd.read_parquet(tmp_path / "ref" / "srch" / "search.parquet").equals(

@@ -292,8 +292,21 @@ def reference_studies():
     return list(zip(found.profile, found.ref_study))
 
 
+def reference_search_studies():
+    """(profile, study) of every shipped search study, reference/<profile>/<study>/search.parquet."""
+    found = glob_wildcards(layout.reference_table(registry.SEARCH_TABLE))
+    return list(zip(found.profile, found.ref_study))
+
+
 def reference_summaries(profile):
-    return [layout.reference_table("summary", p, s) for p, s in reference_studies() if p == profile]
+    """The cell tables of a shipped profile: grid summaries, a search's cells."""
+    grid = [layout.reference_table("summary", p, s) for p, s in reference_studies() if p == profile]
+    searched = [
+        layout.reference_table(registry.SEARCH_CELLS_TABLE, p, s)
+        for p, s in reference_search_studies()
+        if p == profile
+    ]
+    return grid + searched
 
 
 def reference_targets():
@@ -310,9 +323,15 @@ def reference_targets():
             for ext in config["plots"]["formats"]
         ]
         out += [layout.reference_report_page(profile, study, page) for page in pages]
-    out += [
-        layout.reference_provenance_page(p) for p in sorted({p for p, _ in reference_studies()})
-    ]
+    for profile, study in reference_search_studies():
+        out += [
+            layout.reference_figure(profile, study, name, ext)
+            for name in registry.SEARCH_FIGURES
+            for ext in config["plots"]["formats"]
+        ]
+        out.append(layout.reference_report_page(profile, study, "search"))
+    profiles = {p for p, _ in reference_studies() + reference_search_studies()}
+    out += [layout.reference_provenance_page(p) for p in sorted(profiles)]
     return out
 
 

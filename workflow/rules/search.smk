@@ -12,6 +12,8 @@ localrules:
     search_table,
     search_figures,
     report_search,
+    reference_search_figures,
+    reference_search_page,
 
 
 checkpoint search_round:
@@ -85,3 +87,29 @@ rule report_search:
         "../../envs/qdesign.yaml"
     shell:
         "python -m qdesign report-search --search {input.search} --out {output} > {log} 2>&1"
+
+
+# A shipped search (reference/<profile>/<study>/search.parquet): `snakemake
+# reference` draws its figure and page, as for the shipped grids.
+use rule search_figures as reference_search_figures with:
+    input:
+        search=layout.reference_table(registry.SEARCH_TABLE),
+    output:
+        figure_outputs(layout.REFERENCE_FIGURE, layout.REFERENCE_CATEGORY, registry.SEARCH_FIGURES),
+    log:
+        layout.log_file("reference_search_figures", "{profile}/{ref_study}"),
+
+
+use rule report_search as reference_search_page with:
+    input:
+        search=layout.reference_table(registry.SEARCH_TABLE),
+    output:
+        report(
+            layout.reference_report_page("{profile}", "{ref_study}", "search"),
+            caption="../report/search_tables.rst",
+            category=layout.REFERENCE_CATEGORY,
+            subcategory="tables",
+            labels={"table": "adaptive search"},
+        ),
+    log:
+        layout.log_file("reference_search_page", "{profile}/{ref_study}"),

@@ -188,6 +188,11 @@ SEARCH_TABLE = "search"
 """A study with a ``search`` section: results/<study>/search.parquet, one row per
 round and budget (:func:`qdesign.analysis.search.search_table`)."""
 
+SEARCH_CELLS_TABLE = "search_cells"
+"""A shipped search study's table (``reference/<profile>/<study>/``): the
+metrics of the cells its rounds trained, float networks included. Not named
+``summary``, which would make it look like a grid to the reference rules."""
+
 RECOMMEND_TABLES: tuple[str, ...] = ("designs", "recommendations")
 """Tables of a study with ``recommend.budgets`` (the designs named per budget,
 and beside them what training them measured); see workflow/rules/recommend.smk."""

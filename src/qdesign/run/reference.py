@@ -15,13 +15,14 @@ import shutil
 from pathlib import Path
 
 from ..core.provenance import git_commit
-from ..core.registry import MIXED_TABLES, RECOMMEND_TABLES, SEARCH_TABLE, TABLES  # one definition of the table names
+from ..core.registry import (  # one definition of the table names
+    MIXED_TABLES,
+    RECOMMEND_TABLES,
+    SEARCH_CELLS_TABLE,
+    SEARCH_TABLE,
+    TABLES,
+)
 from ..nn.numerics import numeric_platform
-
-SEARCH_CELLS = "search_cells"
-"""A shipped search study's table of the cells its rounds trained (metrics rows,
-float networks included): not named ``summary``, which would make it look like
-a grid to the reference rules."""
 
 
 def search_cells(cfg: dict, study: str, results_dir: Path):
@@ -103,7 +104,7 @@ def export_reference(
             written.append(dest)
         if study in searched:  # the cells its rounds trained, not a grid's summary
             summary = search_cells(cfg, study, results_dir)
-            dest = out_dir / study / f"{SEARCH_CELLS}.parquet"
+            dest = out_dir / study / f"{SEARCH_CELLS_TABLE}.parquet"
             summary.to_parquet(dest, index=False)
             written.append(dest)
         else:
