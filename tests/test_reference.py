@@ -194,3 +194,26 @@ def test_shipped_reference_report(tmp_path):
     profile, study = next(ps for ps in studies if (REPO / "reference" / ps[0] / ps[1] / "summary.parquet").is_file())
     answer = tmp_path / "results" / "reference" / profile / study / "report" / "answer.html"
     check_page_in_chromium(answer, tmp_path, ["The best design per memory budget", "The scaling law"])
+
+
+def test_shipped_closed_loop_is_the_one_the_shipped_law_names():
+    """A shipped designs table is what `recommend-designs` makes today from the
+    shipped summary and law at the budgets of the config that made it (a table
+    of an older law, or of other budgets, fails here), and its recommendations
+    set each design's measured seeds beside that interval."""
+    from qdesign.analysis.recommend import parse_budget, recommendation_table  # noqa: PLC0415
+
+    for designs_path in sorted((REPO / "reference").glob("*/*/designs.parquet")):
+        profile, study = designs_path.parent.parent, designs_path.parent.name
+        record = json.loads((profile / "provenance.json").read_text())["closed_loop"]
+        cfg = yaml.safe_load((profile / record["config"]).read_text())["studies"][study]
+        summary = pd.read_parquet(profile / study / "summary.parquet")
+        scaling = pd.read_parquet(profile / study / "scaling.parquet")
+        want = recommendation_table(summary, scaling, [parse_budget(b) for b in cfg["recommend"]["budgets"]], "weights")
+        pd.testing.assert_frame_equal(pd.read_parquet(designs_path), want)
+        rec = pd.read_parquet(profile / study / "recommendations.parquet")
+        assert list(rec["design_width"]) == list(want["design_width"])
+        assert (rec["measured_n_seeds"] == len(cfg["seeds"])).all()
+        measured = rec["measured_test_error"]
+        inside = (measured >= rec["predicted_lo"]) & (measured <= rec["predicted_hi"])
+        assert list(inside) == list(rec["inside"])

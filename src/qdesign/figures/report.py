@@ -575,6 +575,14 @@ def recorded_provenance_html(config_bytes: bytes, record: Mapping, summaries: Ma
             f"{derived.get('from', '')}: {derived.get('why', '')}"
         )
         rows += f"<tr><th>derived tables</th><td class='text'>{html.escape(text)}</td></tr>"
+    loop = record.get("closed_loop")
+    if isinstance(loop, Mapping):
+        text = (
+            f"{', '.join(map(str, loop.get('tables', [])))} of {', '.join(map(str, loop.get('studies', [])))} "
+            f"from {loop.get('config', '')} (commit {loop.get('git_commit', '')}, {loop.get('made', '')}, "
+            f"{loop.get('wall_seconds', '')} s): {loop.get('note', '')}"
+        )
+        rows += f"<tr><th>closed loop</th><td class='text'>{html.escape(text)}</td></tr>"
     studies = "".join(
         f"<tr><th>{html.escape(name)}</th><td class='text'>{html.escape(_study_line(s))}</td></tr>"
         for name, s in summaries.items()
