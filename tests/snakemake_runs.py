@@ -9,6 +9,17 @@ import yaml
 
 from qdesign.run.invocation import snakemake_command
 
+DIGITS_GRID = {
+    "dataset": "digits",
+    "model": {"type": "fcdnn", "depth": 2, "widths": [8, 16, 32, 64]},
+    "bits": [2, 4],
+    "seeds": [0, 1],
+    "training": {"epochs": 3, "lr": 0.01, "batch_size": 64},
+    "retraining": {"epochs": 1, "lr": 0.001, "batch_size": 64},
+}
+"""A small digits FCDNN grid (4 widths, 2 bits, 2 seeds, short training) for
+the slow loop tests (closed loop, search); each adds its own section."""
+
 
 def smk(workdir, *args, env=None, timeout=600):
     run_env = {**os.environ, **(env or {})}

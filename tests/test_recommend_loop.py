@@ -12,17 +12,11 @@ import yaml
 from qdesign.core.layout import REPO_ROOT
 from qdesign.run.invocation import snakemake_command
 
+from .snakemake_runs import DIGITS_GRID
+
 pytestmark = pytest.mark.slow
 
-STUDY = {
-    "dataset": "digits",
-    "model": {"type": "fcdnn", "depth": 2, "widths": [8, 16, 32, 64]},
-    "bits": [2, 4],
-    "seeds": [0, 1],
-    "training": {"epochs": 3, "lr": 0.01, "batch_size": 64},
-    "retraining": {"epochs": 1, "lr": 0.001, "batch_size": 64},
-    "recommend": {"budgets": [3000, 12000, "4KiB"]},
-}
+STUDY = {**DIGITS_GRID, "recommend": {"budgets": [3000, 12000, "4KiB"]}}
 
 
 def _run(workdir, *args):
