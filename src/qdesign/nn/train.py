@@ -72,6 +72,19 @@ def param_groups(model: nn.Module, cfg: Mapping) -> list:
     return ([{"params": rest}] if rest else []) + [step_group]
 
 
+def training_optimizer(model: nn.Module, cfg: Mapping) -> torch.optim.Optimizer:
+    """The optimizer :func:`fit` trains ``model`` with: :func:`param_groups` of
+    ``cfg`` in :func:`make_optimizer`, with the fused kernel for models with
+    learned steps. Benchmarks that time a training step build it here too.
+
+    LSQ gives clipped weights exact-zero gradients, and Adam's foreach sqrt of
+    their zero second moments runs 5-7x slower than on other values on this CPU
+    (its vectorised sqrt; a third of learned's step at 3x512, 2 bits); the fused
+    kernel has no such case. Models without learned steps keep the foreach
+    kernels, whose numbers the golden study pins bit for bit."""
+    return make_optimizer(param_groups(model, cfg), cfg, fused=bool(learned_step_parameters(model)))
+
+
 def lr_factor(schedule: str, epoch: int, epochs: int) -> float:
     """Multiplier of the base learning rate during ``epoch`` (0-based)."""
     if schedule == "constant" or epochs <= 1:
@@ -305,12 +318,7 @@ def fit(
     ``FitResult.diverged`` instead; non-finite training always raises.
     """
     epochs, bs = int(cfg["epochs"]), int(cfg["batch_size"])
-    groups = param_groups(model, cfg)
-    # LSQ gives clipped weights exact-zero gradients, and Adam's foreach sqrt of their zero second
-    # moments runs 5-7x slower than on other values on this CPU (its vectorised sqrt; a third of
-    # learned's step at 3x512, 2 bits); the fused kernel has no such case. Models without learned
-    # steps keep the foreach kernels, whose numbers the golden study pins bit for bit.
-    opt = make_optimizer(groups, cfg, fused=bool(learned_step_parameters(model)))
+    opt = training_optimizer(model, cfg)
     base_lrs = [g["lr"] for g in opt.param_groups]
     gen = torch.Generator().manual_seed(int(seed))
     x, y = data.x_train, data.y_train
@@ -331,7 +339,9 @@ def fit(
     extra = {} if loss is None else {"loss_fn": loss}
     warmup = float(cfg.get("step_warmup_epochs", 0.0)) * math.ceil(x.shape[0] / bs)  # in updates
     updates = 0
-    step_group = opt.param_groups[-1] if groups and isinstance(groups[0], dict) and warmup > 0 else None
+    # the steps' own group (param_groups puts it last), if they have one
+    last, step_ids = opt.param_groups[-1], {id(p) for p in learned_step_parameters(model)}
+    step_group = last if step_ids and {id(p) for p in last["params"]} == step_ids and warmup > 0 else None
 
     def warm_up() -> None:  # the steps' group only, on top of the epoch's schedule factor
         nonlocal updates
