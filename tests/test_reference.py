@@ -10,8 +10,10 @@ import yaml
 
 from qdesign.analysis.aggregate import aggregate
 from qdesign.analysis.findings import gap_table, report
+from qdesign.core.config import load_config
 from qdesign.core.errors import TableError
 from qdesign.core.registry import FIGURES
+from qdesign.core.specs import study_cells
 from qdesign.run.invocation import snakemake_command
 from qdesign.run.reference import export_reference
 
@@ -24,13 +26,39 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture()
 def study_tables(tmp_path):
-    """Tables of a synthetic study in results/s/ and its config."""
+    """Tables of a synthetic study in results/s/ and its config; each row
+    carries its cell's spec key under that config, as a trained cell's does."""
+    config = tmp_path / "cfg.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "studies": {
+                    "s": {
+                        "dataset": "digits",
+                        "model": {"type": "fcdnn", "widths": [8, 16, 32]},
+                        "seeds": [0, 1],
+                        "bits": [2],
+                    }
+                }
+            }
+        )
+    )
+    keys = {(c.width, c.bits, c.seed): c.spec(load_config(config)).key for c in study_cells(load_config(config), "s")}
     rows = []
     for seed in (0, 1):
         for w, e in ((8, 0.30), (16, 0.20), (32, 0.10)):
             rows.append(cell(w, 32, seed, e))
             rows.append(cell(w, 2, seed, e + 0.05, direct=e + 0.30))
-    rows = [{**r, "torch_version": "x", "qdesign_version": "y", "device": "cpu"} for r in rows]
+    rows = [
+        {
+            **r,
+            "torch_version": "x",
+            "qdesign_version": "y",
+            "device": "cpu",
+            "config_hash": keys[r["width"], r["bits"], r["seed"]],
+        }
+        for r in rows
+    ]
     summary, ecr, frontier = aggregate(write(tmp_path, rows))
     results = tmp_path / "results" / "s"
     results.mkdir(parents=True)
@@ -39,10 +67,6 @@ def study_tables(tmp_path):
     # three widths: the scaling rule records that no law was fitted
     pd.DataFrame([{"method": "fixed", "kind": "status", "name": "not fitted", "note": "3 widths"}]).to_parquet(
         results / "scaling.parquet"
-    )
-    config = tmp_path / "cfg.yaml"
-    config.write_text(
-        yaml.safe_dump({"studies": {"s": {"dataset": "digits", "model": {"type": "fcdnn", "widths": [8, 16, 32]}}}})
     )
     return tmp_path, config
 
@@ -64,6 +88,19 @@ def test_export_reference(study_tables):
     assert (out / "config.sha256").read_text().split()[0] == prov["config_sha256"]
     with pytest.raises(TableError, match="study tables missing"):
         export_reference(config, tmp / "nowhere", tmp / "x")
+    # the config edited after the study ran, the tables not rebuilt: refused before anything is written
+    cfg = yaml.safe_load(config.read_text())
+    for edit in (
+        lambda st: st.update(seeds=[0, 1, 2]),  # a cell the tables lack
+        lambda st: st.update(retraining={"epochs": 7}),  # every quantized cell under other settings
+    ):
+        study = yaml.safe_load(yaml.safe_dump(cfg))
+        edit(study["studies"]["s"])
+        edited = tmp / "edited.yaml"
+        edited.write_text(yaml.safe_dump(study))
+        with pytest.raises(TableError, match="summary.parquet does not match the config"):
+            export_reference(edited, tmp / "results", tmp / "y")
+        assert not (tmp / "y").exists()
 
 
 def test_reference_target_draws_figures_from_tables_alone(study_tables, tmp_path_factory):

@@ -185,3 +185,15 @@ def test_a_finished_search_ships_its_table_and_cells_as_a_reference(search_run, 
     rounds[-1].unlink()
     with pytest.raises(TableError, match="has not stopped"):
         export_reference(config, partial, tmp_path / "ref2")
+    # a config edited after the search ran, and the search not rerun: refused, nothing written
+    for edit, what in (
+        (lambda st: st["search"].update(budgets=[3000, 12000]), "other search settings"),
+        (lambda st: st.update(retraining={**st.get("retraining", {}), "lr": 0.123}), "trained under other settings"),
+    ):
+        cfg = yaml.safe_load(config.read_text())
+        edit(cfg["studies"]["srch"])
+        edited = tmp_path / f"edited-{len(what)}.yaml"
+        edited.write_text(yaml.safe_dump(cfg))
+        with pytest.raises(TableError, match=what):
+            export_reference(edited, results, tmp_path / "ref3")
+        assert not (tmp_path / "ref3").exists()

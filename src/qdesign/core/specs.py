@@ -271,6 +271,13 @@ class Cell:
         """Its folder under results/ (:func:`qdesign.core.layout.cell_dir`)."""
         return cell_dir(self.study, self.width, self.precision, self.seed, self.method)
 
+    def spec(self, config: Mapping) -> FloatSpec | QuantSpec:
+        """Its spec in a validated ``config`` (whose ``key`` its metrics row
+        records as ``config_hash``): :func:`float_spec` or :func:`quant_spec`."""
+        if self.is_float:
+            return float_spec(config, self.study, self.width, self.seed)
+        return quant_spec(config, self.study, self.width, self.precision, self.seed, self.method)
+
 
 def study_methods(config: Mapping, study: str) -> list[str]:
     return list(config["studies"][study]["retraining"].get("methods", [DEFAULT_METHOD]))

@@ -31,9 +31,12 @@ def search_cells(cfg: dict, study: str, results_dir: Path):
     ``results_dir``; a round file or a cell that is missing is one line."""
     import pandas as pd  # noqa: PLC0415
 
-    from ..analysis.search import cells_of, check_rounds, grid_from_study  # noqa: PLC0415
+    from ..analysis.search import cells_of, check_rounds, grid_from_study, initial_cells  # noqa: PLC0415
+    from ..core.constants import FLOAT_BITS  # noqa: PLC0415
     from ..core.errors import TableError  # noqa: PLC0415
-    from ..core.layout import RESULTS, cell_dir, search_round_file  # noqa: PLC0415
+    from ..core.layout import RESULTS, search_round_file  # noqa: PLC0415
+    from ..core.precision import Precision  # noqa: PLC0415
+    from ..core.specs import Cell  # noqa: PLC0415
 
     def here(path: str) -> Path:  # a layout path under this results folder
         return results_dir / Path(path).relative_to(RESULTS)
@@ -47,15 +50,53 @@ def search_cells(cfg: dict, study: str, results_dir: Path):
     check_rounds(rounds)
     if rounds[-1].get("stop") is None:
         raise TableError(f"{study}: the search has not stopped (round {len(rounds) - 1} asks for more cells)")
-    method = grid_from_study(cfg, study)[0].method
-    dirs: dict[str, None] = {}
+    grid, settings = grid_from_study(cfg, study)
+    # rounds planned under other search settings than the config's: the first round's cells and the
+    # budgets answered are what the settings fix (an edit of the stopping rule alone is not seen here)
+    first = [list(c) for c in initial_cells(grid, settings)]
+    budgets = sorted(float(b) for b in settings.budgets)
+    answered = sorted(float(a["budget_bits"]) for a in rounds[-1]["answers"])
+    if rounds[0]["batch"] != first or (answered and answered != budgets):
+        raise TableError(
+            f"{study}: the search rounds under {results_dir} were planned under other search settings "
+            "than the config's (first round's cells or budgets differ): rerun the search before exporting"
+        )
+    cells: dict[Cell, None] = {}
     for width, bits, seed in cells_of(rounds):
-        dirs.setdefault(cell_dir(study, width, 32, seed), None)
-        dirs.setdefault(cell_dir(study, width, bits, seed, method), None)
-    missing = [d for d in dirs if not (here(d) / "metrics.parquet").is_file()]
+        cells.setdefault(Cell(study, width, seed, Precision.float_()), None)
+        if bits < FLOAT_BITS:  # a float network's own entry in a batch has bits 32
+            cells.setdefault(Cell(study, width, seed, Precision.uniform(bits), grid.method), None)
+    missing = [c.dir for c in cells if not (here(c.dir) / "metrics.parquet").is_file()]
     if missing:
         raise TableError(f"{study}: searched cell(s) not finished: {', '.join(missing[:3])}")
-    return pd.concat([pd.read_parquet(here(d) / "metrics.parquet") for d in dirs], ignore_index=True)
+    rows = []
+    for c in cells:
+        row = pd.read_parquet(here(c.dir) / "metrics.parquet")
+        if set(row["config_hash"]) != {c.spec(cfg).key}:
+            raise TableError(
+                f"{study}: {c.dir} was trained under other settings than the config's "
+                "(its spec key differs): rerun the search before exporting"
+            )
+        rows.append(row)
+    return pd.concat(rows, ignore_index=True)
+
+
+def check_grid_summary(cfg: dict, study: str, summary) -> None:
+    """``summary`` (a grid study's ``summary.parquet``) holds exactly the cells
+    of ``study`` in ``cfg``, each trained under the config's settings (its
+    ``config_hash`` is the key of the cell's spec): a table aggregated before
+    the config was edited, and not rebuilt since, is refused in one line."""
+    from ..core.errors import TableError  # noqa: PLC0415
+    from ..core.specs import study_cells  # noqa: PLC0415
+
+    expected = {c.spec(cfg).key for c in study_cells(cfg, study)}
+    got = set(summary["config_hash"])
+    if got != expected:
+        raise TableError(
+            f"{study}: summary.parquet does not match the config ({len(got - expected)} of its cell(s) "
+            f"trained under other settings, {len(expected - got)} of the config's cell(s) not in it): "
+            "rerun the study before exporting"
+        )
 
 
 def export_reference(
@@ -93,6 +134,11 @@ def export_reference(
         from ..core.errors import TableError  # noqa: PLC0415
 
         raise TableError(f"study tables missing (run the study first): {', '.join(map(str, missing[:3]))}")
+    # every table checked against the config before anything is written
+    searched_cells = {s: search_cells(cfg, s, results_dir) for s in searched}
+    for study in cfg["studies"]:
+        if study not in searched:
+            check_grid_summary(cfg, study, pd.read_parquet(results_dir / study / "summary.parquet"))
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     studies = {}
@@ -103,7 +149,7 @@ def export_reference(
             shutil.copyfile(results_dir / study / f"{table}.parquet", dest)
             written.append(dest)
         if study in searched:  # the cells its rounds trained, not a grid's summary
-            summary = search_cells(cfg, study, results_dir)
+            summary = searched_cells[study]
             dest = out_dir / study / f"{SEARCH_CELLS_TABLE}.parquet"
             summary.to_parquet(dest, index=False)
             written.append(dest)
