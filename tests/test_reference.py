@@ -147,6 +147,45 @@ def test_shipped_reference_is_complete():
         assert json.loads((profile / "provenance.json").read_text())["config_sha256"]
 
 
+def test_shipped_cells_carry_the_spec_keys_of_the_shipped_config():
+    """A shipped grid summary passes export's check against its own config, and
+    a shipped search's cells each carry its spec key: what export-reference
+    refuses for a results folder holds for what is shipped. The summaries of
+    reference/cpu predate the method axis (no ``method`` column): their
+    quantized cells' keys are those of the spec before the method joined it,
+    and only their float cells are checked."""
+    from qdesign.core.config import load_config  # noqa: PLC0415
+    from qdesign.core.precision import Precision  # noqa: PLC0415
+    from qdesign.core.registry import SEARCH_CELLS_TABLE  # noqa: PLC0415
+    from qdesign.core.specs import Cell  # noqa: PLC0415
+    from qdesign.run.reference import check_grid_summary  # noqa: PLC0415
+
+    checked = 0
+    for profile in sorted(p for p in (REPO / "reference").iterdir() if p.is_dir()):
+        cfg = load_config(profile / "config.yaml")
+        for study in cfg["studies"]:
+            if cfg["studies"][study].get("search"):
+                cells = pd.read_parquet(profile / study / f"{SEARCH_CELLS_TABLE}.parquet")
+                for r in cells.itertuples():
+                    bits = int(r.bits)
+                    cell = Cell(study, int(r.width), int(r.seed), Precision.float_())
+                    if bits < 32:
+                        cell = Cell(study, int(r.width), int(r.seed), Precision.uniform(bits), r.method)
+                    assert cell.spec(cfg).key == r.config_hash, (profile.name, cell.dir)
+                    checked += 1
+                continue
+            summary = pd.read_parquet(profile / study / "summary.parquet")
+            if "method" in summary.columns:
+                check_grid_summary(cfg, study, summary)
+                checked += len(summary)
+            else:  # before the method axis: the float networks' keys did not change
+                floats = summary[summary["bits"] >= 32]
+                for r in floats.itertuples():
+                    assert Cell(study, int(r.width), int(r.seed), Precision.float_()).spec(cfg).key == r.config_hash
+                checked += len(floats)
+    assert checked > 100
+
+
 def test_shipped_reference_tables_are_current():
     """The shipped derived tables carry every column the current code writes
     from their summary (a table of an older analysis would be drawn wrong or
