@@ -267,16 +267,21 @@ def run(args) -> dict:
 
 def timing(args, data) -> list[dict]:
     """Milliseconds per retraining step (forward, loss, backward and optimizer
-    update on one batch of 128, with each contender's optimizer groups and
-    loss), contenders interleaved A, B, C, A, B, C... and the median of
+    update on a batch of 128, with each contender's optimizer groups and
+    loss; a burst steps through ``steps`` different batches of a seeded
+    shuffle, as training does, the same ones for every contender: one batch
+    repeated leaves the gradients of the weights of its always-zero pixels
+    exactly zero, whose Adam second moments hit a slow path of the vectorised
+    sqrt), contenders interleaved A, B, C, A, B, C... and the median of
     ``repeats`` bursts: robust to the load of a shared machine, unlike the
     per-epoch times of single runs. Ratios are to Brevitas MSE's step in the
     same round, median over the rounds."""
     from torch.nn import functional as F  # noqa: PLC0415
 
     out = []
-    x, y = data.x_train[:128], data.y_train[:128]
-    idx = torch.arange(128)
+    order = torch.randperm(data.x_train.shape[0], generator=torch.Generator().manual_seed(0))
+    batches = [order[i * 128 : (i + 1) * 128] for i in range(args.timing_steps)]
+    batches = [(data.x_train[i], data.y_train[i], i) for i in batches]
     names = [n for n in CONTENDERS if n != FAIRNESS] + [FUSED_PEER]
     for width in args.widths:
         torch.manual_seed(0)
@@ -296,8 +301,8 @@ def timing(args, data) -> list[dict]:
                 )
                 loss_fn = c.loss(fmodel, data, 1) or (lambda out, yb, _i: F.cross_entropy(out, yb))
 
-                def burst(model=model, opt=opt, loss_fn=loss_fn, n=args.timing_steps):
-                    for _ in range(n):
+                def burst(model=model, opt=opt, loss_fn=loss_fn):
+                    for x, y, idx in batches:
                         loss = loss_fn(model(x), y, idx)
                         opt.zero_grad(set_to_none=True)
                         loss.backward()
@@ -443,7 +448,12 @@ def setup(args, data) -> dict:
 
 
 def timing_data(args):
-    return make_splits(prepare_dataset("mnist", args.data_dir, download=False), 0.1, 0, 1000)
+    """The splits of the accuracy runs (``--train-subset`` training images), from
+    which the timing's bursts draw their batches."""
+    n = args.train_subset or None
+    if n is not None and args.timing_steps * 128 > n:
+        raise SystemExit(f"--timing-steps {args.timing_steps} needs {args.timing_steps * 128} training images, got {n}")
+    return make_splits(prepare_dataset("mnist", args.data_dir, download=False), 0.1, 0, n)
 
 
 def write(result: dict, out: Path) -> None:
@@ -526,7 +536,12 @@ def main(argv=None) -> None:
         pooled = {
             "rows": rows,
             "timing": [t for run_ in runs for t in run_.get("timing", [])],
-            "setups": [dict(run_.get("setup", {}), file=str(f)) for f, run_ in zip(args.merge, runs)],
+            # a pooled file's own setups are carried over (pooling pools again)
+            "setups": [
+                s
+                for f, run_ in zip(args.merge, runs)
+                for s in run_.get("setups", [dict(run_.get("setup", {}), file=str(f))])
+            ],
         }
         report(pooled)
         write(pooled, Path(args.out))
