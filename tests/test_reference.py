@@ -2,6 +2,7 @@
 tables alone, no dataset, no training), and the findings report."""
 
 import json
+import shutil
 import subprocess
 
 import pandas as pd
@@ -101,6 +102,13 @@ def test_export_reference(study_tables):
         with pytest.raises(TableError, match="summary.parquet does not match the config"):
             export_reference(edited, tmp / "results", tmp / "y")
         assert not (tmp / "y").exists()
+    # a summary without the cells' keys (a table from before they were recorded): one line, nothing written
+    old = tmp / "old-results"
+    shutil.copytree(tmp / "results", old)
+    pd.read_parquet(old / "s" / "summary.parquet").drop(columns="config_hash").to_parquet(old / "s" / "summary.parquet")
+    with pytest.raises(TableError, match="no config_hash column"):
+        export_reference(config, old, tmp / "z")
+    assert not (tmp / "z").exists()
 
 
 def test_reference_target_draws_figures_from_tables_alone(study_tables, tmp_path_factory):

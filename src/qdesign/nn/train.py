@@ -339,9 +339,8 @@ def fit(
     extra = {} if loss is None else {"loss_fn": loss}
     warmup = float(cfg.get("step_warmup_epochs", 0.0)) * math.ceil(x.shape[0] / bs)  # in updates
     updates = 0
-    # the steps' own group (param_groups puts it last), if they have one
-    last, step_ids = opt.param_groups[-1], {id(p) for p in learned_step_parameters(model)}
-    step_group = last if step_ids and {id(p) for p in last["params"]} == step_ids and warmup > 0 else None
+    # the steps' own group: param_groups splits only to give them one, last
+    step_group = opt.param_groups[-1] if len(opt.param_groups) > 1 and warmup > 0 else None
 
     def warm_up() -> None:  # the steps' group only, on top of the epoch's schedule factor
         nonlocal updates

@@ -89,6 +89,8 @@ def check_grid_summary(cfg: dict, study: str, summary) -> None:
     from ..core.errors import TableError  # noqa: PLC0415
     from ..core.specs import study_cells  # noqa: PLC0415
 
+    if "config_hash" not in summary.columns:
+        raise TableError(f"{study}: summary.parquet has no config_hash column (an old table): rerun the study")
     expected = {c.spec(cfg).key for c in study_cells(cfg, study)}
     got = set(summary["config_hash"])
     if got != expected:
@@ -135,10 +137,14 @@ def export_reference(
 
         raise TableError(f"study tables missing (run the study first): {', '.join(map(str, missing[:3]))}")
     # every table checked against the config before anything is written
-    searched_cells = {s: search_cells(cfg, s, results_dir) for s in searched}
+    # a search's rows are the cells its rounds trained, a grid's its summary
+    summaries = {
+        s: search_cells(cfg, s, results_dir) if s in searched else pd.read_parquet(results_dir / s / "summary.parquet")
+        for s in cfg["studies"]
+    }
     for study in cfg["studies"]:
         if study not in searched:
-            check_grid_summary(cfg, study, pd.read_parquet(results_dir / study / "summary.parquet"))
+            check_grid_summary(cfg, study, summaries[study])
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     studies = {}
@@ -148,13 +154,11 @@ def export_reference(
             dest = out_dir / study / f"{table}.parquet"
             shutil.copyfile(results_dir / study / f"{table}.parquet", dest)
             written.append(dest)
+        summary = summaries[study]
         if study in searched:  # the cells its rounds trained, not a grid's summary
-            summary = searched_cells[study]
             dest = out_dir / study / f"{SEARCH_CELLS_TABLE}.parquet"
             summary.to_parquet(dest, index=False)
             written.append(dest)
-        else:
-            summary = pd.read_parquet(out_dir / study / "summary.parquet")
         studies[study] = {
             "cells": int(len(summary)),
             "job_seconds_total": round(float(summary["job_seconds"].sum()), 1),
